@@ -1,0 +1,82 @@
+"""Redis connections from a URL: redis://, rediss:// (TLS), unix://, user/password, db.
+
+Credentials never reach logs: `redact` is the only form of a URL marketbus prints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from marketbus.shared.config import RedisConfig
+from marketbus.shared.errors import ConfigError, RedisUnavailableError
+
+SCHEMES = ("redis", "rediss", "unix")
+
+
+def redact(url: str) -> str:
+    """*url* with any password replaced by ``***`` (the username is kept)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def connection_kwargs(config: RedisConfig) -> dict[str, Any]:
+    """Keyword arguments for `redis.asyncio.from_url` derived from *config*."""
+    scheme = urlsplit(config.url).scheme
+    if scheme not in SCHEMES:
+        raise ConfigError(
+            f"redis.url {redact(config.url)!r}: scheme must be one of {', '.join(SCHEMES)}"
+        )
+    kwargs: dict[str, Any] = {
+        "socket_connect_timeout": config.connect_timeout_s,
+        "health_check_interval": 15,
+    }
+    if scheme == "rediss":
+        if config.tls_ca_file:
+            kwargs["ssl_ca_certs"] = config.tls_ca_file
+        if config.tls_cert_file:
+            kwargs["ssl_certfile"] = config.tls_cert_file
+        if config.tls_key_file:
+            kwargs["ssl_keyfile"] = config.tls_key_file
+    elif config.tls_ca_file or config.tls_cert_file or config.tls_key_file:
+        raise ConfigError("redis.tls_* files are set but redis.url does not use rediss://")
+    return kwargs
+
+
+def client(config: RedisConfig, **overrides: Any) -> aioredis.Redis:
+    """An asyncio Redis client for *config*; connects lazily on first command."""
+    kwargs = connection_kwargs(config) | overrides
+    return aioredis.Redis.from_url(config.url, **kwargs)
+
+
+async def connect(config: RedisConfig, **overrides: Any) -> aioredis.Redis:
+    """A client that has answered PING; RedisUnavailableError says why not."""
+    redis = client(config, **overrides)
+    try:
+        await redis.ping()
+    except AuthenticationError as exc:
+        await redis.aclose()
+        raise RedisUnavailableError(
+            f"Redis at {redact(config.url)} refused the credentials: {exc}"
+        ) from None
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        await redis.aclose()
+        raise RedisUnavailableError(
+            f"cannot reach Redis at {redact(config.url)}: {exc}. Is redis-server running "
+            "and is redis.url (or --redis) right?"
+        ) from None
+    except ResponseError as exc:
+        await redis.aclose()
+        raise RedisUnavailableError(f"Redis at {redact(config.url)} refused PING: {exc}") from None
+    return redis

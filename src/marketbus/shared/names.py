@@ -1,0 +1,129 @@
+"""Every Redis key and channel name marketbus uses, built and parsed in one place.
+
+A feed (one exchange x one kind x one symbol) has ONE name, used both as its pub/sub
+channel and as its stream key: ``{ns}:{exchange}:{kind}:{symbol}``. The symbol comes
+last because ccxt symbols may contain ``:`` (``BTC/USDT:USDT``), so a name is parsed
+with ``split(":", 3)``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+import msgspec
+
+from marketbus.shared.errors import FeedNameError
+
+DEFAULT_NS: Final = "md"
+STATE_KINDS: Final = frozenset({"ticker", "trades", "book"})
+OHLCV_PREFIX: Final = "ohlcv."
+STATUS: Final = "status"
+
+_TIMEFRAME = re.compile(r"^[1-9][0-9]*[smhdwMy]$")
+_TIMEFRAME_UNIT_MS: Final = {
+    "s": 1_000,
+    "m": 60_000,
+    "h": 3_600_000,
+    "d": 86_400_000,
+    "w": 604_800_000,
+    "M": 2_592_000_000,
+    "y": 31_536_000_000,
+}
+
+
+def check_part(what: str, value: str) -> str:
+    """Return *value* if it may stand as a ``:``-free part of a name, else raise."""
+    if not value or ":" in value or any(c.isspace() for c in value):
+        raise FeedNameError(f"{what} {value!r} must be non-empty, without ':' or whitespace")
+    return value
+
+
+def check_kind(kind: str) -> str:
+    """Return *kind* if it is ``ticker``, ``trades``, ``book`` or ``ohlcv.{timeframe}``."""
+    if kind in STATE_KINDS:
+        return kind
+    if kind.startswith(OHLCV_PREFIX) and _TIMEFRAME.match(kind[len(OHLCV_PREFIX) :]):
+        return kind
+    raise FeedNameError(
+        f"kind {kind!r} is not one of 'ticker', 'trades', 'book', 'ohlcv.<timeframe>' "
+        "(timeframe like '1m', '1h')"
+    )
+
+
+def ohlcv_kind(timeframe: str) -> str:
+    """The kind string for candles of *timeframe*: ``ohlcv.1m``."""
+    return check_kind(OHLCV_PREFIX + timeframe)
+
+
+def timeframe_of(kind: str) -> str | None:
+    """The timeframe of an ``ohlcv.*`` kind, None for other kinds."""
+    return kind[len(OHLCV_PREFIX) :] if kind.startswith(OHLCV_PREFIX) else None
+
+
+def timeframe_ms(timeframe: str) -> int:
+    """Length of one candle of *timeframe* in milliseconds (``1m`` -> 60000)."""
+    if not _TIMEFRAME.match(timeframe):
+        raise FeedNameError(f"timeframe {timeframe!r} is not like '1m', '5m', '1h', '1d'")
+    return int(timeframe[:-1]) * _TIMEFRAME_UNIT_MS[timeframe[-1]]
+
+
+class Feed(msgspec.Struct, frozen=True):
+    """One feed: exchange x kind x symbol within a namespace."""
+
+    ns: str
+    exchange: str
+    kind: str
+    symbol: str
+
+    def __post_init__(self) -> None:
+        check_part("namespace", self.ns)
+        check_part("exchange", self.exchange)
+        check_kind(self.kind)
+        if not self.symbol or any(c.isspace() for c in self.symbol):
+            raise FeedNameError(f"symbol {self.symbol!r} must be non-empty, without whitespace")
+
+    @property
+    def name(self) -> str:
+        """The channel name and stream key of this feed."""
+        return f"{self.ns}:{self.exchange}:{self.kind}:{self.symbol}"
+
+    @property
+    def timeframe(self) -> str | None:
+        return timeframe_of(self.kind)
+
+    @classmethod
+    def parse(cls, name: str) -> Feed:
+        """Parse a feed name; raises FeedNameError naming what is wrong."""
+        parts = name.split(":", 3)
+        if len(parts) != 4:
+            raise FeedNameError(
+                f"feed name {name!r} is not '{{ns}}:{{exchange}}:{{kind}}:{{symbol}}'"
+            )
+        ns, exchange, kind, symbol = parts
+        return cls(ns, exchange, kind, symbol)
+
+
+def feed_name(ns: str, exchange: str, kind: str, symbol: str) -> str:
+    """Shortcut for ``Feed(ns, exchange, kind, symbol).name`` (validates)."""
+    return Feed(ns, exchange, kind, symbol).name
+
+
+def status_name(ns: str, exchange: str) -> str:
+    """Stream key and channel of an exchange's status events: ``{ns}:{exchange}:status``."""
+    return f"{check_part('namespace', ns)}:{check_part('exchange', exchange)}:{STATUS}"
+
+
+def catalog_key(ns: str) -> str:
+    """Hash listing every feed: field = feed name, value = JSON FeedInfo."""
+    return f"{check_part('namespace', ns)}:feeds"
+
+
+def exchange_pattern(ns: str, exchange: str = "*") -> str:
+    """A PSUBSCRIBE pattern for every channel of one exchange (or all)."""
+    return f"{check_part('namespace', ns)}:{exchange}:*"
+
+
+def is_status_name(name: str) -> bool:
+    parts = name.split(":")
+    return len(parts) == 3 and parts[2] == STATUS

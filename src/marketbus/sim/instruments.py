@@ -1,0 +1,100 @@
+"""What the simulator trades: one `Instrument` per ccxt unified symbol.
+
+Prices and amounts live as integers (ticks and lots) inside the simulator, so sums
+never drift; `Instrument` converts them to floats and to the decimal strings that
+exchanges send. A float made by `ticks / 10**decimals` is the float nearest that
+decimal, and so is the float that parsing the decimal string gives: values survive a
+trip through JSON strings exactly.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Literal
+
+InstrumentKind = Literal["spot", "swap"]
+
+_KNOWN_PRICES: dict[str, tuple[int, int, int]] = {
+    # base: (initial price in ticks, price decimals, amount decimals)
+    "BTC": (6_000_000, 2, 4),
+    "ETH": (300_000, 2, 4),
+    "SOL": (15_000, 2, 3),
+    "BNB": (60_000, 2, 3),
+    "XRP": (5_000, 4, 1),
+    "DOGE": (10_000, 5, 0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """A tradable market: a spot pair or a linear perpetual swap (contract size 1)."""
+
+    symbol: str
+    base: str
+    quote: str
+    settle: str | None
+    price_decimals: int
+    amount_decimals: int
+    initial_price_ticks: int
+
+    @property
+    def kind(self) -> InstrumentKind:
+        return "spot" if self.settle is None else "swap"
+
+    @property
+    def tick_size(self) -> float:
+        return 1 / 10**self.price_decimals
+
+    @property
+    def lot_size(self) -> float:
+        return 1 / 10**self.amount_decimals
+
+    def price(self, ticks: int) -> float:
+        return ticks / 10**self.price_decimals
+
+    def amount(self, lots: int) -> float:
+        return lots / 10**self.amount_decimals
+
+    def notional(self, ticks_times_lots: int) -> float:
+        return ticks_times_lots / 10 ** (self.price_decimals + self.amount_decimals)
+
+    def price_str(self, price: float) -> str:
+        return f"{price:.{self.price_decimals}f}"
+
+    def amount_str(self, amount: float) -> str:
+        return f"{amount:.{self.amount_decimals}f}"
+
+    def notional_str(self, value: float) -> str:
+        return f"{value:.{self.price_decimals + self.amount_decimals}f}"
+
+
+def parse_instrument(symbol: str) -> Instrument:
+    """Build the instrument for a ccxt unified symbol: `BASE/QUOTE` or `BASE/QUOTE:SETTLE`.
+
+    Well-known bases get realistic prices; any other base gets a price derived from
+    its name, so every symbol is deterministic without configuration.
+    """
+    pair, _, settle = symbol.partition(":")
+    base, slash, quote = pair.partition("/")
+    if not slash or not base or not quote or "/" in quote:
+        raise ValueError(f"not a ccxt unified symbol: {symbol!r}")
+    if settle and settle != quote:
+        raise ValueError(f"only linear swaps (settle == quote) are simulated: {symbol!r}")
+    known = _KNOWN_PRICES.get(base)
+    if known is not None:
+        ticks, price_decimals, amount_decimals = known
+    else:
+        whole = 1 + zlib.crc32(base.encode()) % 999
+        price_decimals = 2 if whole >= 10 else 4
+        ticks = whole * 10**price_decimals
+        amount_decimals = 2
+    return Instrument(
+        symbol=symbol,
+        base=base,
+        quote=quote,
+        settle=settle or None,
+        price_decimals=price_decimals,
+        amount_decimals=amount_decimals,
+        initial_price_ticks=ticks,
+    )

@@ -1,0 +1,1 @@
+"""Test-only helpers: real processes (redis-server) and condition waits."""
