@@ -1,0 +1,136 @@
+"""The `marketbus` command: produce, sim, tail, status, demo.
+
+Each subcommand imports its machinery lazily, so `marketbus tail` and `marketbus status`
+work on the light install (no ccxt). Errors marketbus raises on purpose print one clear
+line and exit 2 (bad configuration) or 1 (anything else), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from marketbus.shared.config import RedisConfig
+from marketbus.shared.errors import ConfigError, MarketbusError
+from marketbus.shared.names import DEFAULT_NS
+
+
+def _redis_config(args: argparse.Namespace) -> RedisConfig:
+    return RedisConfig(url=args.redis, namespace=args.namespace)
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
+    from marketbus.shared.config import load_config
+
+    config = load_config(args.config)
+    from marketbus.producer.process import run
+
+    code: int = asyncio.run(run(config, args.exchange or None))
+    return code
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from marketbus.sim.server import serve
+
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args.exchange, args.port, symbols, args.rate, args.seed))
+    return 0
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    from marketbus.tail import tail
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(tail(_redis_config(args), args.pattern, limit=args.count))
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from marketbus.status_report import print_status
+
+    asyncio.run(print_status(_redis_config(args)))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from marketbus.demo import run_demo
+
+    try:
+        return asyncio.run(run_demo(duration_s=args.duration, redis_url=args.redis))
+    except KeyboardInterrupt:
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="marketbus", description="A market-data bus: ccxt.pro -> Redis -> strategies."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def redis_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
+        p.add_argument("--namespace", default=DEFAULT_NS, help="key namespace (default md)")
+
+    p = sub.add_parser("produce", help="run the producer for the exchanges of a config file")
+    p.add_argument("--config", required=True, help="producer TOML file")
+    p.add_argument(
+        "--exchange", action="append", help="only this exchange id (repeatable; default: all)"
+    )
+    p.set_defaults(func=_cmd_produce)
+
+    p = sub.add_parser("sim", help="run the loopback exchange simulator")
+    p.add_argument("exchange", help="binance, okx, kucoinfutures or bingx")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--symbols", default="BTC/USDT,ETH/USDT", help="comma-separated")
+    p.add_argument("--rate", type=float, default=10.0, help="events per second per symbol")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=_cmd_sim)
+
+    p = sub.add_parser("tail", help="print live messages of channels matching a pattern")
+    p.add_argument("pattern", help="e.g. 'md:binance:*' or 'md:*:ticker:*'")
+    p.add_argument("--count", type=int, default=None, help="stop after N messages")
+    redis_options(p)
+    p.set_defaults(func=_cmd_tail)
+
+    p = sub.add_parser("status", help="every producer's feeds, their age and errors")
+    redis_options(p)
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("demo", help="simulator + producer + consumer, live in the terminal")
+    p.add_argument("--duration", type=float, default=None, help="seconds (default: until ^C)")
+    p.add_argument(
+        "--redis", default=None, help="Redis URL (default: start a private redis-server)"
+    )
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def configure_logging(verbose: bool, as_json: bool) -> None:
+    from marketbus.logs import configure
+
+    configure(logging.DEBUG if verbose else logging.INFO, as_json=as_json)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose, args.log_json)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"marketbus: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except MarketbusError as exc:
+        print(f"marketbus: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

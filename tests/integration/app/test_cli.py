@@ -1,0 +1,101 @@
+"""The `marketbus` command as operators use it: clear errors, readable output."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from marketbus.shared import codecs
+from marketbus.shared.schema import FeedInfo, Status, Ticker
+from tests.support.redis_process import free_port
+from tests.support.waiting import wait_until
+
+CLI = [sys.executable, "-m", "marketbus.cli"]
+
+
+def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "producer.toml"
+    config.write_text('[[exchanges]]\nid = "binance"\nsymbols = []\n')
+    result = run_cli("produce", "--config", str(config))
+    assert result.returncode == 2
+    assert "exchanges[0].symbols" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file_is_clear(tmp_path: Path) -> None:
+    result = run_cli("produce", "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+def test_unreachable_redis_is_clear_and_hides_password() -> None:
+    url = f"redis://user:s3cret@127.0.0.1:{free_port()}/0"
+    result = run_cli("status", "--redis", url)
+    assert result.returncode == 1
+    assert "cannot reach Redis" in result.stderr
+    assert "s3cret" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+async def test_tail_prints_messages_and_flags_garbage(redis_url: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "tail", "md:binance:*", "--count", "2", "--redis", redis_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    redis = aioredis.Redis.from_url(redis_url)
+    ticker = Ticker(
+        exchange="binance", symbol="BTC/USDT", run=5, seq=9, ts_ms=1_700_000_000_000,
+        recv_ns=1, bid=100.5, ask=100.75, last=100.5,
+    )  # fmt: skip
+    try:
+
+        async def tail_subscribed() -> bool:
+            result: int = await redis.execute_command("PUBSUB", "NUMPAT")
+            return result > 0
+
+        await wait_until(tail_subscribed, what="tail to subscribe")
+        await redis.publish("md:binance:ticker:BTC/USDT", codecs.encode(ticker))
+        await redis.publish("md:binance:ticker:BTC/USDT", b"\x00garbage")
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await redis.aclose()
+    text = stdout.decode()
+    assert proc.returncode == 0, stderr.decode()
+    assert "5-9 ticker  binance BTC/USDT  bid=100.5 ask=100.75 last=100.5" in text
+    assert "UNDECODABLE on md:binance:ticker:BTC/USDT (#1)" in text
+
+
+async def test_status_shows_feeds_age_and_state(redis_url: str) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    feed = "md:binance:ticker:BTC/USDT"
+    info = FeedInfo(
+        exchange="binance", symbol="BTC/USDT", kind="ticker", timeframe=None, run=7,
+        stream_maxlen=100, updated_ms=1,
+    )  # fmt: skip
+    await redis.hset("md:feeds", feed, codecs.encode_feed_info(info))
+    ticker = Ticker(exchange="binance", symbol="BTC/USDT", run=7, seq=1, ts_ms=None, recv_ns=1)
+    await redis.xadd(feed, {"d": codecs.encode(ticker)}, id="7-1")
+    for seq, event in enumerate(["started", "connected", "error"], start=1):
+        status = Status(
+            exchange="binance", run=7, seq=seq, ts_ms=None, recv_ns=1, event=event,  # type: ignore[arg-type]
+            feed=feed if event != "started" else None,
+        )  # fmt: skip
+        await redis.xadd("md:binance:status", {"d": codecs.encode(status)}, id=f"7-{seq}")
+    await redis.aclose()
+    result = await asyncio.to_thread(run_cli, "status", "--redis", redis_url)
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.splitlines()[:2]
+    assert header.split() == ["FEED", "RUN", "STREAM", "LAST", "STATE", "ERRORS"]
+    assert row.split()[:3] == [feed, "7", "1"]
+    assert row.split()[-2:] == ["error", "1"]
+    assert "1 feed(s)" in result.stdout

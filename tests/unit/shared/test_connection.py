@@ -1,0 +1,48 @@
+"""Redis URLs: schemes checked, TLS files only with rediss://, passwords never shown."""
+
+from __future__ import annotations
+
+import pytest
+
+from marketbus.shared.config import RedisConfig
+from marketbus.shared.connection import client, connect, connection_kwargs, redact
+from marketbus.shared.errors import ConfigError, RedisUnavailableError
+from tests.support.redis_process import free_port
+
+
+def test_redact_hides_only_the_password() -> None:
+    assert redact("redis://alice:s3cret@h:6379/1") == "redis://alice:***@h:6379/1"
+    assert redact("rediss://:s3cret@h/0") == "rediss://:***@h/0"
+    assert redact("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_bad_scheme_is_a_config_error_without_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        connection_kwargs(RedisConfig(url="http://u:s3cret@h/0"))
+    assert "s3cret" not in str(info.value)
+
+
+def test_tls_files_need_rediss() -> None:
+    with pytest.raises(ConfigError, match="rediss://"):
+        connection_kwargs(RedisConfig(url="redis://h/0", tls_ca_file="ca.pem"))
+    kwargs = connection_kwargs(RedisConfig(url="rediss://h/0", tls_ca_file="ca.pem"))
+    assert kwargs["ssl_ca_certs"] == "ca.pem"
+
+
+def test_client_parses_user_password_and_db() -> None:
+    redis = client(RedisConfig(url="redis://alice:pw@127.0.0.1:6400/3"))
+    kwargs = redis.connection_pool.connection_kwargs
+    assert (kwargs["username"], kwargs["password"], kwargs["db"]) == ("alice", "pw", 3)
+
+
+async def test_unreachable_redis_is_a_clear_error() -> None:
+    url = f"redis://u:s3cret@127.0.0.1:{free_port()}/0"
+    with pytest.raises(RedisUnavailableError, match="cannot reach Redis") as info:
+        await connect(RedisConfig(url=url, connect_timeout_s=1))
+    assert "s3cret" not in str(info.value)
+
+
+async def test_connect_to_private_server(redis_url: str) -> None:
+    redis = await connect(RedisConfig(url=redis_url))
+    assert await redis.ping()
+    await redis.aclose()
