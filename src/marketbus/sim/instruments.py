@@ -26,6 +26,10 @@ _KNOWN_PRICES: dict[str, tuple[int, int, int]] = {
 }
 
 
+def _pow10(exponent: int) -> int:
+    return int(10**exponent)
+
+
 @dataclass(frozen=True, slots=True)
 class Instrument:
     """A tradable market: a spot pair or a linear perpetual swap (contract size 1)."""
@@ -44,20 +48,20 @@ class Instrument:
 
     @property
     def tick_size(self) -> float:
-        return 1 / 10**self.price_decimals
+        return 1 / _pow10(self.price_decimals)
 
     @property
     def lot_size(self) -> float:
-        return 1 / 10**self.amount_decimals
+        return 1 / _pow10(self.amount_decimals)
 
     def price(self, ticks: int) -> float:
-        return ticks / 10**self.price_decimals
+        return ticks / _pow10(self.price_decimals)
 
     def amount(self, lots: int) -> float:
-        return lots / 10**self.amount_decimals
+        return lots / _pow10(self.amount_decimals)
 
     def notional(self, ticks_times_lots: int) -> float:
-        return ticks_times_lots / 10 ** (self.price_decimals + self.amount_decimals)
+        return ticks_times_lots / _pow10(self.price_decimals + self.amount_decimals)
 
     def price_str(self, price: float) -> str:
         return f"{price:.{self.price_decimals}f}"

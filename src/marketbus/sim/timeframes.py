@@ -4,6 +4,8 @@ from __future__ import annotations
 
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
+_MONDAY_OFFSET_MS = 4 * 86_400_000
+
 DEFAULT_TIMEFRAMES: tuple[str, ...] = (
     "1s",
     "1m",
@@ -27,6 +29,11 @@ def timeframe_ms(timeframe: str) -> int:
 
 
 def period_start(ts_ms: int, timeframe: str) -> int:
-    """Open time of the candle of `timeframe` holding `ts_ms` (candles align to the epoch)."""
+    """Open time of the candle of `timeframe` holding `ts_ms`.
+
+    Candles align to the epoch, except weeks, which open on Monday 00:00 UTC as on
+    the exchanges (the epoch was a Thursday).
+    """
     length = timeframe_ms(timeframe)
-    return ts_ms - ts_ms % length
+    offset = _MONDAY_OFFSET_MS if timeframe.endswith("w") else 0
+    return ts_ms - (ts_ms - offset) % length

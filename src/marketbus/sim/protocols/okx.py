@@ -1,0 +1,415 @@
+"""OKX v5: REST instruments and candles, public and business websockets.
+
+Paths (under `/okx`): REST `/api/v5/public/instruments`, `/api/v5/market/candles`
+(and `history-candles`), `/api/v5/public/time`; websockets `/ws/v5/public`
+(`tickers`, `trades`, `books`, `books5`) and `/ws/v5/business` (`candle<bar>`).
+Subscribe `{"op": "subscribe", "args": [{"channel", "instId"}]}` is acked with
+`{"event": "subscribe", "arg": ...}`; text `ping` gets text `pong`. The `books`
+channel sends a snapshot on subscribe, then updates chained by `prevSeqId`/`seqId`,
+each with OKX's CRC32 checksum of the top 25 levels.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from marketbus.sim.instruments import Instrument
+from marketbus.sim.market import (
+    BookEvent,
+    BookSnapshot,
+    Candle,
+    CandleEvent,
+    MarketEvent,
+    SyntheticMarket,
+    Ticker,
+    TickerEvent,
+    Trade,
+    TradeEvent,
+)
+from marketbus.sim.venue import Frame, Json, RestResponse, RestRoute, WsSession
+
+EXCHANGE_ID = "okx"
+_BAR_UNITS = {"s": "s", "m": "m", "H": "h", "D": "d", "W": "w"}
+_MAX_CANDLES = 300
+_BOOK_CHANNELS = ("books", "books5")
+
+
+def market_id(inst: Instrument) -> str:
+    pair = f"{inst.base}-{inst.quote}"
+    return pair if inst.kind == "spot" else f"{pair}-SWAP"
+
+
+def bar_to_timeframe(bar: str) -> str | None:
+    """OKX bar ('1m', '1H', '1Dutc') to ccxt timeframe ('1m', '1h', '1d')."""
+    bar = bar.removesuffix("utc")
+    unit = _BAR_UNITS.get(bar[-1:])
+    return None if unit is None or not bar[:-1].isdigit() else f"{bar[:-1]}{unit}"
+
+
+def _dumps(value: Json) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _ok(data: list[Any]) -> RestResponse:
+    return RestResponse(200, {"code": "0", "msg": "", "data": data})
+
+
+def instrument_info(inst: Instrument) -> dict[str, Any]:
+    common = {
+        "instId": market_id(inst),
+        "tickSz": inst.price_str(inst.tick_size),
+        "lotSz": inst.amount_str(inst.lot_size),
+        "minSz": inst.amount_str(inst.lot_size),
+        "state": "live",
+        "listTime": "1606468572000",
+        "expTime": "",
+    }
+    if inst.kind == "spot":
+        return {
+            **common,
+            "instType": "SPOT",
+            "baseCcy": inst.base,
+            "quoteCcy": inst.quote,
+            "settleCcy": "",
+            "ctVal": "",
+            "ctMult": "",
+            "ctValCcy": "",
+            "ctType": "",
+            "uly": "",
+            "instFamily": "",
+            "lever": "10",
+        }
+    return {
+        **common,
+        "instType": "SWAP",
+        "baseCcy": "",
+        "quoteCcy": "",
+        "settleCcy": inst.settle,
+        "ctVal": "1",
+        "ctMult": "1",
+        "ctValCcy": inst.base,
+        "ctType": "linear",
+        "uly": f"{inst.base}-{inst.quote}",
+        "instFamily": f"{inst.base}-{inst.quote}",
+        "lever": "100",
+    }
+
+
+def candle_row(inst: Instrument, candle: Candle) -> list[str]:
+    """`[ts, o, h, l, c, vol, volCcy, volCcyQuote, confirm]`; contract size is 1, so
+    `vol` (contracts) and `volCcy` (base) agree on swaps; on spot `volCcy` is quote."""
+    volume = inst.amount_str(candle.volume)
+    quote = inst.notional_str(candle.quote_volume)
+    return [
+        str(candle.ts_ms),
+        inst.price_str(candle.open),
+        inst.price_str(candle.high),
+        inst.price_str(candle.low),
+        inst.price_str(candle.close),
+        volume,
+        quote if inst.kind == "spot" else volume,
+        quote,
+        "1" if candle.closed else "0",
+    ]
+
+
+def select_candles(
+    candles: list[Candle], after: int | None, before: int | None, limit: int
+) -> list[Candle]:
+    """OKX's window: open time < `after` and > `before`, newest first, at most `limit`."""
+    chosen = [
+        c
+        for c in candles
+        if (after is None or c.ts_ms < after) and (before is None or c.ts_ms > before)
+    ]
+    return list(reversed(chosen[-limit:]))
+
+
+def ticker_data(inst: Instrument, ticker: Ticker) -> dict[str, Any]:
+    volume = inst.amount_str(ticker.base_volume)
+    return {
+        "instType": "SPOT" if inst.kind == "spot" else "SWAP",
+        "instId": market_id(inst),
+        "last": inst.price_str(ticker.last),
+        "lastSz": inst.amount_str(ticker.last_size),
+        "askPx": inst.price_str(ticker.ask),
+        "askSz": inst.amount_str(ticker.ask_size),
+        "bidPx": inst.price_str(ticker.bid),
+        "bidSz": inst.amount_str(ticker.bid_size),
+        "open24h": inst.price_str(ticker.open),
+        "high24h": inst.price_str(ticker.high),
+        "low24h": inst.price_str(ticker.low),
+        "volCcy24h": inst.notional_str(ticker.quote_volume) if inst.kind == "spot" else volume,
+        "vol24h": volume,
+        "sodUtc0": inst.price_str(ticker.open),
+        "sodUtc8": inst.price_str(ticker.open),
+        "ts": str(ticker.ts_ms),
+    }
+
+
+def trade_data(inst: Instrument, trade: Trade) -> dict[str, Any]:
+    return {
+        "instId": market_id(inst),
+        "tradeId": str(trade.id),
+        "px": inst.price_str(trade.price),
+        "sz": inst.amount_str(trade.amount),
+        "side": trade.side,
+        "ts": str(trade.ts_ms),
+        "count": "1",
+    }
+
+
+def _levels(inst: Instrument, levels: tuple[tuple[float, float], ...]) -> list[list[str]]:
+    return [[inst.price_str(p), inst.amount_str(a), "0", "1" if a else "0"] for p, a in levels]
+
+
+def checksum(bids: list[list[str]], asks: list[list[str]]) -> int:
+    """OKX's book checksum: CRC32 of the top 25 levels interleaved, as a signed int."""
+    parts: list[str] = []
+    for i in range(25):
+        if i < len(bids):
+            parts += bids[i][:2]
+        if i < len(asks):
+            parts += asks[i][:2]
+    crc = zlib.crc32(":".join(parts).encode())
+    return crc - (1 << 32) if crc >= 1 << 31 else crc
+
+
+def book_data(
+    inst: Instrument, book: BookSnapshot, changes: BookSnapshot | None, prev_seq: int
+) -> dict[str, Any]:
+    """A `books` push: the whole `book` (snapshot) or only `changes` (update); the
+    checksum always covers the whole book after the push."""
+    shown = changes if changes is not None else book
+    return {
+        "asks": _levels(inst, shown.asks),
+        "bids": _levels(inst, shown.bids),
+        "ts": str(book.ts_ms),
+        "checksum": checksum(_levels(inst, book.bids), _levels(inst, book.asks)),
+        "prevSeqId": prev_seq,
+        "seqId": book.update_id,
+    }
+
+
+class OkxSession:
+    """One OKX websocket connection (`public` or `business`)."""
+
+    def __init__(self, venue: OkxVenue, business: bool) -> None:
+        self._venue = venue
+        self._business = business
+        self._subs: set[tuple[str, str]] = set()  # (channel, instId)
+
+    @property
+    def topics(self) -> frozenset[str]:
+        return frozenset(f"{channel}:{inst_id}" for channel, inst_id in self._subs)
+
+    def opened(self, now_ms: int) -> list[Frame]:
+        return []
+
+    def received(self, frame: Frame, now_ms: int, *, accept: bool) -> list[Frame]:
+        if frame == "ping":
+            return ["pong"]
+        try:
+            request = json.loads(frame)
+        except ValueError:
+            return [self._error("60012", f"Invalid request: {frame!r}")]
+        if not isinstance(request, dict) or request.get("op") not in ("subscribe", "unsubscribe"):
+            return [self._error("60012", f"Invalid request: {frame!r}")]
+        args = request.get("args")
+        if not isinstance(args, list) or not all(isinstance(a, dict) for a in args):
+            return [self._error("60012", f"Invalid request: {frame!r}")]
+        if request["op"] == "unsubscribe":
+            replies: list[Frame] = []
+            for arg in args:
+                self._subs.discard((str(arg.get("channel")), str(arg.get("instId"))))
+                replies.append(_dumps({"event": "unsubscribe", "arg": arg, "connId": "sim"}))
+            return replies
+        if not accept:
+            return [self._error("60018", "Subscription refused by the simulator")]
+        replies = []
+        for arg in args:
+            channel, inst_id = str(arg.get("channel")), str(arg.get("instId"))
+            problem = self._venue.check_topic(channel, inst_id, self._business)
+            if problem is not None:
+                return [
+                    self._error(
+                        "60018", f"Wrong URL or channel:{channel},instId:{inst_id} {problem}"
+                    )
+                ]
+            self._subs.add((channel, inst_id))
+            replies.append(_dumps({"event": "subscribe", "arg": arg, "connId": "sim"}))
+            if channel in _BOOK_CHANNELS:
+                replies.append(self._book_push(channel, inst_id, None, -1))
+        return replies
+
+    def render(self, event: MarketEvent) -> list[Frame]:
+        if not self._subs:
+            return []
+        inst = self._venue.instrument_by_symbol(event.symbol)
+        inst_id = market_id(inst)
+        match event:
+            case CandleEvent(candle=candle):
+                channel = f"candle{self._venue.bar_of(candle.timeframe)}"
+                if (channel, inst_id) in self._subs:
+                    return [self._push(channel, inst_id, [candle_row(inst, candle)])]
+            case TradeEvent(trade=trade):
+                if ("trades", inst_id) in self._subs:
+                    return [self._push("trades", inst_id, [trade_data(inst, trade)])]
+            case TickerEvent(ticker=ticker):
+                if ("tickers", inst_id) in self._subs:
+                    return [self._push("tickers", inst_id, [ticker_data(inst, ticker)])]
+            case BookEvent(delta=delta, book=book):
+                frames: list[Frame] = []
+                if ("books", inst_id) in self._subs:
+                    changes = BookSnapshot(
+                        delta.ts_ms, delta.last_update_id, delta.bids, delta.asks
+                    )
+                    data = book_data(inst, book, changes, delta.prev_update_id)
+                    frames.append(
+                        _dumps(
+                            {
+                                "arg": {"channel": "books", "instId": inst_id},
+                                "action": "update",
+                                "data": [data],
+                            }
+                        )
+                    )
+                if ("books5", inst_id) in self._subs:
+                    frames.append(self._books5(inst, inst_id, book))
+                return frames
+        return []
+
+    def heartbeat(self, now_ms: int) -> list[Frame]:
+        return []
+
+    def poison(self, now_ms: int) -> list[Frame]:
+        """A push whose `instId` is not a string: ccxt's candle handler raises
+        a TypeError, its book handler too (sides that are not lists)."""
+        for channel, inst_id in sorted(self._subs):
+            if channel.startswith("candle"):
+                row = [str(now_ms), "1", "1", "1", "1", "1", "1", "1", "0"]
+                return [_dumps({"arg": {"channel": channel, "instId": 5}, "data": [row]})]
+            if channel == "books":
+                data = [{"asks": 5, "bids": 5}]
+                return [
+                    _dumps(
+                        {
+                            "arg": {"channel": channel, "instId": inst_id},
+                            "action": "update",
+                            "data": data,
+                        }
+                    )
+                ]
+        return [_dumps({"arg": {"channel": "candle1m", "instId": 5}, "data": [["0"] * 9]})]
+
+    def _push(self, channel: str, inst_id: str, data: list[Any]) -> str:
+        return _dumps({"arg": {"channel": channel, "instId": inst_id}, "data": data})
+
+    def _book_push(
+        self, channel: str, inst_id: str, changes: BookSnapshot | None, prev_seq: int
+    ) -> str:
+        inst = self._venue.instrument_by_id(inst_id)
+        book = self._venue.market.book(inst.symbol)
+        if channel == "books5":
+            return self._books5(inst, inst_id, book)
+        data = book_data(inst, book, changes, prev_seq)
+        return _dumps(
+            {"arg": {"channel": channel, "instId": inst_id}, "action": "snapshot", "data": [data]}
+        )
+
+    def _books5(self, inst: Instrument, inst_id: str, book: BookSnapshot) -> str:
+        top = BookSnapshot(book.ts_ms, book.update_id, book.bids[:5], book.asks[:5])
+        data = {
+            "asks": _levels(inst, top.asks),
+            "bids": _levels(inst, top.bids),
+            "ts": str(book.ts_ms),
+            "instId": inst_id,
+        }
+        return _dumps({"arg": {"channel": "books5", "instId": inst_id}, "data": [data]})
+
+    def _error(self, code: str, msg: str) -> str:
+        return _dumps({"event": "error", "code": code, "msg": msg, "connId": "sim"})
+
+
+class OkxVenue:
+    """OKX spot (`BTC-USDT`) and linear swaps (`BTC-USDT-SWAP`, contract value 1)."""
+
+    exchange_id = EXCHANGE_ID
+
+    def __init__(self, market: SyntheticMarket, clock: Callable[[], int]) -> None:
+        self.market = market
+        self._clock = clock
+        self._by_id = {market_id(i): i for i in market.instruments()}
+
+    @staticmethod
+    def bar_of(timeframe: str) -> str:
+        unit = timeframe[-1]
+        return timeframe if unit in "sm" else f"{timeframe[:-1]}{unit.upper()}"
+
+    def instrument_by_symbol(self, symbol: str) -> Instrument:
+        return self.market.instrument(symbol)
+
+    def instrument_by_id(self, inst_id: str) -> Instrument:
+        return self._by_id[inst_id]
+
+    def check_topic(self, channel: str, inst_id: str, business: bool) -> str | None:
+        """Why OKX would refuse this subscription on this connection, or None."""
+        if inst_id not in self._by_id:
+            return "doesn't exist"
+        if channel.startswith("candle"):
+            if not business:
+                return "candles are served on /business"
+            tf = bar_to_timeframe(channel.removeprefix("candle"))
+            return None if tf in self.market.timeframes else "unknown bar"
+        if business:
+            return "only candles are served on /business"
+        return None if channel in ("tickers", "trades", *_BOOK_CHANNELS) else "unknown channel"
+
+    def rest_routes(self) -> list[RestRoute]:
+        return [
+            RestRoute(
+                "GET", "/okx/api/v5/public/time", lambda q: _ok([{"ts": str(self._clock())}])
+            ),
+            RestRoute("GET", "/okx/api/v5/public/instruments", self._instruments),
+            RestRoute("GET", "/okx/api/v5/market/candles", self._candles),
+            RestRoute("GET", "/okx/api/v5/market/history-candles", self._candles),
+        ]
+
+    def _instruments(self, query: Mapping[str, str]) -> RestResponse:
+        kind = {"SPOT": "spot", "SWAP": "swap"}.get(query.get("instType", ""))
+        return _ok([instrument_info(i) for i in self._by_id.values() if i.kind == kind])
+
+    def _candles(self, query: Mapping[str, str]) -> RestResponse:
+        inst = self._by_id.get(query.get("instId", ""))
+        if inst is None:
+            return RestResponse(
+                200, {"code": "51001", "msg": "Instrument ID does not exist", "data": []}
+            )
+        tf = bar_to_timeframe(query.get("bar", "1m"))
+        if tf not in self.market.timeframes or tf is None:
+            return RestResponse(200, {"code": "51000", "msg": "Parameter bar error", "data": []})
+        try:
+            limit = min(int(query.get("limit", "100")), _MAX_CANDLES)
+            after = int(query["after"]) if "after" in query else None
+            before = int(query["before"]) if "before" in query else None
+        except ValueError:
+            return RestResponse(200, {"code": "50014", "msg": "Parameter error", "data": []})
+        candles = select_candles(self.market.candles(inst.symbol, tf), after, before, limit)
+        return _ok([candle_row(inst, c) for c in candles])
+
+    def open_session(self, path: str, query: Mapping[str, str]) -> WsSession | None:
+        if path.rstrip("/") == "/okx/ws/v5/public":
+            return OkxSession(self, business=False)
+        if path.rstrip("/") == "/okx/ws/v5/business":
+            return OkxSession(self, business=True)
+        return None
+
+    def ccxt_options(self, http_base: str, ws_base: str) -> dict[str, Any]:
+        types = sorted({i.kind for i in self._by_id.values()})
+        return {
+            "urls": {"api": {"rest": f"{http_base}/okx", "ws": f"{ws_base}/okx/ws/v5"}},
+            "options": {"fetchMarkets": {"types": types}},
+        }
