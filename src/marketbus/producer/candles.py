@@ -1,0 +1,159 @@
+"""Candle close inference: a pure state machine per OHLCV feed.
+
+No exchange's "candle closed" flag survives ccxt, so the producer infers it: a candle
+is closed once a newer candle is seen, or once the clock passes its end plus a grace
+period. Each candle is sent closed exactly once, unless the exchange later corrects
+it: then it is re-sent closed with the new values (SPEC "Messages", ohlcv).
+
+`CandleTracker` takes copied rows and the wall clock and returns `OHLCV` messages
+(run/seq unset); it never awaits and never reads a clock itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from marketbus.producer.normalize import Row
+from marketbus.shared.names import timeframe_ms
+from marketbus.shared.schema import OHLCV
+
+CLOSED_MEMORY = 64
+"""How many recently closed candles are remembered to recognize duplicates vs corrections."""
+
+
+class CandleTracker:
+    """Turns ccxt OHLCV rows of one feed into forming and closed `OHLCV` messages."""
+
+    __slots__ = ("_close_grace_ms", "_closed", "_forming", "_holes", "_memory", "_newest",
+                 "_period_ms", "exchange", "symbol", "timeframe")  # fmt: skip
+
+    def __init__(
+        self,
+        exchange: str,
+        symbol: str,
+        timeframe: str,
+        close_grace_ms: int,
+        memory: int = CLOSED_MEMORY,
+    ) -> None:
+        self.exchange = exchange
+        self.symbol = symbol
+        self.timeframe = timeframe
+        self._period_ms = timeframe_ms(timeframe)
+        self._close_grace_ms = close_grace_ms
+        self._memory = memory
+        self._forming: Row | None = None
+        self._closed: dict[int, Row] = {}
+        self._newest: int | None = None
+        self._holes: list[tuple[int, int]] = []
+
+    @property
+    def forming(self) -> Row | None:
+        """The candle still open, as last seen (None before the first row)."""
+        return self._forming
+
+    @property
+    def last_closed_ms(self) -> int | None:
+        """Open time of the newest candle sent closed, if any."""
+        return self._newest
+
+    @property
+    def period_ms(self) -> int:
+        return self._period_ms
+
+    def take_holes(self) -> list[tuple[int, int]]:
+        """Periods skipped by the data (e.g. during a reconnect) as ``[start, end)`` ms
+        ranges of candle open times, for the caller to fill over REST with `fill`."""
+        holes, self._holes = self._holes, []
+        return holes
+
+    def fill(self, rows: Iterable[Row], recv_ns: int) -> list[OHLCV]:
+        """Closed candles fetched to fill a hole: sent closed unless already sent as is."""
+        out: list[OHLCV] = []
+        for row in sorted(rows, key=lambda r: r[0]):
+            if self._closed.get(row[0]) != row and (
+                self._forming is None or row[0] < self._forming[0]
+            ):
+                self._remember(row)
+                out.append(self._message(row, closed=True, recv_ns=recv_ns))
+        return out
+
+    def seed_closed(self, rows: Iterable[Row]) -> None:
+        """Remember candles already published closed (e.g. backfilled or in the stream),
+        so seeing them again from the exchange is not a correction."""
+        for row in sorted(rows, key=lambda r: r[0]):
+            self._remember(row)
+
+    def update(self, rows: Iterable[Row], now_ms: int, recv_ns: int) -> list[OHLCV]:
+        """Apply rows (any order; usually the forming candle) then the clock."""
+        out: list[OHLCV] = []
+        for row in sorted(rows, key=lambda r: r[0]):
+            self._apply(row, now_ms, recv_ns, out)
+        out.extend(self.tick(now_ms, recv_ns))
+        return out
+
+    def tick(self, now_ms: int, recv_ns: int) -> list[OHLCV]:
+        """Close the forming candle if the clock passed its end plus the grace period."""
+        forming = self._forming
+        if forming is None or not self._ended(forming[0], now_ms):
+            return []
+        self._forming = None
+        self._remember(forming)
+        return [self._message(forming, closed=True, recv_ns=recv_ns)]
+
+    def _ended(self, open_ms: int, now_ms: int) -> bool:
+        return now_ms >= open_ms + self._period_ms + self._close_grace_ms
+
+    def _apply(self, row: Row, now_ms: int, recv_ns: int, out: list[OHLCV]) -> None:
+        ts = row[0]
+        forming = self._forming
+        if forming is not None and ts == forming[0]:
+            self._forming = row
+            out.append(self._message(row, closed=False, recv_ns=recv_ns))
+            return
+        last_closed = self.last_closed_ms
+        if (forming is not None and ts < forming[0]) or (
+            last_closed is not None and ts <= last_closed
+        ):
+            # An update of a candle already over: a correction if the values changed.
+            if self._closed.get(ts) != row:
+                self._remember(row)
+                out.append(self._message(row, closed=True, recv_ns=recv_ns))
+            return
+        # A newer candle: the forming one is final. Periods between it and the last
+        # candle seen were missed (no data while reconnecting): report them as a hole.
+        latest = forming[0] if forming is not None else last_closed
+        if latest is not None and ts > latest + self._period_ms:
+            self._holes.append((latest + self._period_ms, ts))
+        if forming is not None:
+            self._remember(forming)
+            out.append(self._message(forming, closed=True, recv_ns=recv_ns))
+        if self._ended(ts, now_ms):
+            self._forming = None
+            self._remember(row)
+            out.append(self._message(row, closed=True, recv_ns=recv_ns))
+        else:
+            self._forming = row
+            out.append(self._message(row, closed=False, recv_ns=recv_ns))
+
+    def _remember(self, row: Row) -> None:
+        self._closed[row[0]] = row
+        if self._newest is None or row[0] > self._newest:
+            self._newest = row[0]
+        while len(self._closed) > self._memory:
+            del self._closed[min(self._closed)]
+
+    def _message(self, row: Row, *, closed: bool, recv_ns: int) -> OHLCV:
+        ts, o, h, low, c, v = row
+        return OHLCV(
+            exchange=self.exchange,
+            symbol=self.symbol,
+            ts_ms=ts,
+            recv_ns=recv_ns,
+            timeframe=self.timeframe,
+            open=o,
+            high=h,
+            low=low,
+            close=c,
+            volume=v,
+            closed=closed,
+        )

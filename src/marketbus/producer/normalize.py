@@ -1,0 +1,188 @@
+"""ccxt unified structures -> wire messages (pure, no I/O).
+
+ccxt hands out its own cache objects (OHLCV rows, order books) and mutates them in
+place later, so every function here copies what it reads at once and returns frozen
+Structs. Anything that does not look like what ccxt documents raises `NormalizeError`
+naming the feed and the bad field; the watch loop logs, counts and skips it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from marketbus.shared.errors import NormalizeError
+from marketbus.shared.schema import Book, Level, Side, Ticker, Trade, Trades
+
+Row = tuple[int, float | None, float | None, float | None, float | None, float | None]
+"""One OHLCV row copied out of ccxt: open time ms, open, high, low, close, volume."""
+
+
+def _float(value: Any, what: str, *, required: bool = False) -> float | None:
+    """A finite float, or None when absent; bool and strings that are not numbers fail."""
+    if value is None:
+        if required:
+            raise NormalizeError(f"{what} is missing")
+        return None
+    if isinstance(value, bool):
+        raise NormalizeError(f"{what} is a bool ({value!r}), expected a number")
+    if isinstance(value, int | float):
+        result = float(value)
+    elif isinstance(value, str):
+        try:
+            result = float(value)
+        except ValueError:
+            raise NormalizeError(f"{what} {value!r} is not a number") from None
+    else:
+        raise NormalizeError(f"{what} {value!r} is a {type(value).__name__}, expected a number")
+    if not math.isfinite(result):
+        raise NormalizeError(f"{what} {value!r} is not finite")
+    return result
+
+
+def _required_float(value: Any, what: str) -> float:
+    result = _float(value, what, required=True)
+    assert result is not None
+    return result
+
+
+def _ms(value: Any, what: str, *, required: bool = False) -> int | None:
+    """Epoch milliseconds as int (ccxt sometimes gives floats such as 1.7e12)."""
+    number = _float(value, what, required=required)
+    if number is None:
+        return None
+    if number < 0 or number != int(number):
+        raise NormalizeError(f"{what} {value!r} is not a non-negative whole number of ms")
+    return int(number)
+
+
+def ohlcv_row(row: Any, where: str = "ohlcv row") -> Row:
+    """Copy one ccxt OHLCV row ``[ts, o, h, l, c, v]`` (extra columns are ignored)."""
+    if not isinstance(row, Sequence) or isinstance(row, str | bytes) or len(row) < 6:
+        raise NormalizeError(f"{where}: {row!r} is not a list [ts, open, high, low, close, volume]")
+    ts = _ms(row[0], f"{where}: open time", required=True)
+    assert ts is not None
+    return (
+        ts,
+        _float(row[1], f"{where}: open"),
+        _float(row[2], f"{where}: high"),
+        _float(row[3], f"{where}: low"),
+        _float(row[4], f"{where}: close"),
+        _float(row[5], f"{where}: volume"),
+    )
+
+
+def ohlcv_rows(rows: Any, where: str = "ohlcv") -> list[Row]:
+    """Copy every row of a ccxt OHLCV list, oldest first as ccxt returns them."""
+    if not isinstance(rows, Sequence) or isinstance(rows, str | bytes):
+        raise NormalizeError(f"{where}: expected a list of rows, got {type(rows).__name__}")
+    return [ohlcv_row(row, f"{where}[{i}]") for i, row in enumerate(rows)]
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise NormalizeError(f"{where}: expected a dict, got {type(value).__name__}")
+    return value
+
+
+def ticker(exchange: str, symbol: str, data: Any, recv_ns: int) -> Ticker:
+    """A ccxt unified ticker dict -> `Ticker` (``percentage`` becomes ``change_pct``)."""
+    where = f"{exchange} ticker {symbol}"
+    t = _mapping(data, where)
+    return Ticker(
+        exchange=exchange,
+        symbol=symbol,
+        ts_ms=_ms(t.get("timestamp"), f"{where}: timestamp"),
+        recv_ns=recv_ns,
+        bid=_float(t.get("bid"), f"{where}: bid"),
+        bid_size=_float(t.get("bidVolume"), f"{where}: bidVolume"),
+        ask=_float(t.get("ask"), f"{where}: ask"),
+        ask_size=_float(t.get("askVolume"), f"{where}: askVolume"),
+        last=_float(t.get("last"), f"{where}: last"),
+        open=_float(t.get("open"), f"{where}: open"),
+        high=_float(t.get("high"), f"{where}: high"),
+        low=_float(t.get("low"), f"{where}: low"),
+        base_volume=_float(t.get("baseVolume"), f"{where}: baseVolume"),
+        quote_volume=_float(t.get("quoteVolume"), f"{where}: quoteVolume"),
+        change_pct=_float(t.get("percentage"), f"{where}: percentage"),
+        mark=_float(t.get("markPrice"), f"{where}: markPrice"),
+        index=_float(t.get("indexPrice"), f"{where}: indexPrice"),
+    )
+
+
+def _side(value: Any, where: str) -> Side | None:
+    if value is None:
+        return None
+    if value == "buy":
+        return "buy"
+    if value == "sell":
+        return "sell"
+    raise NormalizeError(f"{where}: side {value!r} is not 'buy', 'sell' or null")
+
+
+def trade(data: Any, where: str) -> Trade:
+    """One ccxt unified trade dict -> `Trade` (the id is kept as a string)."""
+    t = _mapping(data, where)
+    trade_id = t.get("id")
+    return Trade(
+        id=None if trade_id is None else str(trade_id),
+        ts_ms=_ms(t.get("timestamp"), f"{where}: timestamp"),
+        price=_required_float(t.get("price"), f"{where}: price"),
+        amount=_required_float(t.get("amount"), f"{where}: amount"),
+        side=_side(t.get("side"), where),
+    )
+
+
+def trades(exchange: str, symbol: str, data: Any, recv_ns: int) -> Trades:
+    """A ccxt trades list -> one `Trades` batch; ``ts_ms`` is the newest trade's time."""
+    where = f"{exchange} trades {symbol}"
+    if not isinstance(data, Sequence) or isinstance(data, str | bytes):
+        raise NormalizeError(f"{where}: expected a list of trades, got {type(data).__name__}")
+    if not data:
+        raise NormalizeError(f"{where}: empty batch")
+    items = tuple(trade(item, f"{where}[{i}]") for i, item in enumerate(data))
+    return trades_message(exchange, symbol, items, recv_ns)
+
+
+def trades_message(exchange: str, symbol: str, items: tuple[Trade, ...], recv_ns: int) -> Trades:
+    """Wrap already normalized trades (e.g. after de-duplication) into a batch message."""
+    stamps = [t.ts_ms for t in items if t.ts_ms is not None]
+    return Trades(
+        exchange=exchange,
+        symbol=symbol,
+        ts_ms=max(stamps) if stamps else None,
+        recv_ns=recv_ns,
+        trades=items,
+    )
+
+
+def _levels(side: Any, depth: int, where: str) -> tuple[Level, ...]:
+    if not isinstance(side, Sequence) or isinstance(side, str | bytes):
+        raise NormalizeError(f"{where}: expected a list of [price, amount], got {side!r:.60}")
+    levels: list[Level] = []
+    for i, level in enumerate(side[:depth]):
+        if not isinstance(level, Sequence) or isinstance(level, str | bytes) or len(level) < 2:
+            raise NormalizeError(f"{where}[{i}]: {level!r} is not [price, amount]")
+        levels.append(
+            (
+                _required_float(level[0], f"{where}[{i}] price"),
+                _required_float(level[1], f"{where}[{i}] amount"),
+            )
+        )
+    return tuple(levels)
+
+
+def book(exchange: str, symbol: str, data: Any, depth: int, recv_ns: int) -> Book:
+    """The top *depth* levels of ccxt's live order book, copied at once."""
+    where = f"{exchange} book {symbol}"
+    b = _mapping(data, where)
+    return Book(
+        exchange=exchange,
+        symbol=symbol,
+        ts_ms=_ms(b.get("timestamp"), f"{where}: timestamp"),
+        recv_ns=recv_ns,
+        depth=depth,
+        bids=_levels(b.get("bids"), depth, f"{where}: bids"),
+        asks=_levels(b.get("asks"), depth, f"{where}: asks"),
+    )

@@ -1,0 +1,106 @@
+"""The bounded queue between watch loops and the Redis writer, and its policy (pure).
+
+Watch loops never wait for Redis. When the writer falls behind (Redis slow or down):
+
+- state messages (ticker, book, the forming candle) are conflated: a newer one of the
+  same feed replaces the one still queued, so a feed holds at most one and nothing a
+  reader needs is lost (the latest state wins);
+- history messages (trades, closed candles, status events) are kept in order up to
+  ``capacity``; beyond that new ones are dropped and counted per feed.
+
+Sequence numbers are stamped when the writer takes messages out, so conflation leaves
+no hole in ``seq``; a dropped message does: the next message of its feed carries
+``skip`` = how many seqs to leave unused, and the writer announces that range as a
+``gap`` status event. A queued state message is sealed behind any later history message
+of its feed, so per-feed order is always preserved.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from marketbus.shared.schema import OHLCV, Message, Status, Trades
+
+
+@dataclass(slots=True)
+class Entry:
+    """One queued message and what the writer needs to publish it."""
+
+    feed: str
+    message: Message
+    stream: bool
+    conflate: bool
+    skip: int = 0
+
+
+def policy(message: Message) -> tuple[bool, bool]:
+    """``(goes to the stream, may be conflated)`` for *message* (SPEC "Streams")."""
+    if isinstance(message, OHLCV):
+        return (message.closed, not message.closed)
+    if isinstance(message, Trades | Status):
+        return (True, False)
+    return (True, True)  # Ticker, Book: state
+
+
+class Outbox:
+    """FIFO of `Entry` with conflation of state and a bound on history."""
+
+    __slots__ = ("_entries", "_history", "_pending_skip", "_slots", "capacity", "conflated",
+                 "dropped")  # fmt: skip
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("outbox capacity must be at least 1")
+        self.capacity = capacity
+        self._entries: deque[Entry] = deque()
+        self._slots: dict[str, Entry] = {}
+        self._history = 0
+        self._pending_skip: dict[str, int] = {}
+        self.conflated = 0
+        self.dropped: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, feed: str, message: Message) -> bool:
+        """Queue *message* of *feed*; False if it was dropped (history over capacity)."""
+        stream, conflate = policy(message)
+        if conflate:
+            slot = self._slots.get(feed)
+            if slot is not None:
+                slot.message = message
+                slot.stream = stream
+                self.conflated += 1
+                return True
+            entry = Entry(feed, message, stream, True, self._pending_skip.pop(feed, 0))
+            self._slots[feed] = entry
+            self._entries.append(entry)
+            return True
+        self._slots.pop(feed, None)  # seal: later state goes behind this message
+        if self._history >= self.capacity:
+            self._pending_skip[feed] = self._pending_skip.get(feed, 0) + 1
+            self.dropped[feed] = self.dropped.get(feed, 0) + 1
+            return False
+        self._entries.append(Entry(feed, message, stream, False, self._pending_skip.pop(feed, 0)))
+        self._history += 1
+        return True
+
+    def take(self, limit: int) -> list[Entry]:
+        """Remove and return up to *limit* entries, oldest first."""
+        batch: list[Entry] = []
+        entries = self._entries
+        while entries and len(batch) < limit:
+            entry = entries.popleft()
+            if entry.conflate:
+                if self._slots.get(entry.feed) is entry:
+                    del self._slots[entry.feed]
+            else:
+                self._history -= 1
+            batch.append(entry)
+        return batch
+
+    def take_pending_skips(self) -> dict[str, int]:
+        """Drops not yet followed by a message of their feed (announced at shutdown)."""
+        pending, self._pending_skip = self._pending_skip, {}
+        return pending

@@ -1,0 +1,233 @@
+"""The writer: stamps run/seq, encodes once, and writes pipelined batches to Redis.
+
+Watch loops call `Publisher.submit` (never blocks, never awaits); the single writer
+task (`Publisher.run`) takes batches out of the `Outbox`, stamps and encodes each
+message once, and hands the batch to the `Transport`. While Redis is unreachable the
+writer retries the same stamped batch with backoff and the outbox absorbs new data
+by its policy (conflate state, bound history, count drops); dropped seq ranges are
+announced as ``gap`` status events once the writer gets going again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import msgspec
+from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from marketbus.producer.backoff import Backoff
+from marketbus.producer.outbox import Entry, Outbox
+from marketbus.producer.sequencing import Sequencer, entry_id
+from marketbus.producer.transport import Outgoing, Transport
+from marketbus.shared.codecs import Encoding, encoder_for
+from marketbus.shared.config import StreamCaps
+from marketbus.shared.errors import FencedError
+from marketbus.shared.names import Feed, is_status_name, status_name
+from marketbus.shared.schema import Message, Status
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+"""Link failures: retry the batch (BusyLoadingError, i.e. LOADING, is a ConnectionError)."""
+
+_ID_TOO_SMALL = "equal or smaller than the target stream top item"
+
+
+class FeedCounters:
+    """Mutable per-feed counters owned by the producer (snapshotted into `FeedStats`)."""
+
+    __slots__ = ("dropped", "errors", "last_message_ms", "published", "reconnects")
+
+    def __init__(self) -> None:
+        self.published = 0
+        self.last_message_ms: int | None = None
+        self.errors = 0
+        self.reconnects = 0
+        self.dropped = 0
+
+
+class Publisher:
+    """Owns the outbox, the sequencer and the writer task of one producer run."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        namespace: str,
+        run: int,
+        encoding: Encoding,
+        caps: StreamCaps,
+        batch_size: int,
+        queue_max_messages: int,
+        backoff: Backoff,
+        counters: Callable[[str], FeedCounters],
+    ) -> None:
+        self._transport = transport
+        self._ns = namespace
+        self._caps = caps
+        self._maxlen: dict[str, int] = {}
+        self._encoder = encoder_for(encoding)
+        self._batch_size = batch_size
+        self._backoff = backoff
+        self._counters = counters
+        self.sequencer = Sequencer(run)
+        self.outbox = Outbox(queue_max_messages)
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._dropping: set[str] = set()
+        self.redis_ok = True
+        self.batches = 0
+
+    @property
+    def run_id(self) -> int:
+        return self.sequencer.run
+
+    def submit(self, feed: str, message: Message) -> None:
+        """Queue *message* for *feed*; returns at once (see `Outbox` for the policy)."""
+        if not self.outbox.put(feed, message):
+            self._counters(feed).dropped += 1
+            if feed not in self._dropping:
+                self._dropping.add(feed)
+                log.warning(
+                    "dropping %s messages: writer backlog reached queue_max_messages=%d "
+                    "(Redis slow or down); the gap will be announced on the status stream",
+                    feed,
+                    self.outbox.capacity,
+                )
+        self._idle.clear()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The writer task: runs until cancelled; raises FencedError on an ID collision."""
+        while True:
+            if not self.outbox:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._stamp(self.outbox.take(self._batch_size))
+            await self._write(batch)
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait until everything queued is written, announcing pending drops; False on timeout."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+                for feed, count in self.outbox.take_pending_skips().items():
+                    first = self.sequencer.reserve(feed, count)
+                    self.submit(self._status_feed_of(feed), self._gap(feed, first, count))
+                await asyncio.sleep(0)
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _status_feed_of(self, feed: str) -> str:
+        exchange = feed.split(":", 2)[1]
+        return status_name(self._ns, exchange)
+
+    def _gap(self, feed: str, first: int, count: int) -> Status:
+        last = first + count - 1
+        return Status(
+            exchange=feed.split(":", 2)[1],
+            ts_ms=None,
+            recv_ns=time.time_ns(),
+            event="gap",
+            feed=feed,
+            detail=(
+                f"dropped {count} message(s) of {feed}: seq {first}..{last} of run "
+                f"{self.sequencer.run} (writer backlog over queue_max_messages while Redis "
+                "was slow or unreachable)"
+            ),
+        )
+
+    def _stamp(self, entries: list[Entry]) -> list[Outgoing]:
+        run = self.sequencer.run
+        out: list[Outgoing] = []
+        for entry in entries:
+            seq = self.sequencer.next(entry.feed, entry.skip)
+            if entry.skip:
+                self._dropping.discard(entry.feed)
+                gap = self._gap(entry.feed, seq - entry.skip, entry.skip)
+                status_feed = self._status_feed_of(entry.feed)
+                out.append(self._outgoing(status_feed, gap, True, run))
+            out.append(self._outgoing(entry.feed, entry.message, entry.stream, run, seq))
+        return out
+
+    def _outgoing(
+        self, feed: str, message: Message, stream: bool, run: int, seq: int | None = None
+    ) -> Outgoing:
+        if seq is None:
+            seq = self.sequencer.next(feed)
+        payload = self._encoder.encode(msgspec.structs.replace(message, run=run, seq=seq))
+        return Outgoing(
+            feed, payload, feed if stream else None, entry_id(run, seq), self._cap(feed)
+        )
+
+    def _cap(self, feed: str) -> int:
+        cap = self._maxlen.get(feed)
+        if cap is None:
+            kind = "status" if is_status_name(feed) else Feed.parse(feed).kind
+            cap = self._maxlen[feed] = self._caps.for_kind(kind)
+        return cap
+
+    async def _write(self, batch: list[Outgoing]) -> None:
+        """Write *batch* until Redis takes it; only FencedError or cancellation end it."""
+        retry = False
+        while True:
+            try:
+                errors = await self._transport.write(batch)
+            except RETRYABLE as exc:
+                await self._failed(f"{type(exc).__name__}: {exc}")
+                retry = True
+                continue
+            transient = next(
+                (e for e in errors if isinstance(e, ReadOnlyError | BusyLoadingError)), None
+            )
+            if transient is not None:
+                # Failover (READONLY: we reached a replica) or a restart (LOADING): retry.
+                await self._failed(f"{type(transient).__name__}: {transient}")
+                retry = True
+                continue
+            break
+        if not self.redis_ok:
+            self.redis_ok = True
+            self._backoff.success(time.monotonic())
+            log.warning("Redis writes work again; continuing run %d", self.sequencer.run)
+        self.batches += 1
+        now_ms = time.time_ns() // 1_000_000
+        for item, error in zip(batch, errors, strict=True):
+            counters = self._counters(item.channel)
+            if error is not None and not self._written_before(error, retry):
+                if _ID_TOO_SMALL in str(error):
+                    raise FencedError(
+                        f"XADD {item.stream} {item.entry_id} was refused ({error}): another "
+                        "producer is writing this feed with a newer run. Run one producer "
+                        "per exchange (or enable the lease so a second one waits as standby)."
+                    )
+                counters.errors += 1
+                log.error("XADD %s %s failed: %s", item.stream, item.entry_id, error)
+                continue
+            counters.published += 1
+            counters.last_message_ms = now_ms
+
+    @staticmethod
+    def _written_before(error: ResponseError, retry: bool) -> bool:
+        """On a retried batch an ID collision means the first attempt's XADD got through."""
+        return retry and _ID_TOO_SMALL in str(error)
+
+    async def _failed(self, why: str) -> None:
+        if self.redis_ok:
+            self.redis_ok = False
+            log.error(
+                "Redis write failed (%s); retrying with backoff, buffering up to %d messages",
+                why,
+                self.outbox.capacity,
+            )
+        await asyncio.sleep(self._backoff.failure())

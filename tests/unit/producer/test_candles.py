@@ -1,0 +1,120 @@
+"""Candle close inference: forming updates, exactly-once closes, corrections, holes."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from marketbus.producer.candles import CandleTracker
+from marketbus.producer.normalize import Row
+from marketbus.shared.schema import OHLCV
+
+P = 60_000
+GRACE = 2_000
+
+
+def row(ts: int, close: float = 1.0, volume: float = 1.0) -> Row:
+    return (ts, 1.0, max(1.0, close), min(1.0, close), close, volume)
+
+
+def tracker(memory: int = 64) -> CandleTracker:
+    return CandleTracker("binance", "BTC/USDT", "1m", GRACE, memory=memory)
+
+
+def summary(messages: list[OHLCV]) -> list[tuple[int | None, float | None, bool]]:
+    return [(m.ts_ms, m.close, m.closed) for m in messages]
+
+
+def test_forming_updates_are_sent_open_and_a_newer_candle_closes_the_previous() -> None:
+    t = tracker()
+    assert summary(t.update([row(0, 1.0)], now_ms=10, recv_ns=1)) == [(0, 1.0, False)]
+    assert summary(t.update([row(0, 2.0)], now_ms=20, recv_ns=1)) == [(0, 2.0, False)]
+    assert summary(t.update([row(P, 3.0)], now_ms=P + 5, recv_ns=1)) == [
+        (0, 2.0, True),
+        (P, 3.0, False),
+    ]
+    message = t.update([row(P, 4.0)], now_ms=P + 6, recv_ns=9)[0]
+    assert (message.exchange, message.symbol, message.timeframe, message.recv_ns) == (
+        "binance", "BTC/USDT", "1m", 9,
+    )  # fmt: skip
+
+
+def test_clock_closes_after_end_plus_grace_exactly_once() -> None:
+    t = tracker()
+    t.update([row(0)], now_ms=1, recv_ns=1)
+    assert t.tick(P + GRACE - 1, 1) == []
+    assert summary(t.tick(P + GRACE, 1)) == [(0, 1.0, True)]
+    assert t.tick(P + GRACE + 1000, 1) == []
+    # the exchange repeats the same final values: not a correction
+    assert t.update([row(0)], now_ms=P + GRACE + 2000, recv_ns=1) == []
+    # a newer candle after a clock close does not close the old one again
+    assert summary(t.update([row(P)], now_ms=P + GRACE + 3000, recv_ns=1)) == [(P, 1.0, False)]
+
+
+def test_a_correction_of_a_closed_candle_is_resent_closed() -> None:
+    t = tracker()
+    t.update([row(0, 1.0)], now_ms=1, recv_ns=1)
+    t.update([row(P, 2.0)], now_ms=P + 1, recv_ns=1)
+    assert summary(t.update([row(0, 1.5)], now_ms=P + 2, recv_ns=1)) == [(0, 1.5, True)]
+    assert t.update([row(0, 1.5)], now_ms=P + 3, recv_ns=1) == []
+    assert t.forming == row(P, 2.0)
+
+
+def test_a_row_already_over_when_first_seen_is_sent_closed() -> None:
+    t = tracker()
+    assert summary(t.update([row(0)], now_ms=P + GRACE, recv_ns=1)) == [(0, 1.0, True)]
+    assert t.forming is None and t.last_closed_ms == 0
+
+
+def test_several_rows_in_one_update_are_applied_in_time_order() -> None:
+    t = tracker()
+    out = t.update([row(P, 2.0), row(0, 1.0)], now_ms=P + 1, recv_ns=1)
+    assert summary(out) == [(0, 1.0, False), (0, 1.0, True), (P, 2.0, False)]
+
+
+def test_seeded_candles_are_not_resent_and_a_missed_period_is_a_hole() -> None:
+    t = tracker()
+    t.seed_closed([row(0), row(P)])
+    assert t.update([row(P)], now_ms=2 * P, recv_ns=1) == []
+    assert summary(t.update([row(4 * P)], now_ms=4 * P + 1, recv_ns=1)) == [(4 * P, 1.0, False)]
+    assert t.take_holes() == [(2 * P, 4 * P)]
+    assert t.take_holes() == []
+    filled = t.fill([row(P), row(2 * P, 5.0), row(3 * P, 6.0), row(4 * P)], recv_ns=1)
+    assert summary(filled) == [(2 * P, 5.0, True), (3 * P, 6.0, True)]
+
+
+def test_no_hole_without_a_reference_candle() -> None:
+    t = tracker()
+    t.update([row(5 * P)], now_ms=5 * P + 1, recv_ns=1)
+    assert t.take_holes() == []
+
+
+def test_memory_is_bounded_and_forgotten_candles_count_as_corrections() -> None:
+    t = tracker(memory=2)
+    t.seed_closed([row(0), row(P), row(2 * P)])
+    assert summary(t.update([row(0)], now_ms=3 * P, recv_ns=1)) == [(0, 1.0, True)]
+    assert t.last_closed_ms == 2 * P
+
+
+@given(st.lists(st.tuples(st.integers(0, 20), st.floats(1, 2), st.integers(0, 3 * P)), min_size=1))
+def test_each_candle_closes_once_when_data_moves_forward(
+    steps: list[tuple[int, float, int]],
+) -> None:
+    """Forward-moving data (the usual case) never closes a candle twice with equal values,
+    and every closed candle carries the last values seen for it."""
+    t = tracker()
+    now = 0
+    period = 0
+    closed: list[OHLCV] = []
+    last_values: dict[int, float] = {}
+    for advance, close, dt in steps:
+        period += advance
+        now = max(now + dt, period * P)
+        out = t.update([row(period * P, close)], now_ms=now, recv_ns=1)
+        last_values[period * P] = close
+        closed.extend(m for m in out if m.closed)
+    closed.extend(t.tick(now + P + GRACE, 1))
+    keys = [(m.ts_ms, m.close) for m in closed]
+    assert len(keys) == len(set(keys))
+    final = {m.ts_ms: m.close for m in closed}
+    assert final == last_values

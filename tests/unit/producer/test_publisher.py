@@ -1,0 +1,214 @@
+"""The writer against an in-memory transport: stamping, batching, retries, gaps, fencing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Mapping, Sequence
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError, ResponseError
+
+from marketbus.producer.backoff import Backoff
+from marketbus.producer.publisher import FeedCounters, Publisher
+from marketbus.producer.transport import Outgoing
+from marketbus.shared.codecs import decode
+from marketbus.shared.config import StreamCaps
+from marketbus.shared.errors import FencedError
+from marketbus.shared.schema import OHLCV, Status, Ticker, Trade, Trades
+
+TICKER = "md:x:ticker:A/B"
+TRADES = "md:x:trades:A/B"
+CANDLES = "md:x:ohlcv.1m:A/B"
+STATUS = "md:x:status"
+TOO_SMALL = "ERR The ID specified in XADD is equal or smaller than the target stream top item"
+
+
+class MemoryTransport:
+    """Records batches; `failures` raise in order before writes succeed."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Outgoing]] = []
+        self.failures: list[Exception] = []
+        self.replies: list[list[ResponseError | None]] = []
+        self.gate: asyncio.Event | None = None
+
+    async def write(self, batch: Sequence[Outgoing]) -> list[ResponseError | None]:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.failures:
+            raise self.failures.pop(0)
+        self.batches.append(list(batch))
+        if self.replies:
+            return self.replies.pop(0)
+        return [None] * len(batch)
+
+    async def last_entry(self, stream: str) -> tuple[bytes, bytes | None] | None:
+        return None
+
+    async def set_fields(self, key: str, fields: Mapping[str, bytes]) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def items(self) -> Iterator[Outgoing]:
+        for batch in self.batches:
+            yield from batch
+
+
+def make(
+    transport: MemoryTransport, queue_max: int = 100, batch: int = 100
+) -> tuple[Publisher, dict[str, FeedCounters]]:
+    counters: dict[str, FeedCounters] = {}
+    publisher = Publisher(
+        transport,
+        namespace="md",
+        run=1000,
+        encoding="json",
+        caps=StreamCaps(ticker=50, trades=60, ohlcv=70),
+        batch_size=batch,
+        queue_max_messages=queue_max,
+        backoff=Backoff(0.001, 0.002),
+        counters=lambda feed: counters.setdefault(feed, FeedCounters()),
+    )
+    return publisher, counters
+
+
+def ticker(last: float) -> Ticker:
+    return Ticker(exchange="x", symbol="A/B", ts_ms=None, recv_ns=0, last=last)
+
+
+def trades(n: int) -> Trades:
+    t = Trade(id=str(n), ts_ms=n, price=1.0, amount=1.0, side="buy")
+    return Trades(exchange="x", symbol="A/B", ts_ms=n, recv_ns=0, trades=(t,))
+
+
+def candle(closed: bool) -> OHLCV:
+    return OHLCV(exchange="x", symbol="A/B", ts_ms=0, recv_ns=0, timeframe="1m", open=1,
+                 high=1, low=1, close=1, volume=1, closed=closed)  # fmt: skip
+
+
+async def run_until_flushed(publisher: Publisher) -> None:
+    writer = asyncio.create_task(publisher.run())
+    try:
+        assert await publisher.flush(5)
+    finally:
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+
+
+async def test_messages_are_stamped_encoded_once_and_streamed_by_policy() -> None:
+    transport = MemoryTransport()
+    publisher, counters = make(transport)
+    publisher.submit(TICKER, ticker(1))
+    publisher.submit(CANDLES, candle(closed=False))
+    publisher.submit(CANDLES, candle(closed=True))
+    publisher.submit(TRADES, trades(1))
+    await run_until_flushed(publisher)
+    items = list(transport.items())
+    assert [(i.channel, i.stream, i.entry_id, i.maxlen) for i in items] == [
+        (TICKER, TICKER, "1000-1", 50),
+        (CANDLES, None, "1000-1", 70),
+        (CANDLES, CANDLES, "1000-2", 70),
+        (TRADES, TRADES, "1000-1", 60),
+    ]
+    for item in items:
+        message = decode(item.payload)
+        assert f"{message.run}-{message.seq}" == item.entry_id
+    assert counters[CANDLES].published == 2 and counters[CANDLES].last_message_ms
+
+
+async def test_batches_respect_the_batch_size() -> None:
+    transport = MemoryTransport()
+    publisher, _ = make(transport, batch=2)
+    for i in range(5):
+        publisher.submit(TRADES, trades(i))
+    await run_until_flushed(publisher)
+    assert [len(b) for b in transport.batches] == [2, 2, 1]
+
+
+async def test_connection_errors_are_retried_with_the_same_stamped_batch() -> None:
+    transport = MemoryTransport()
+    transport.failures = [RedisConnectionError("down"), RedisConnectionError("down")]
+    publisher, counters = make(transport)
+    publisher.submit(TRADES, trades(1))
+    await run_until_flushed(publisher)
+    assert [i.entry_id for i in transport.items()] == ["1000-1"]
+    assert publisher.redis_ok and counters[TRADES].published == 1
+
+
+async def test_readonly_replies_after_failover_are_retried() -> None:
+    transport = MemoryTransport()
+    transport.replies = [[ReadOnlyError("READONLY You can't write against a read only replica")]]
+    publisher, counters = make(transport)
+    publisher.submit(TRADES, trades(1))
+    await run_until_flushed(publisher)
+    assert len(transport.batches) == 2 and counters[TRADES].published == 1
+
+
+async def test_an_id_collision_on_first_write_is_fencing() -> None:
+    transport = MemoryTransport()
+    transport.replies = [[ResponseError(TOO_SMALL)]]
+    publisher, _ = make(transport)
+    publisher.submit(TRADES, trades(1))
+    with pytest.raises(FencedError, match="another producer"):
+        await asyncio.wait_for(publisher.run(), 5)
+
+
+async def test_an_id_collision_on_a_retry_means_the_first_attempt_landed() -> None:
+    transport = MemoryTransport()
+    transport.failures = [RedisConnectionError("reply lost")]
+    transport.replies = [[ResponseError(TOO_SMALL)]]
+    publisher, counters = make(transport)
+    publisher.submit(TRADES, trades(1))
+    await run_until_flushed(publisher)
+    assert counters[TRADES].published == 1 and counters[TRADES].errors == 0
+
+
+async def test_drops_while_redis_is_down_are_announced_as_a_gap_with_the_seq_range() -> None:
+    transport = MemoryTransport()
+    transport.gate = asyncio.Event()
+    publisher, counters = make(transport, queue_max=2, batch=1)
+    writer = asyncio.create_task(publisher.run())
+    try:
+        publisher.submit(TRADES, trades(1))
+        await asyncio.sleep(0)  # the writer takes #1 and blocks on the gate
+        for i in range(2, 7):
+            publisher.submit(TRADES, trades(i))  # 2, 3 queued; 4, 5, 6 dropped
+        publisher.submit(TICKER, ticker(1))
+        publisher.submit(TICKER, ticker(2))  # conflated, not dropped
+        transport.gate.set()
+        assert await publisher.flush(5)
+        publisher.submit(TRADES, trades(7))
+        assert await publisher.flush(5)
+    finally:
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+    items = list(transport.items())
+    trade_ids = [i.entry_id for i in items if i.channel == TRADES]
+    assert trade_ids == ["1000-1", "1000-2", "1000-3", "1000-7"]
+    gaps = [decode(i.payload) for i in items if i.channel == STATUS]
+    assert len(gaps) == 1 and isinstance(gaps[0], Status) and gaps[0].event == "gap"
+    assert gaps[0].feed == TRADES and "seq 4..6 of run 1000" in gaps[0].detail
+    assert counters[TRADES].dropped == 3
+    assert [decode(i.payload).last for i in items if i.channel == TICKER] == [2]  # type: ignore[union-attr]
+
+
+async def test_drops_not_followed_by_data_are_announced_on_flush() -> None:
+    transport = MemoryTransport()
+    transport.gate = asyncio.Event()
+    publisher, _ = make(transport, queue_max=1, batch=1)
+    writer = asyncio.create_task(publisher.run())
+    try:
+        publisher.submit(TRADES, trades(1))
+        await asyncio.sleep(0)
+        publisher.submit(TRADES, trades(2))
+        publisher.submit(TRADES, trades(3))  # dropped
+        transport.gate.set()
+        assert await publisher.flush(5)
+    finally:
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+    gaps = [decode(i.payload) for i in transport.items() if i.channel == STATUS]
+    assert len(gaps) == 1 and "seq 3..3" in gaps[0].detail  # type: ignore[union-attr]
