@@ -127,3 +127,17 @@ def exchange_pattern(ns: str, exchange: str = "*") -> str:
 def is_status_name(name: str) -> bool:
     parts = name.split(":")
     return len(parts) == 3 and parts[2] == STATUS
+
+
+def entry_id(run: int, seq: int) -> str:
+    """The stream entry ID of message ``(run, seq)``: ``{run}-{seq}`` (SPEC "Streams")."""
+    return f"{run}-{seq}"
+
+
+def parse_entry_id(raw: bytes | str) -> tuple[int, int]:
+    """``b"1700000000000-42"`` -> ``(1700000000000, 42)``; FeedNameError if malformed."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    run, sep, seq = text.partition("-")
+    if not sep or not run.isdigit() or not seq.isdigit():
+        raise FeedNameError(f"stream entry id {text!r} is not '<run>-<seq>'")
+    return int(run), int(seq)

@@ -1,0 +1,228 @@
+"""Handing updates to one listener (a callback or an ``async for``) at its own pace.
+
+A listener slower than the feed must never slow the read loop (Redis would drop the
+pub/sub connection at its output-buffer limit) nor grow memory without bound. Each
+listener owns a `Mailbox` with this policy, per feed and in feed order:
+
+- state updates (ticker, book, forming candle) are conflated: only the newest waits;
+- updates that must not be skipped (trades, closed candles) are queued up to
+  ``max_pending`` in total; beyond that the feed switches to *read-back*: the mailbox
+  only remembers the range of positions it skipped and, when the listener gets there,
+  reads them back from the feed's stream. What the stream has evicted meanwhile is
+  reported as a `Gap` (reason ``delivery``), never skipped silently;
+- events (gaps, staleness) come first; at most ``max_events`` wait, the oldest
+  staleness flips are dropped first (the current state is in `Subscriber.is_stale`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TypeAlias
+
+from marketbus.consumers.events import Event, Gap, Staleness, Stats, Update
+from marketbus.consumers.sequencing import Position
+from marketbus.shared.schema import OHLCV
+
+log = logging.getLogger("marketbus.consumers")
+
+ReadBack: TypeAlias = Callable[[str, Position, Position, int], Awaitable[list[Update]]]
+"""``(feed, after, upto, count)`` -> at most *count* messages of *feed* with
+``after < position <= upto`` from its stream, oldest first."""
+
+READ_BACK_PAGE = 1000
+
+
+class _FeedBox:
+    __slots__ = ("delivered", "items", "overflow", "queued", "skipped", "state")
+
+    def __init__(self) -> None:
+        self.items: deque[Update] = deque()
+        self.state: Update | None = None
+        self.overflow: tuple[Position, Position] | None = None
+        """``(after, upto)``: must-deliver updates to read back from the stream."""
+        self.skipped = 0
+        """Must-deliver updates not kept in memory in the current overflow."""
+        self.delivered: Position | None = None
+        self.queued = False
+
+
+class Mailbox:
+    """One listener's bounded, conflating queue (see the module docstring)."""
+
+    def __init__(
+        self,
+        read_back: ReadBack,
+        stats: Stats,
+        *,
+        max_pending: int = 100_000,
+        max_events: int = 10_000,
+        feeds: frozenset[str] | None = None,
+    ) -> None:
+        self._read_back = read_back
+        self._stats = stats
+        self._max_pending = max_pending
+        self._feeds = feeds
+        self._boxes: dict[str, _FeedBox] = {}
+        self._ready: deque[str] = deque()
+        self._pending = 0
+        self._events: deque[Gap | Staleness] = deque()
+        self._max_events = max_events
+        self._wakeup = asyncio.Event()
+        self._closed = False
+
+    def close(self) -> None:
+        """Wake the reader; `get` returns None from now on."""
+        self._closed = True
+        self._wakeup.set()
+
+    @property
+    def pending(self) -> int:
+        """Must-deliver updates waiting in memory."""
+        return self._pending
+
+    def push(self, feed: str, message: Update, must: bool) -> None:
+        if self._feeds is not None and feed not in self._feeds:
+            return
+        box = self._boxes.get(feed)
+        if box is None:
+            box = self._boxes[feed] = _FeedBox()
+        if must:
+            if box.state is not None:  # older than this one: superseded
+                box.state = None
+                self._stats.conflated += 1
+            if box.overflow is not None:
+                box.overflow = (box.overflow[0], message.position)
+                box.skipped += 1
+            elif self._pending >= self._max_pending:
+                run, seq = message.position
+                box.overflow = ((run, seq - 1), message.position)
+                box.skipped = 1
+                log.warning(
+                    "listener is %d updates behind: %s switches to reading back from its stream",
+                    self._pending,
+                    feed,
+                )
+            else:
+                box.items.append(message)
+                self._pending += 1
+        else:
+            if box.state is not None:
+                self._stats.conflated += 1
+            box.state = message
+        if not box.queued:
+            box.queued = True
+            self._ready.append(feed)
+        self._wakeup.set()
+
+    def push_event(self, event: Gap | Staleness) -> None:
+        if (
+            isinstance(event, Staleness)
+            and self._feeds is not None
+            and event.feed not in self._feeds
+        ):
+            return
+        if len(self._events) >= self._max_events:
+            for i, old in enumerate(self._events):
+                if isinstance(old, Staleness):
+                    del self._events[i]
+                    break
+            else:
+                return  # a full queue of gaps: the counters and recent_gaps still have it
+        self._events.append(event)
+        self._wakeup.set()
+
+    async def get(self) -> Event | None:
+        """The next event or update, None once closed.
+
+        Waits without a deadline: a listener waits for data until the subscriber closes.
+        """
+        while not self._closed:
+            item = await self._next()
+            if item is not None:
+                return item
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return None
+
+    def get_nowait(self) -> Event | None:
+        """The next item held in memory, or None (does not read back from streams)."""
+        if self._events:
+            return self._events.popleft()
+        while self._ready:
+            feed = self._ready[0]
+            box = self._boxes[feed]
+            if box.items:
+                return self._take(box)
+            if box.overflow is not None:
+                return None
+            self._ready.popleft()
+            box.queued = False
+            if box.state is not None:
+                state, box.state = box.state, None
+                box.delivered = state.position
+                return state
+        return None
+
+    def _take(self, box: _FeedBox) -> Update:
+        message = box.items.popleft()
+        self._pending -= 1
+        box.delivered = message.position
+        return message
+
+    async def _next(self) -> Event | None:
+        item = self.get_nowait()
+        if item is not None or not self._ready:
+            return item
+        feed = self._ready[0]
+        await self._refill(feed, self._boxes[feed])
+        return self.get_nowait()
+
+    async def _refill(self, feed: str, box: _FeedBox) -> None:
+        """Read the next page of an overflow range back into the box's items."""
+        assert box.overflow is not None
+        after, upto = box.overflow
+        page = await self._read_back(feed, after, upto, READ_BACK_PAGE)
+        expected = after
+        for message in page:
+            self._report_hole(feed, expected, message)
+            expected = message.position
+            box.items.append(message)
+            self._pending += 1
+            box.skipped -= 1
+            self._stats.refetched += 1
+        if page:
+            box.overflow = (page[-1].position, box.overflow[1])
+        if not page or page[-1].position >= box.overflow[1]:
+            if box.skipped > 0:
+                self.push_event(
+                    Gap(
+                        feed=feed,
+                        run=upto[0],
+                        first_seq=None,
+                        last_seq=None,
+                        reason="delivery",
+                        detail=f"{box.skipped} update(s) evicted from the stream before "
+                        "this listener read them back",
+                    )
+                )
+                self._stats.gaps += 1
+                self._stats.missing += box.skipped
+            box.overflow = None
+            box.skipped = 0
+
+    def _report_hole(self, feed: str, after: Position, message: Update) -> None:
+        """Holes between read-back trades are exact (every trades seq is in the stream)."""
+        if isinstance(message, OHLCV):
+            return
+        run, seq = message.position
+        first = after[1] + 1 if run == after[0] else 1
+        if seq > first:
+            self.push_event(
+                Gap(feed=feed, run=run, first_seq=first, last_seq=seq - 1, reason="delivery")
+            )
+            self._stats.gaps += 1
+            self._stats.missing += seq - first
+            self._boxes[feed].skipped -= seq - first

@@ -1,0 +1,519 @@
+"""The consumer's sans-I/O core: SPEC consumer rules 1-5 as a state machine.
+
+Payloads go in (live ones from pub/sub, history from streams); out come updated buffers,
+deliveries to listeners, gap/staleness events and `Fetch` requests: the stream reads
+the asyncio shell (`subscriber.py`) must perform and hand back with `Engine.on_history`.
+Nothing here awaits or touches Redis, so every ordering case is a plain unit test.
+
+Per feed:
+- after a subscription is confirmed (first time or after a reconnect), the feed holds
+  its live messages and asks for history: the newest entries on first sight (rule 1),
+  everything after the last applied position otherwise (rule 4);
+- live messages are applied in ``(run, seq)`` order; older ones are duplicates (rule 2);
+  a jump or a new run holds the feed and asks for the skipped range (rule 3); what the
+  stream no longer has is reported as a `Gap`;
+- state feeds (ticker, book) are the exception to rule 3: their newest message replaces
+  all earlier ones, so a jump is applied at once (conflated) and a resume reads only
+  the newest entry;
+- a payload that does not decode is counted and skipped (rule 5).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Annotated, Final, Literal, Protocol, TypeAlias
+
+import msgspec
+from msgspec import Meta
+
+from marketbus.consumers.buffers import BookState, CandleBuffer, TickerState, TradeBuffer
+from marketbus.consumers.events import Gap, GapReason, Staleness, Stats, Update
+from marketbus.consumers.health import FeedHealth
+from marketbus.consumers.sequencing import Position, Verdict, classify, missing_seqs
+from marketbus.shared.codecs import decode
+from marketbus.shared.errors import ContractError, FeedNameError
+from marketbus.shared.names import Feed, is_status_name, timeframe_ms
+from marketbus.shared.schema import OHLCV, Book, Message, Status, Ticker, Trades
+
+log = logging.getLogger("marketbus.consumers")
+
+Kind: TypeAlias = Literal["ohlcv", "ticker", "trades", "book", "status"]
+Buffer: TypeAlias = CandleBuffer | TradeBuffer | TickerState | BookState | None
+Entry: TypeAlias = tuple[bytes | str, dict[bytes, bytes]]
+"""One stream entry as redis-py returns it: ``(id, {b"d": payload})``."""
+
+STATE_KINDS: Final = frozenset({"ticker", "book"})
+_TYPE_OF_KIND: Final[dict[str, type[Message]]] = {
+    "ohlcv": OHLCV,
+    "ticker": Ticker,
+    "trades": Trades,
+    "book": Book,
+    "status": Status,
+}
+_LOG_EVERY: Final = 1000
+"""Undecodable/rejected payloads are logged on the 1st, 1001st, ... occurrence."""
+
+PositiveInt = Annotated[int, Meta(gt=0)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+
+
+class BufferSizes(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Memory bounds and thresholds of one feed (set per subscriber or per subscribe).
+
+    Memory per feed is about ``48 B x candles``, ``25 B x trades`` (+ ids), one book of
+    ``book_depth`` levels, plus at most ``hold`` raw messages while the feed syncs.
+    """
+
+    candles: PositiveInt = 500
+    """Closed candles kept (plus the forming one); also the backfill count."""
+    trades: PositiveInt = 10_000
+    """Trades kept; the backfill reads at most this many trade batches."""
+    book_depth: PositiveInt | None = None
+    """Book levels kept per side (None: as many as the producer sends)."""
+    hold: PositiveInt = 10_000
+    """Live messages held per feed while it syncs from its stream; beyond that the oldest
+    held message is dropped (it is read back from the stream, so nothing is lost)."""
+    stale_after_s: PositiveFloat | None = 60.0
+    """A feed with no message for this long is flagged stale (None: never)."""
+    status_history: Annotated[int, Meta(ge=0)] = 100
+    """Status events read on first sight of an exchange, to learn its producer's state."""
+
+
+class Fetch(msgspec.Struct, frozen=True):
+    """A stream read the shell performs for *feed*, then hands to `Engine.on_history`.
+
+    - ``count`` set: the newest ``count`` entries below ``before`` and above ``after``
+      (``XREVRANGE``), applied oldest first;
+    - ``count`` None: every entry after ``after`` and below ``before`` (``XRANGE``,
+      paged). Bounds are exclusive; None means open.
+    """
+
+    feed: str
+    epoch: int
+    after: Position | None
+    before: Position | None
+    count: int | None
+    initial: bool
+    """First sight of the feed: history fills buffers but is not delivered to
+    listeners, holes in it are not reported, and old status events only set state."""
+
+
+class Sink(Protocol):
+    """Where the engine delivers applied updates and events (a listener's mailbox)."""
+
+    def push(self, feed: str, message: Update, must: bool) -> None: ...
+
+    def push_event(self, event: Gap | Staleness) -> None: ...
+
+
+class FeedState:
+    """Everything the engine keeps for one feed."""
+
+    __slots__ = (
+        "buffer",
+        "epoch",
+        "exchange",
+        "health",
+        "held",
+        "kind",
+        "last",
+        "name",
+        "ready",
+        "sizes",
+        "syncing",
+        "timeframe_ms",
+    )
+
+    def __init__(
+        self, name: str, exchange: str, kind: Kind, timeframe: str | None, sizes: BufferSizes
+    ) -> None:
+        self.name = name
+        self.exchange = exchange
+        self.kind: Kind = kind
+        self.sizes = sizes
+        self.timeframe_ms = timeframe_ms(timeframe) if timeframe else 0
+        self.buffer: Buffer = _make_buffer(kind, timeframe, sizes)
+        self.last: Position | None = None
+        """``(run, seq)`` of the last applied message."""
+        self.syncing = True
+        """Live messages are held until the pending stream read is applied."""
+        self.epoch = 0
+        """Bumped per sync; only the read of the current epoch ends the sync."""
+        self.held: deque[Message] = deque(maxlen=sizes.hold)
+        self.ready = False
+        """The first sync (backfill) is done."""
+        self.health = FeedHealth(
+            name, None if kind == "status" else sizes.stale_after_s, time.monotonic()
+        )
+
+    @property
+    def backfill_count(self) -> int:
+        if self.kind == "ohlcv":
+            return self.sizes.candles
+        if self.kind == "trades":
+            return self.sizes.trades
+        if self.kind == "status":
+            return self.sizes.status_history
+        return 1
+
+
+def _make_buffer(kind: Kind, timeframe: str | None, sizes: BufferSizes) -> Buffer:
+    if kind == "ohlcv":
+        return CandleBuffer(sizes.candles, timeframe)
+    if kind == "trades":
+        return TradeBuffer(sizes.trades)
+    if kind == "ticker":
+        return TickerState()
+    if kind == "book":
+        return BookState(sizes.book_depth)
+    return None
+
+
+def parse_channel(name: str) -> tuple[str, Kind, str | None]:
+    """``(exchange, kind, timeframe)`` of a feed or status channel; FeedNameError if neither."""
+    if is_status_name(name):
+        return name.split(":")[1], "status", None
+    feed = Feed.parse(name)
+    timeframe = feed.timeframe
+    kind: Kind = "ohlcv" if timeframe else feed.kind  # type: ignore[assignment]
+    return feed.exchange, kind, timeframe
+
+
+class Engine:
+    """All feeds of one subscriber: decode, order, apply, report (no I/O)."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.feeds: dict[str, FeedState] = {}
+        self.patterns: dict[str, BufferSizes] = {}
+        """PSUBSCRIBE patterns; a new channel matching one becomes a feed."""
+        self.stats = Stats()
+        self.fetches: list[Fetch] = []
+        """Stream reads requested since the shell last drained this list."""
+        self.sinks: list[Sink] = []
+        self.recent_gaps: deque[Gap] = deque(maxlen=1000)
+        self._ignored: set[str] = set()
+        self._clock = clock
+
+    # -- feeds -------------------------------------------------------------------------
+
+    def track(self, name: str, sizes: BufferSizes) -> FeedState:
+        """Start keeping *name* (a feed or status channel); idempotent.
+
+        The feed syncs once its subscription is confirmed (`on_subscribed`).
+        """
+        state = self.feeds.get(name)
+        if state is None:
+            exchange, kind, timeframe = parse_channel(name)
+            state = FeedState(name, exchange, kind, timeframe, sizes)
+            self.feeds[name] = state
+        return state
+
+    def untrack(self, name: str) -> None:
+        self.feeds.pop(name, None)
+
+    def on_subscribed(self, channel: str) -> None:
+        """SUBSCRIBE confirmed (also after a silent reconnect): live is contiguous from
+        here on, so the feed resyncs from its stream."""
+        state = self.feeds.get(channel)
+        if state is not None:
+            self._resync(state)
+
+    def on_psubscribed(self, pattern: str) -> None:
+        """PSUBSCRIBE confirmed: every known feed the pattern covers resyncs."""
+        for state in list(self.feeds.values()):
+            if fnmatch.fnmatchcase(state.name, pattern):
+                self._resync(state)
+
+    def resync(self, name: str) -> None:
+        """Resync *name* now (a feed discovered without a message, e.g. from the catalog)."""
+        self._resync(self.feeds[name])
+
+    def _resync(self, state: FeedState) -> None:
+        state.syncing = True
+        state.epoch += 1
+        before = state.held[0].position if state.held else None
+        if state.last is None:
+            fetch = Fetch(state.name, state.epoch, None, before, state.backfill_count, True)
+        else:
+            self.stats.resumes += 1
+            count = 1 if state.kind in STATE_KINDS else None
+            fetch = Fetch(state.name, state.epoch, state.last, before, count, False)
+        self.fetches.append(fetch)
+
+    def _repair(self, state: FeedState, before: Position) -> None:
+        self.stats.repairs += 1
+        state.syncing = True
+        state.epoch += 1
+        self.fetches.append(Fetch(state.name, state.epoch, state.last, before, None, False))
+
+    # -- live --------------------------------------------------------------------------
+
+    def on_live(self, channel: str, payload: bytes) -> None:
+        """One message from pub/sub."""
+        self.stats.received += 1
+        state = self.feeds.get(channel)
+        if state is None:
+            state = self._discover(channel)
+            if state is None:
+                return
+            message = self._decode(state, payload)
+            if message is not None:
+                self._hold(state, message)
+            self._resync(state)  # backfill up to the message at hand
+            return
+        message = self._decode(state, payload)
+        if message is None:
+            return
+        if state.syncing:
+            self._hold(state, message)
+        else:
+            self._offer(state, message, None, None)
+
+    def on_live_batch(self, batch: Iterable[tuple[str, bytes]]) -> None:
+        for channel, payload in batch:
+            self.on_live(channel, payload)
+
+    def _discover(self, channel: str) -> FeedState | None:
+        """A pattern delivered a channel we did not know: track it (None: ignore it)."""
+        if channel in self._ignored:
+            return None
+        sizes = next((s for p, s in self.patterns.items() if fnmatch.fnmatchcase(channel, p)), None)
+        try:
+            if sizes is None:
+                raise FeedNameError(f"{channel!r} matches no subscription")
+            state = self.track(channel, sizes)
+        except FeedNameError as exc:
+            if len(self._ignored) < 10_000:
+                self._ignored.add(channel)
+            log.warning("ignoring channel %r: %s", channel, exc)
+            return None
+        return state
+
+    def _hold(self, state: FeedState, message: Message) -> None:
+        if len(state.held) == state.held.maxlen:
+            self.stats.held_dropped += 1
+        state.held.append(message)
+
+    def _decode(self, state: FeedState, payload: bytes) -> Message | None:
+        try:
+            message = decode(payload)
+        except ContractError as exc:
+            self.stats.undecodable += 1
+            if self.stats.undecodable % _LOG_EVERY == 1:
+                log.warning(
+                    "feed %s: skipping undecodable payload (%d so far): %s",
+                    state.name,
+                    self.stats.undecodable,
+                    exc,
+                )
+            return None
+        if type(message) is not _TYPE_OF_KIND[state.kind] or (
+            state.kind == "ohlcv" and message.ts_ms is None
+        ):
+            self.stats.rejected += 1
+            if self.stats.rejected % _LOG_EVERY == 1:
+                log.warning(
+                    "feed %s: skipping a %s message that does not fit the feed (%d so far)",
+                    state.name,
+                    type(message).__name__,
+                    self.stats.rejected,
+                )
+            return None
+        return message
+
+    def _offer(
+        self,
+        state: FeedState,
+        message: Message,
+        accept_up_to: Position | None,
+        stream_first: Position | None,
+    ) -> bool:
+        """Apply *message* in order; False if the feed started a repair instead.
+
+        Messages up to *accept_up_to* were just looked for in the stream: what is still
+        missing before them is lost, so it is reported instead of read again.
+        """
+        position = message.position
+        verdict = classify(state.last, position)
+        if verdict is Verdict.DUPLICATE:
+            self.stats.duplicates += 1
+            return True
+        if verdict is not Verdict.APPLY:
+            if accept_up_to is not None and position <= accept_up_to:
+                self._check_hole(state, message, stream_first)
+            elif state.kind not in STATE_KINDS:
+                self._hold(state, message)
+                self._repair(state, position)
+                return False
+        self._apply(state, message, deliver=True, historical=False)
+        return True
+
+    # -- history -----------------------------------------------------------------------
+
+    def on_history(
+        self, fetch: Fetch, entries: Iterable[Entry], *, done: bool, stream_first: Position | None
+    ) -> None:
+        """Stream entries for *fetch*, oldest first; *done* on the last page.
+
+        *stream_first* is the oldest ID the stream still holds (None if empty): entries
+        missing after it were never written, before it they may have been evicted.
+        """
+        state = self.feeds.get(fetch.feed)
+        if state is None:
+            return
+        for entry_id, fields in entries:
+            payload = fields.get(b"d")
+            if payload is None:
+                self.stats.undecodable += 1
+                log.warning("feed %s: stream entry %r has no 'd' field", state.name, entry_id)
+                continue
+            message = self._decode(state, payload)
+            if message is None:
+                continue
+            if state.last is not None and message.position <= state.last:
+                continue
+            if not fetch.initial:
+                self._check_hole(state, message, stream_first)
+            self.stats.backfilled += 1
+            self._apply(state, message, deliver=not fetch.initial, historical=fetch.initial)
+        if done and fetch.epoch == state.epoch:
+            self._finish_sync(state, fetch, stream_first)
+
+    def _finish_sync(self, state: FeedState, fetch: Fetch, stream_first: Position | None) -> None:
+        state.syncing = False
+        state.ready = True
+        held = state.held
+        while held:
+            message = held.popleft()
+            if not self._offer(state, message, fetch.before, stream_first):
+                # _offer re-held it at the end; it must stay first
+                held.appendleft(held.pop())
+                return
+
+    def _check_hole(
+        self, state: FeedState, message: Message, stream_first: Position | None
+    ) -> None:
+        """Report what is missing between the last applied message and *message*."""
+        kind = state.kind
+        if kind in STATE_KINDS:
+            return
+        last = state.last
+        hole = missing_seqs(last, message.position)
+        if hole is None:
+            return
+        evicted = stream_first is not None and stream_first > (message.run, hole[0])
+        count: int | None = hole[1] - hole[0] + 1
+        if kind == "ohlcv":
+            # The stream holds closed candles only: a seq hole is normal unless candle
+            # periods are missing between the newest held candle and this one.
+            assert isinstance(state.buffer, CandleBuffer) and isinstance(message, OHLCV)
+            newest = state.buffer.latest
+            ts = message.ts_ms or 0
+            if newest is None or ts <= newest.ts_ms + state.timeframe_ms:
+                return
+            count = (ts - newest.ts_ms) // state.timeframe_ms - 1
+            evicted = stream_first is not None and last is not None and stream_first > last
+        reason: GapReason = "evicted" if evicted else "missing"
+        self._gap(
+            Gap(
+                feed=state.name,
+                run=message.run,
+                first_seq=hole[0],
+                last_seq=hole[1],
+                reason=reason,
+                detail=f"{count} candle(s)" if kind == "ohlcv" else "",
+            ),
+            count,
+        )
+
+    def _gap(self, gap: Gap, count: int | None) -> None:
+        self.stats.gaps += 1
+        self.stats.missing += count or 0
+        self.recent_gaps.append(gap)
+        log.warning(
+            "feed %s: gap run=%d seq %s..%s (%s) %s",
+            gap.feed,
+            gap.run,
+            gap.first_seq,
+            gap.last_seq,
+            gap.reason,
+            gap.detail,
+        )
+        for sink in self.sinks:
+            sink.push_event(gap)
+
+    def _staleness(self, event: Staleness | None) -> None:
+        if event is not None:
+            for sink in self.sinks:
+                sink.push_event(event)
+
+    # -- apply -------------------------------------------------------------------------
+
+    def _apply(
+        self, state: FeedState, message: Message, *, deliver: bool, historical: bool
+    ) -> None:
+        state.last = message.position
+        self.stats.applied += 1
+        kind = state.kind
+        buffer = state.buffer
+        must = True
+        if kind == "ohlcv":
+            assert isinstance(buffer, CandleBuffer) and isinstance(message, OHLCV)
+            buffer.apply(message)
+            must = message.closed
+        elif kind == "trades":
+            assert isinstance(buffer, TradeBuffer) and isinstance(message, Trades)
+            buffer.apply(message)
+        elif kind == "ticker":
+            assert isinstance(buffer, TickerState) and isinstance(message, Ticker)
+            buffer.apply(message)
+            must = False
+        elif kind == "book":
+            assert isinstance(buffer, BookState) and isinstance(message, Book)
+            buffer.apply(message)
+            must = False
+        else:
+            assert isinstance(message, Status)
+            self._on_status(state, message, historical)
+            return
+        if not historical:
+            self._staleness(state.health.on_data(self._clock()))
+        if deliver:
+            for sink in self.sinks:
+                sink.push(state.name, message, must)
+
+    def _on_status(self, state: FeedState, message: Status, historical: bool) -> None:
+        if message.event == "gap":
+            if not historical:
+                self._gap(
+                    Gap(
+                        feed=message.feed or state.name,
+                        run=message.run,
+                        first_seq=None,
+                        last_seq=None,
+                        reason="producer",
+                        detail=message.detail,
+                    ),
+                    None,
+                )
+            return
+        if message.feed is not None:
+            target = self.feeds.get(message.feed)
+            targets = [target] if target is not None else []
+        else:
+            targets = [
+                s for s in self.feeds.values() if s.exchange == state.exchange and s is not state
+            ]
+        now = self._clock()
+        for target in targets:
+            self._staleness(target.health.on_producer(message.event, message.detail, now))
+
+    def check_health(self) -> None:
+        """Re-evaluate quiet thresholds (the shell calls this periodically)."""
+        now = self._clock()
+        for state in self.feeds.values():
+            self._staleness(state.health.check(now))

@@ -1,0 +1,99 @@
+"""What the SDK tells a strategy besides market data: gaps, staleness, counters.
+
+Events are frozen msgspec Structs, like the wire messages, so a callback can keep them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeAlias
+
+import msgspec
+
+from marketbus.shared.schema import OHLCV, Book, Ticker, Trades
+
+GapReason: TypeAlias = Literal["evicted", "missing", "producer", "delivery"]
+
+
+class Gap(msgspec.Struct, frozen=True, kw_only=True):
+    """Data of *feed* that this consumer does not have and cannot get back.
+
+    ``first_seq .. last_seq`` (inclusive, within ``run``) is the missing range when it is
+    known; both are None when only the fact is known (e.g. a producer report).
+
+    ``reason``:
+    - ``evicted``: the stream cap removed the entries before they could be read;
+    - ``missing``: the entries were never in the stream (e.g. the producer skipped them);
+    - ``producer``: the producer announced lost data on its status channel (``detail``);
+    - ``delivery``: buffers are complete but a slow listener missed these messages
+      (they were evicted before it could read them back from the stream).
+    """
+
+    feed: str
+    run: int
+    first_seq: int | None
+    last_seq: int | None
+    reason: GapReason
+    detail: str = ""
+
+    @property
+    def count(self) -> int | None:
+        """How many messages are missing, when known."""
+        if self.first_seq is None or self.last_seq is None:
+            return None
+        return self.last_seq - self.first_seq + 1
+
+
+class Staleness(msgspec.Struct, frozen=True, kw_only=True):
+    """A feed became stale or fresh again.
+
+    ``reason`` for stale: ``quiet`` (nothing for longer than the threshold),
+    ``disconnected`` / ``stale`` / ``error`` / ``stopped`` (reported by the producer on
+    ``{ns}:{exchange}:status``). Empty when the feed is fresh again.
+    """
+
+    feed: str
+    stale: bool
+    reason: str
+    age_s: float | None
+    """Seconds since the feed's last message (None if it never had one)."""
+    detail: str = ""
+
+
+Update: TypeAlias = OHLCV | Ticker | Trades | Book
+"""A market-data message as delivered to listeners."""
+
+Event: TypeAlias = OHLCV | Ticker | Trades | Book | Gap | Staleness
+"""What ``async for event in subscriber`` yields."""
+
+
+class Stats(msgspec.Struct, kw_only=True):
+    """Counters of one subscriber since it started (a copy; see `Subscriber.stats`)."""
+
+    received: int = 0
+    """Live messages read from pub/sub."""
+    applied: int = 0
+    """Messages applied to buffers (live and from streams)."""
+    backfilled: int = 0
+    """Of those, messages read from streams (backfill, repair, resume)."""
+    duplicates: int = 0
+    """Messages dropped as not newer than the last applied one (rule 2)."""
+    repairs: int = 0
+    """Seq jumps and new runs repaired from a stream (rule 3)."""
+    resumes: int = 0
+    """Per-feed resumes after a (re)subscription (rule 4)."""
+    gaps: int = 0
+    """Gap events: data reported lost."""
+    missing: int = 0
+    """Messages known lost (sum of the gap ranges that have one)."""
+    undecodable: int = 0
+    """Payloads that did not decode (rule 5), skipped."""
+    rejected: int = 0
+    """Decoded messages that do not fit their feed (wrong type, no candle time)."""
+    held_dropped: int = 0
+    """Live messages dropped while their feed was syncing (refetched from the stream)."""
+    reconnects: int = 0
+    """Times the pub/sub connection was lost and re-established."""
+    conflated: int = 0
+    """State updates (ticker, book, forming candle) listeners skipped for a newer one."""
+    refetched: int = 0
+    """Messages slow listeners read back from streams instead of memory."""

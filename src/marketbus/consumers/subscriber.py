@@ -1,0 +1,701 @@
+"""`Subscriber`: the asyncio shell around the `Engine`. It only moves bytes.
+
+Tasks, each supervised (one that fails stops the subscriber, and the error is raised
+from the next ``await`` on it, never lost):
+
+- the read loop: `PubSubTransport` frames -> `Engine` (decode/apply, in batches);
+  on a connection error it retries with capped, jittered exponential backoff;
+- fetch workers: the stream reads the engine asks for (backfill, repair, resume);
+- the health ticker: staleness of quiet feeds;
+- one task per callback listener, each behind its own `Mailbox`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import Any, TypeAlias, TypeVar
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from marketbus.consumers.backoff import Backoff
+from marketbus.consumers.buffers import BookState, CandleBuffer, TickerState, TradeBuffer
+from marketbus.consumers.delivery import Mailbox
+from marketbus.consumers.engine import Buffer, BufferSizes, Engine, FeedState, Fetch, parse_channel
+from marketbus.consumers.events import Event, Gap, Staleness, Stats, Update
+from marketbus.consumers.sequencing import Position
+from marketbus.consumers.transport import DATA, SUBSCRIBED, Frame, PubSubTransport
+from marketbus.shared.codecs import decode, decode_feed_info
+from marketbus.shared.config import RedisConfig
+from marketbus.shared.connection import connect, redact
+from marketbus.shared.errors import (
+    ConfigError,
+    ContractError,
+    NotSubscribedError,
+    SubscriberClosedError,
+)
+from marketbus.shared.names import (
+    catalog_key,
+    entry_id,
+    feed_name,
+    ohlcv_kind,
+    parse_entry_id,
+    status_name,
+)
+from marketbus.shared.schema import Status, Ticker
+
+log = logging.getLogger("marketbus.consumers")
+
+T = TypeVar("T")
+MessageCallback: TypeAlias = Callable[[Update], Awaitable[None] | None]
+GapCallback: TypeAlias = Callable[[Gap], Awaitable[None] | None]
+StaleCallback: TypeAlias = Callable[[Staleness], Awaitable[None] | None]
+
+_Listener: TypeAlias = tuple[
+    MessageCallback | None, GapCallback | None, StaleCallback | None, frozenset[str] | None
+]
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+PAGE = 1000
+"""Stream entries per XRANGE round trip."""
+
+
+class Subscriber:
+    """Follows feeds on the bus and keeps their buffers warm and gap-free.
+
+    ::
+
+        async with Subscriber("redis://localhost:6379/0") as sub:
+            await sub.subscribe(exchange="binance", symbol="BTC/USDT", kind="ohlcv.1m")
+            candles = sub.candles("binance", "BTC/USDT", "1m")
+
+    *redis* is a URL or a `RedisConfig` (whose namespace is used unless *namespace*
+    is given). Buffer sizes come from *sizes*, with *candles*/*trades* as shortcuts.
+    Callbacks may be plain functions or coroutine functions; one that raises stops
+    the subscriber (the error is raised, chained, from the next ``await`` on it).
+    """
+
+    def __init__(
+        self,
+        redis: str | RedisConfig = "redis://127.0.0.1:6379/0",
+        *,
+        namespace: str | None = None,
+        sizes: BufferSizes | None = None,
+        candles: int | None = None,
+        trades: int | None = None,
+        on_message: MessageCallback | None = None,
+        on_gap: GapCallback | None = None,
+        on_stale: StaleCallback | None = None,
+        max_pending: int = 100_000,
+        backoff: Backoff | None = None,
+        fetch_workers: int = 4,
+        ready_timeout_s: float = 30.0,
+        poll_s: float = 1.0,
+    ) -> None:
+        self._config = redis if isinstance(redis, RedisConfig) else RedisConfig(url=redis)
+        self.namespace = namespace or self._config.namespace
+        base = sizes or BufferSizes()
+        overrides: dict[str, Any] = {}
+        if candles is not None:
+            overrides["candles"] = candles
+        if trades is not None:
+            overrides["trades"] = trades
+        try:
+            self.sizes = msgspec.convert(msgspec.structs.asdict(base) | overrides, BufferSizes)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"buffer sizes: {exc}") from None
+        self._engine = Engine()
+        self._max_pending = max_pending
+        self._backoff = backoff or Backoff()
+        self._fetch_workers = fetch_workers
+        self._ready_timeout_s = ready_timeout_s
+        self._poll_s = poll_s
+        self._redis: aioredis.Redis | None = None
+        self._transport: PubSubTransport | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._fetch_pending: dict[str, Fetch] = {}
+        self._fetch_inflight: set[str] = set()
+        self._fetch_wakeup = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._mailboxes: list[Mailbox] = []
+        self._failure: BaseException | None = None
+        self._closed = False
+        self._started = False
+        self.connected = False
+        """True while the pub/sub connection is up."""
+        self._pending_listeners: list[_Listener] = []
+        if on_message or on_gap or on_stale:
+            self._pending_listeners.append((on_message, on_gap, on_stale, None))
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Subscriber:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+        if exc is None:
+            self._raise_if_failed()
+
+    async def start(self) -> None:
+        """Connect to Redis (RedisUnavailableError says why not) and start the tasks."""
+        if self._started:
+            return
+        self._started = True
+        self._redis = await connect(self._config)
+        self._transport = PubSubTransport(self._redis)
+        self.connected = True
+        self._spawn(self._read_loop(), "read-loop")
+        for i in range(self._fetch_workers):
+            self._spawn(self._fetch_worker(), f"fetch-{i}")
+        self._spawn(self._health_loop(), "health")
+        for on_message, on_gap, on_stale, feeds in self._pending_listeners:
+            self._add_listener(on_message, on_gap, on_stale, feeds)
+        self._pending_listeners = []
+        log.info(
+            "subscriber connected to %s (namespace %s)", redact(self._config.url), self.namespace
+        )
+
+    async def close(self) -> None:
+        """Stop every task and close the connections; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=5.0)
+            for task in pending:
+                log.error("task %s did not stop within 5 s of being cancelled", task.get_name())
+        for mailbox in self._mailboxes:
+            mailbox.close()
+        if self._transport is not None:
+            with contextlib.suppress(*_REDIS_DOWN):
+                await self._transport.close()
+        if self._redis is not None:
+            with contextlib.suppress(*_REDIS_DOWN):
+                await self._redis.aclose()
+        self.connected = False
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task.set_name(f"marketbus-subscriber-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or self._closed:
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        log.error("subscriber task %s failed; stopping", task.get_name(), exc_info=exc)
+        self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+        self._progress.set()
+        for mailbox in self._mailboxes:
+            mailbox.close()
+        asyncio.get_running_loop().create_task(self.close())
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise SubscriberClosedError(
+                f"subscriber stopped: {type(self._failure).__name__}: {self._failure}"
+            ) from self._failure
+
+    def _check_open(self) -> None:
+        self._raise_if_failed()
+        if self._closed:
+            raise SubscriberClosedError("subscriber is closed")
+        if not self._started:
+            raise SubscriberClosedError("subscriber is not started: use 'async with' or start()")
+
+    # -- subscribing -------------------------------------------------------------------
+
+    def _sizes(
+        self, sizes: BufferSizes | None, candles: int | None, trades: int | None
+    ) -> BufferSizes:
+        base = sizes or self.sizes
+        overrides = {k: v for k, v in (("candles", candles), ("trades", trades)) if v is not None}
+        if not overrides:
+            return base
+        try:
+            return msgspec.convert(msgspec.structs.asdict(base) | overrides, BufferSizes)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"buffer sizes: {exc}") from None
+
+    async def subscribe(
+        self,
+        *feeds: str,
+        exchange: str | None = None,
+        symbol: str | None = None,
+        kind: str | None = None,
+        timeframe: str | None = None,
+        sizes: BufferSizes | None = None,
+        candles: int | None = None,
+        trades: int | None = None,
+        wait: bool = True,
+    ) -> list[str]:
+        """Follow feeds given by name and/or by ``exchange``, ``symbol`` and ``kind``
+        (``kind="ohlcv.1m"``, or ``timeframe="1m"``). Returns the feed names.
+
+        With *wait* (default) returns once their buffers are backfilled; TimeoutError
+        after ``ready_timeout_s``. Raises FeedNameError for a malformed name.
+        """
+        self._check_open()
+        names = list(feeds)
+        if exchange is not None or symbol is not None or kind is not None or timeframe:
+            if timeframe is not None:
+                kind = ohlcv_kind(timeframe)
+            if exchange is None or symbol is None or kind is None:
+                raise ConfigError("subscribe: give exchange, symbol and kind (or timeframe)")
+            names.append(feed_name(self.namespace, exchange, kind, symbol))
+        if not names:
+            raise ConfigError("subscribe: no feed given")
+        feed_sizes = self._sizes(sizes, candles, trades)
+        channels: list[str] = []
+        for name in names:
+            exch, _, _ = parse_channel(name)
+            status = status_name(name.split(":", 1)[0], exch)
+            for channel in (status, name):
+                if channel not in self._engine.feeds:
+                    self._engine.track(channel, feed_sizes)
+                    channels.append(channel)
+        assert self._transport is not None
+        await self._transport.subscribe(channels)
+        if wait:
+            await self.ready(names)
+        return names
+
+    async def subscribe_pattern(
+        self,
+        pattern: str,
+        *,
+        sizes: BufferSizes | None = None,
+        candles: int | None = None,
+        trades: int | None = None,
+        discover: bool = True,
+    ) -> list[str]:
+        """Follow every feed whose name matches the glob *pattern* (``md:binance:*``).
+
+        Feeds are discovered as their first message arrives, and each is backfilled
+        then. With *discover*, feeds listed in the catalog ``{ns}:feeds`` that match
+        are backfilled right away. Returns the feeds known so far.
+        """
+        self._check_open()
+        self._engine.patterns[pattern] = self._sizes(sizes, candles, trades)
+        assert self._transport is not None
+        await self._transport.psubscribe([pattern])
+        if discover:
+            for name in await self._catalog():
+                if fnmatch.fnmatchcase(name, pattern) and name not in self._engine.feeds:
+                    self._engine.track(name, self._engine.patterns[pattern])
+                    self._engine.resync(name)
+            self._pump()
+        return [n for n in self._engine.feeds if fnmatch.fnmatchcase(n, pattern)]
+
+    async def discover(
+        self,
+        *,
+        exchange: str | None = None,
+        kind: str | None = None,
+        symbol: str | None = None,
+        sizes: BufferSizes | None = None,
+        wait: bool = True,
+    ) -> list[str]:
+        """Subscribe to the feeds the catalog ``{ns}:feeds`` lists, optionally filtered."""
+        self._check_open()
+        names = []
+        for name in await self._catalog():
+            exch, _, _ = parse_channel(name)
+            feed_kind, feed_symbol = name.split(":", 3)[2:]
+            if (
+                (exchange is None or exch == exchange)
+                and (kind is None or feed_kind == kind)
+                and (symbol is None or feed_symbol == symbol)
+            ):
+                names.append(name)
+        if names:
+            await self.subscribe(*names, sizes=sizes, wait=wait)
+        return names
+
+    async def _catalog(self) -> list[str]:
+        assert self._redis is not None
+        raw = await self._redis.hgetall(catalog_key(self.namespace))
+        names = []
+        for field, value in raw.items():
+            name = field.decode() if isinstance(field, bytes) else field
+            try:
+                decode_feed_info(value)
+                parse_channel(name)
+            except ContractError as exc:
+                log.warning("catalog entry %r skipped: %s", name, exc)
+                continue
+            names.append(name)
+        return sorted(names)
+
+    async def unsubscribe(self, *feeds: str) -> None:
+        """Stop following *feeds* and drop their buffers."""
+        self._check_open()
+        assert self._transport is not None
+        await self._transport.unsubscribe(list(feeds))
+        for name in feeds:
+            self._engine.untrack(name)
+
+    async def ready(
+        self, feeds: Iterable[str] | None = None, timeout_s: float | None = None
+    ) -> None:
+        """Wait until *feeds* (default: all) have their first backfill applied."""
+        names = list(self._engine.feeds) if feeds is None else list(feeds)
+        deadline = time.monotonic() + (self._ready_timeout_s if timeout_s is None else timeout_s)
+        while True:
+            self._check_open()
+            waiting = [n for n in names if not self._state(n).ready]
+            if not waiting:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"feeds not backfilled in time: {', '.join(waiting[:5])}")
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
+
+    # -- reading state -----------------------------------------------------------------
+
+    def _state(self, name: str) -> FeedState:
+        state = self._engine.feeds.get(name)
+        if state is None:
+            raise NotSubscribedError(f"not subscribed to {name!r}")
+        return state
+
+    def _typed(self, name: str, kind: type[T]) -> T:
+        buffer = self._state(name).buffer
+        assert isinstance(buffer, kind)
+        return buffer
+
+    def buffer(self, feed: str) -> Buffer:
+        """The buffer of *feed* by name (None for a status channel)."""
+        return self._state(feed).buffer
+
+    def candles(self, exchange: str, symbol: str, timeframe: str = "1m") -> CandleBuffer:
+        """The candle buffer of ``{ns}:{exchange}:ohlcv.{timeframe}:{symbol}``."""
+        name = feed_name(self.namespace, exchange, ohlcv_kind(timeframe), symbol)
+        return self._typed(name, CandleBuffer)
+
+    def trades(self, exchange: str, symbol: str) -> TradeBuffer:
+        return self._typed(feed_name(self.namespace, exchange, "trades", symbol), TradeBuffer)
+
+    def book(self, exchange: str, symbol: str) -> BookState:
+        return self._typed(feed_name(self.namespace, exchange, "book", symbol), BookState)
+
+    def ticker(self, exchange: str, symbol: str) -> Ticker | None:
+        """The latest ticker (None before the first one)."""
+        name = feed_name(self.namespace, exchange, "ticker", symbol)
+        return self._typed(name, TickerState).latest
+
+    def ticker_state(self, exchange: str, symbol: str) -> TickerState:
+        return self._typed(feed_name(self.namespace, exchange, "ticker", symbol), TickerState)
+
+    def is_stale(self, feed: str) -> bool:
+        """True when *feed* is quiet beyond its threshold or its producer reported trouble."""
+        return self._state(feed).health.stale
+
+    def stale_reason(self, feed: str) -> str:
+        return self._state(feed).health.reason
+
+    def position(self, feed: str) -> Position | None:
+        """``(run, seq)`` of the last message applied to *feed*."""
+        return self._state(feed).last
+
+    @property
+    def feeds(self) -> list[str]:
+        """Feeds followed (status channels excluded)."""
+        return [n for n, s in self._engine.feeds.items() if s.kind != "status"]
+
+    @property
+    def stats(self) -> Stats:
+        """A copy of the counters."""
+        return msgspec.structs.replace(self._engine.stats)
+
+    @property
+    def gaps(self) -> list[Gap]:
+        """The most recent gap events (up to 1000), oldest first."""
+        return list(self._engine.recent_gaps)
+
+    # -- listeners ---------------------------------------------------------------------
+
+    def on_message(
+        self,
+        callback: MessageCallback | None = None,
+        *,
+        on_gap: GapCallback | None = None,
+        on_stale: StaleCallback | None = None,
+        feeds: Iterable[str] | None = None,
+    ) -> None:
+        """Call *callback* for every applied update (optionally of *feeds* only), and
+        *on_gap* / *on_stale* for events. Runs in its own task at its own pace."""
+        entry: _Listener = (
+            callback,
+            on_gap,
+            on_stale,
+            frozenset(feeds) if feeds is not None else None,
+        )
+        if not self._started:
+            self._pending_listeners.append(entry)
+        else:
+            self._check_open()
+            self._add_listener(*entry)
+
+    def on_gap(self, callback: GapCallback) -> None:
+        self.on_message(None, on_gap=callback)
+
+    def on_stale(self, callback: StaleCallback) -> None:
+        self.on_message(None, on_stale=callback)
+
+    def _new_mailbox(self, feeds: frozenset[str] | None) -> Mailbox:
+        mailbox = Mailbox(
+            self._read_back, self._engine.stats, max_pending=self._max_pending, feeds=feeds
+        )
+        self._mailboxes.append(mailbox)
+        self._engine.sinks.append(mailbox)
+        return mailbox
+
+    def _drop_mailbox(self, mailbox: Mailbox) -> None:
+        if mailbox in self._mailboxes:
+            self._mailboxes.remove(mailbox)
+            self._engine.sinks.remove(mailbox)
+
+    def _add_listener(
+        self,
+        on_message: MessageCallback | None,
+        on_gap: GapCallback | None,
+        on_stale: StaleCallback | None,
+        feeds: frozenset[str] | None,
+    ) -> None:
+        mailbox = self._new_mailbox(feeds)
+        self._spawn(self._run_listener(mailbox, on_message, on_gap, on_stale), "listener")
+
+    async def _run_listener(
+        self,
+        mailbox: Mailbox,
+        on_message: MessageCallback | None,
+        on_gap: GapCallback | None,
+        on_stale: StaleCallback | None,
+    ) -> None:
+        while True:
+            item = await mailbox.get()
+            if item is None:
+                return
+            result: Awaitable[None] | None = None
+            if isinstance(item, Gap):
+                if on_gap is not None:
+                    result = on_gap(item)
+            elif isinstance(item, Staleness):
+                if on_stale is not None:
+                    result = on_stale(item)
+            elif on_message is not None:
+                result = on_message(item)
+            if result is not None and inspect.isawaitable(result):
+                await result
+
+    async def events(self, feeds: Iterable[str] | None = None) -> AsyncIterator[Event]:
+        """Updates and events from now on (of *feeds* only, if given).
+
+        Ends when the subscriber closes; raises SubscriberClosedError if it failed.
+        """
+        self._check_open()
+        mailbox = self._new_mailbox(frozenset(feeds) if feeds is not None else None)
+        try:
+            while True:
+                item = await mailbox.get()
+                if item is None:
+                    self._raise_if_failed()
+                    return
+                yield item
+        finally:
+            self._drop_mailbox(mailbox)
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self.events()
+
+    # -- the read loop -----------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        assert self._transport is not None
+        transport = self._transport
+        failures = 0
+        while True:
+            try:
+                frames = await transport.read(self._poll_s)
+            except _REDIS_DOWN as exc:
+                failures += 1
+                if failures == 1:
+                    self._engine.stats.reconnects += 1
+                    self.connected = False
+                    log.warning(
+                        "pub/sub connection lost (%s: %s); reconnecting", type(exc).__name__, exc
+                    )
+                await asyncio.sleep(self._backoff.delay(failures))
+                continue
+            if failures:
+                log.info("pub/sub connection back after %d attempt(s)", failures)
+                failures = 0
+                self.connected = True
+            if frames:
+                self._on_frames(frames)
+
+    def _on_frames(self, frames: list[Frame]) -> None:
+        engine = self._engine
+        for kind, name, payload in frames:
+            if kind == DATA:
+                engine.on_live(name, payload)
+            elif kind == SUBSCRIBED:
+                engine.on_subscribed(name)
+            else:
+                engine.on_psubscribed(name)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Queue the stream reads the engine asked for (newest request per feed wins)."""
+        fetches = self._engine.fetches
+        if fetches:
+            for fetch in fetches:
+                self._fetch_pending[fetch.feed] = fetch
+            fetches.clear()
+            self._fetch_wakeup.set()
+
+    # -- stream reads ------------------------------------------------------------------
+
+    def _next_fetch(self) -> Fetch | None:
+        for feed, fetch in self._fetch_pending.items():
+            if feed not in self._fetch_inflight:
+                del self._fetch_pending[feed]
+                return fetch
+        return None
+
+    async def _fetch_worker(self) -> None:
+        while True:
+            fetch = self._next_fetch()
+            if fetch is None:
+                self._fetch_wakeup.clear()
+                await self._fetch_wakeup.wait()
+                continue
+            self._fetch_inflight.add(fetch.feed)
+            try:
+                await self._fetch(fetch)
+            finally:
+                self._fetch_inflight.discard(fetch.feed)
+                self._progress.set()
+                if self._fetch_pending:
+                    self._fetch_wakeup.set()
+
+    async def _fetch(self, fetch: Fetch) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._read_stream(fetch)
+                return
+            except _REDIS_DOWN as exc:
+                failures += 1
+                if fetch.feed in self._fetch_pending or fetch.feed not in self._engine.feeds:
+                    return  # superseded by a newer request (e.g. after the reconnect)
+                if failures == 1:
+                    log.warning("feed %s: stream read failed (%s); retrying", fetch.feed, exc)
+                await asyncio.sleep(self._backoff.delay(failures))
+            except ResponseError as exc:
+                log.error(
+                    "feed %s: cannot read its stream (%s); going live without it", fetch.feed, exc
+                )
+                self._engine.on_history(fetch, [], done=True, stream_first=None)
+                self._pump()
+                return
+
+    async def _read_stream(self, fetch: Fetch) -> None:
+        assert self._redis is not None
+        redis, engine, feed = self._redis, self._engine, fetch.feed
+        low: bytes | str = "-" if fetch.after is None else "(" + entry_id(*fetch.after)
+        high: bytes | str = "+" if fetch.before is None else "(" + entry_id(*fetch.before)
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(feed, "-", "+", count=1)
+            if fetch.count is not None:
+                pipe.xrevrange(feed, high, low, count=fetch.count)
+            else:
+                pipe.xrange(feed, low, high, count=PAGE)
+            first, page = await pipe.execute()
+        stream_first = parse_entry_id(first[0][0]) if first else None
+        if fetch.count is not None:
+            page.reverse()
+            engine.on_history(fetch, page, done=True, stream_first=stream_first)
+            self._pump()
+            return
+        while True:
+            done = len(page) < PAGE
+            engine.on_history(fetch, page, done=done, stream_first=stream_first)
+            self._pump()
+            if done:
+                return
+            low = b"(" + page[-1][0]
+            page = await redis.xrange(feed, low, high, count=PAGE)
+
+    async def _read_back(
+        self, feed: str, after: Position, upto: Position, count: int
+    ) -> list[Update]:
+        """A slow listener's read-back of must-deliver updates (see `Mailbox`)."""
+        assert self._redis is not None
+        failures = 0
+        entries: Any
+        while True:
+            try:
+                entries = await self._redis.xrange(
+                    feed, "(" + entry_id(*after), entry_id(*upto), count=count
+                )
+                break
+            except _REDIS_DOWN as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("feed %s: read-back failed (%s); retrying", feed, exc)
+                await asyncio.sleep(self._backoff.delay(failures))
+        updates: list[Update] = []
+        for _, fields in entries:
+            try:
+                message = decode(fields.get(b"d", b""))
+            except ContractError:
+                self._engine.stats.undecodable += 1
+                continue
+            if not isinstance(message, Status):
+                updates.append(message)
+        return updates
+
+    # -- staleness ---------------------------------------------------------------------
+
+    async def _health_loop(self) -> None:
+        while True:
+            thresholds = [
+                s.sizes.stale_after_s
+                for s in self._engine.feeds.values()
+                if s.sizes.stale_after_s is not None
+            ]
+            period = min(1.0, max(0.02, min(thresholds, default=4.0) / 4))
+            await asyncio.sleep(period)
+            self._engine.check_health()

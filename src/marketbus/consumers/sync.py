@@ -1,0 +1,178 @@
+"""`SyncSubscriber`: the `Subscriber` for code without asyncio.
+
+It runs an event loop in one background thread. Every read is executed on that loop
+and returns a snapshot (a copy, or an immutable message), so a reader thread never
+sees a buffer change under it. Callbacks run on the background thread. Every call
+has a deadline (``timeout_s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine, Iterable
+from types import TracebackType
+from typing import Any, TypeVar
+
+from marketbus.consumers.buffers import BookState, CandleBuffer, TradeBuffer
+from marketbus.consumers.events import Gap, Stats
+from marketbus.consumers.subscriber import Subscriber
+from marketbus.shared.errors import SubscriberClosedError
+from marketbus.shared.schema import Ticker
+
+T = TypeVar("T")
+
+
+class SyncSubscriber:
+    """Blocking facade over `Subscriber`; takes the same keyword arguments.
+
+    ::
+
+        with SyncSubscriber("redis://localhost:6379/0") as sub:
+            sub.subscribe(exchange="binance", symbol="BTC/USDT", kind="ohlcv.1m")
+            closes = sub.candles("binance", "BTC/USDT", "1m").arrays().close
+    """
+
+    def __init__(
+        self, redis: Any = "redis://127.0.0.1:6379/0", *, timeout_s: float = 30.0, **kwargs: Any
+    ) -> None:
+        self._args = (redis, kwargs)
+        self._timeout_s = timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._sub: Subscriber | None = None
+
+    def __enter__(self) -> SyncSubscriber:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start the background loop and connect (raises what `Subscriber.start` raises)."""
+        if self._thread is not None:
+            return
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(
+            target=loop.run_forever, name="marketbus-subscriber", daemon=True
+        )
+        self._thread.start()
+        redis, kwargs = self._args
+
+        async def make() -> Subscriber:
+            sub = Subscriber(redis, **kwargs)
+            await sub.start()
+            return sub
+
+        try:
+            self._sub = self._run(make())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def close(self) -> None:
+        """Close the subscriber and stop the thread; idempotent."""
+        if self._loop is None:
+            return
+        try:
+            if self._sub is not None:
+                self._run(self._sub.close())
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(self._timeout_s)
+        if not thread.is_alive():
+            loop.close()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop is None:
+            coro.close()
+            raise SubscriberClosedError("SyncSubscriber is not started")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result(self._timeout_s)
+
+    def _subscriber(self) -> Subscriber:
+        if self._sub is None:
+            raise SubscriberClosedError("SyncSubscriber is not started")
+        return self._sub
+
+    def _read(self, fn: Callable[[Subscriber], T]) -> T:
+        """Run *fn* on the loop thread, where buffers are mutated, and return its result."""
+        sub = self._subscriber()
+
+        async def call() -> T:
+            return fn(sub)
+
+        return self._run(call())
+
+    # -- subscribing -------------------------------------------------------------------
+
+    def subscribe(self, *feeds: str, **kwargs: Any) -> list[str]:
+        """See `Subscriber.subscribe`; blocks until backfilled (by default)."""
+        return self._run(self._subscriber().subscribe(*feeds, **kwargs))
+
+    def subscribe_pattern(self, pattern: str, **kwargs: Any) -> list[str]:
+        return self._run(self._subscriber().subscribe_pattern(pattern, **kwargs))
+
+    def discover(self, **kwargs: Any) -> list[str]:
+        return self._run(self._subscriber().discover(**kwargs))
+
+    def on_message(self, callback: Any = None, **kwargs: Any) -> None:
+        """See `Subscriber.on_message`; callbacks run on the background thread."""
+        self._read(lambda s: s.on_message(callback, **kwargs))
+
+    # -- snapshots ---------------------------------------------------------------------
+
+    def candles(self, exchange: str, symbol: str, timeframe: str = "1m") -> CandleBuffer:
+        """A copy of the candle buffer (its numpy views are then stable)."""
+        return self._read(lambda s: s.candles(exchange, symbol, timeframe).snapshot())
+
+    def trades(self, exchange: str, symbol: str) -> TradeBuffer:
+        return self._read(lambda s: s.trades(exchange, symbol).snapshot())
+
+    def book(self, exchange: str, symbol: str) -> BookState:
+        def copy(s: Subscriber) -> BookState:
+            source = s.book(exchange, symbol)
+            state = BookState(source.depth)
+            state.latest, state.updated_ns = source.latest, source.updated_ns
+            return state
+
+        return self._read(copy)
+
+    def ticker(self, exchange: str, symbol: str) -> Ticker | None:
+        return self._read(lambda s: s.ticker(exchange, symbol))
+
+    def is_stale(self, feed: str) -> bool:
+        return self._read(lambda s: s.is_stale(feed))
+
+    def position(self, feed: str) -> tuple[int, int] | None:
+        return self._read(lambda s: s.position(feed))
+
+    @property
+    def stats(self) -> Stats:
+        return self._read(lambda s: s.stats)
+
+    @property
+    def gaps(self) -> list[Gap]:
+        return self._read(lambda s: s.gaps)
+
+    @property
+    def feeds(self) -> list[str]:
+        return self._read(lambda s: s.feeds)
+
+    def ready(self, feeds: Iterable[str] | None = None, timeout_s: float | None = None) -> None:
+        names = list(feeds) if feeds is not None else None
+        self._run(self._subscriber().ready(names, timeout_s))

@@ -1,0 +1,72 @@
+"""Subscribing by pattern and by catalog; staleness from the producer's status channel."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from marketbus.consumers import BufferSizes, Staleness, Subscriber
+from marketbus.shared.codecs import encode_feed_info
+from marketbus.shared.names import catalog_key
+from marketbus.shared.schema import FeedInfo
+from tests.support.waiting import wait_until
+from tests.support.wire_writer import WireWriter
+
+SYM = "ETH/USDT"
+
+
+async def test_pattern_discovers_feeds_from_messages_and_catalog(redis_url: str) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        writer = WireWriter(redis, run=5)
+        old = writer.feed("trades", SYM)
+        await writer.write(old, writer.trades(SYM, 1.0, first_id=1))
+        info = FeedInfo(exchange="binance", symbol=SYM, kind="trades", timeframe=None, run=5,
+                        stream_maxlen=100, updated_ms=0)  # fmt: skip
+        await redis.hset(catalog_key("md"), old, encode_feed_info(info))
+        async with Subscriber(redis_url) as sub:
+            known = await sub.subscribe_pattern("md:binance:*")
+            assert old in known
+            await wait_until(lambda: len(sub.trades("binance", SYM)) == 1, what="catalog backfill")
+            new = writer.feed("ticker", SYM)
+            await writer.write(new, writer.ticker(SYM, 5.0))
+            await wait_until(lambda: new in sub.feeds and sub.ticker("binance", SYM) is not None)
+            await writer.write(old, writer.trades(SYM, 2.0, first_id=2))
+            await wait_until(lambda: len(sub.trades("binance", SYM)) == 2)
+    finally:
+        await redis.aclose()
+
+
+async def test_discover_from_catalog(redis_url: str) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        writer = WireWriter(redis, run=5)
+        feed = writer.feed("ohlcv.1m", SYM)
+        await writer.write(feed, writer.candle(SYM, 0, 1.0, closed=True))
+        info = FeedInfo(exchange="binance", symbol=SYM, kind="ohlcv.1m", timeframe="1m", run=5,
+                        stream_maxlen=100, updated_ms=0)  # fmt: skip
+        await redis.hset(catalog_key("md"), feed, encode_feed_info(info))
+        async with Subscriber(redis_url) as sub:
+            assert await sub.discover(exchange="binance") == [feed]
+            assert len(sub.candles("binance", SYM, "1m")) == 1
+    finally:
+        await redis.aclose()
+
+
+async def test_stale_flag_from_quiet_feed_and_producer_status(redis_url: str) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    events: list[Staleness] = []
+    try:
+        writer = WireWriter(redis, run=5)
+        feed = writer.feed("ticker", SYM)
+        async with Subscriber(redis_url, on_stale=events.append) as sub:
+            await sub.subscribe(feed, sizes=BufferSizes(stale_after_s=0.2))
+            await writer.write(feed, writer.ticker(SYM, 1.0))
+            await wait_until(lambda: sub.is_stale(feed), what="quiet feed flagged stale")
+            assert sub.stale_reason(feed) == "quiet"
+            await writer.write(feed, writer.ticker(SYM, 2.0))
+            await wait_until(lambda: not sub.is_stale(feed))
+            await writer.write(writer.status_feed, writer.status("disconnected", feed, "ws closed"))
+            await wait_until(lambda: sub.stale_reason(feed) == "disconnected")
+            await wait_until(lambda: any(e.reason == "disconnected" for e in events))
+    finally:
+        await redis.aclose()

@@ -1,0 +1,184 @@
+"""Rolling buffers: ring semantics, forming candle, corrections, numpy views."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from marketbus.consumers.buffers import BookState, CandleBuffer, TickerState, TradeBuffer
+from marketbus.shared.schema import OHLCV, Book, Ticker, Trade, Trades
+
+M = 60_000
+
+
+def candle(ts: int, close: float, closed: bool = False) -> OHLCV:
+    return OHLCV(
+        exchange="x",
+        symbol="A/B",
+        ts_ms=ts,
+        recv_ns=0,
+        timeframe="1m",
+        open=close,
+        high=close,
+        low=close,
+        close=close,
+        volume=1.0,
+        closed=closed,
+    )
+
+
+def test_forming_candle_updates_in_place_and_newer_ts_closes_it() -> None:
+    buf = CandleBuffer(3)
+    buf.apply(candle(0, 1.0))
+    buf.apply(candle(0, 2.0))
+    assert len(buf) == 1 and buf.latest is not None and buf.latest.close == 2.0
+    assert buf.forming is not None and buf.closed() == []
+    buf.apply(candle(M, 3.0))
+    assert [c.close for c in buf.closed()] == [2.0]
+    assert buf.forming is not None and buf.forming.ts_ms == M
+
+
+def test_closed_message_closes_forming() -> None:
+    buf = CandleBuffer(3)
+    buf.apply(candle(0, 1.0))
+    buf.apply(candle(0, 1.5, closed=True))
+    assert buf.forming is None and [c.close for c in buf.closed()] == [1.5]
+
+
+def test_ring_keeps_capacity_closed_plus_forming() -> None:
+    buf = CandleBuffer(3)
+    for i in range(10):
+        buf.apply(candle(i * M, float(i)))
+    assert [c.ts_ms for c in buf.closed()] == [6 * M, 7 * M, 8 * M]
+    assert buf.latest is not None and buf.latest.ts_ms == 9 * M and not buf.latest.closed
+    buf.apply(candle(10 * M, 10.0, closed=True))
+    assert [c.ts_ms for c in buf] == [8 * M, 9 * M, 10 * M]
+    assert buf.forming is None
+
+
+def test_correction_replaces_older_row() -> None:
+    buf = CandleBuffer(5)
+    for i in range(4):
+        buf.apply(candle(i * M, float(i), closed=True))
+    buf.apply(candle(1 * M, 99.0, closed=True))
+    assert [c.close for c in buf] == [0.0, 99.0, 2.0, 3.0]
+
+
+def test_late_missing_candle_is_inserted_in_order() -> None:
+    buf = CandleBuffer(5)
+    for i in (0, 1, 3):
+        buf.apply(candle(i * M, float(i), closed=True))
+    buf.apply(candle(4 * M, 4.0))
+    buf.apply(candle(2 * M, 2.0, closed=True))
+    assert [c.ts_ms // M for c in buf] == [0, 1, 2, 3, 4]
+    assert buf.forming is not None and buf.forming.ts_ms == 4 * M
+
+
+def test_candle_older_than_window_is_ignored() -> None:
+    buf = CandleBuffer(2)
+    for i in range(5, 8):
+        buf.apply(candle(i * M, float(i), closed=True))
+    assert not buf.apply(candle(0, 0.0, closed=True))
+
+
+def test_numpy_views_are_zero_copy_and_in_time_order() -> None:
+    buf = CandleBuffer(4)
+    for i in range(7):
+        buf.apply(candle(i * M, float(i)))
+    arrays = buf.arrays()
+    assert arrays.ts.tolist() == [i * M for i in range(2, 7)]
+    assert arrays.close.tolist() == [2.0, 3.0, 4.0, 5.0, 6.0]
+    assert arrays.close.base is not None  # a view, not a copy
+    assert not arrays.close.flags.owndata
+    assert buf.arrays(closed_only=True).close.tolist() == [2.0, 3.0, 4.0, 5.0]
+    buf.apply(candle(6 * M, 60.0))
+    assert arrays.close[-1] == 60.0  # the view sees in-place updates
+
+
+def test_null_prices_are_nan_in_views_and_none_in_rows() -> None:
+    buf = CandleBuffer(2)
+    buf.apply(
+        OHLCV(exchange="x", symbol="A/B", ts_ms=0, recv_ns=0, timeframe="1m", open=None,
+              high=None, low=None, close=None, volume=None, closed=False)
+    )  # fmt: skip
+    assert math.isnan(buf.arrays().close[0])
+    assert buf.latest is not None and buf.latest.close is None
+
+
+def test_snapshot_is_independent() -> None:
+    buf = CandleBuffer(3)
+    buf.apply(candle(0, 1.0))
+    snap = buf.snapshot()
+    buf.apply(candle(0, 2.0))
+    assert snap.latest is not None and snap.latest.close == 1.0
+    assert snap.arrays().close.tolist() == [1.0]
+
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.booleans()), max_size=80), st.integers(1, 6))
+def test_candle_buffer_invariants(updates: list[tuple[int, bool]], capacity: int) -> None:
+    buf = CandleBuffer(capacity)
+    for ts, closed in updates:
+        buf.apply(candle(ts * M, float(ts), closed))
+    rows = buf.rows()
+    ts_list = [r.ts_ms for r in rows]
+    assert ts_list == sorted(set(ts_list))
+    assert len(buf.closed()) <= capacity
+    assert all(r.closed for r in rows[:-1])
+    assert np.array_equal(buf.arrays().ts, np.array(ts_list, dtype=np.int64))
+
+
+def trades(*prices: float) -> Trades:
+    return Trades(
+        exchange="x",
+        symbol="A/B",
+        ts_ms=5,
+        recv_ns=0,
+        trades=tuple(
+            Trade(id=str(p), ts_ms=None if p == 0 else int(p), price=p, amount=1.0, side="sell")
+            for p in prices
+        ),
+    )
+
+
+def test_trade_ring_evicts_oldest() -> None:
+    buf = TradeBuffer(3)
+    buf.apply(trades(1, 2))
+    buf.apply(trades(3, 4, 5))
+    assert [t.price for t in buf] == [3, 4, 5]
+    assert buf.total == 5 and len(buf) == 3
+    assert buf.arrays().price.tolist() == [3, 4, 5]
+    assert buf.arrays().side.tolist() == [-1, -1, -1]
+    assert [t.id for t in buf.trades(last=2)] == ["4", "5"]
+
+
+def test_trade_without_time_takes_batch_time() -> None:
+    buf = TradeBuffer(3)
+    buf.apply(trades(0))
+    assert buf.latest is not None and buf.latest.ts_ms == 5
+
+
+def test_book_state_cuts_depth_and_derives_top() -> None:
+    book = Book(
+        exchange="x", symbol="A/B", ts_ms=1, recv_ns=0, depth=3,
+        bids=((9.0, 1.0), (8.0, 1.0), (7.0, 1.0)), asks=((11.0, 2.0), (12.0, 1.0), (13.0, 1.0)),
+    )  # fmt: skip
+    state = BookState(depth=2)
+    state.apply(book)
+    assert state.bids == ((9.0, 1.0), (8.0, 1.0)) and len(state.asks) == 2
+    assert state.mid == 10.0 and state.spread == 2.0 and state.updated_ns > 0
+
+
+def test_ticker_state_keeps_latest() -> None:
+    state = TickerState()
+    assert state.latest is None
+    state.apply(Ticker(exchange="x", symbol="A/B", ts_ms=1, recv_ns=0, last=3.0))
+    assert state.latest is not None and state.latest.last == 3.0
+
+
+def test_capacity_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="capacity"):
+        CandleBuffer(0)

@@ -1,0 +1,268 @@
+"""The sans-I/O engine: rules 1-5 driven by hand, no Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from marketbus.consumers.engine import BufferSizes, Engine, Entry, Fetch
+from marketbus.consumers.events import Gap, Staleness, Update
+from marketbus.shared.codecs import encode
+from marketbus.shared.names import entry_id
+from marketbus.shared.schema import OHLCV, Message, Status, Ticker, Trade, Trades
+
+TRADES = "md:binance:trades:BTC/USDT"
+TICKER = "md:binance:ticker:BTC/USDT"
+CANDLES = "md:binance:ohlcv.1m:BTC/USDT"
+STATUS = "md:binance:status"
+M = 60_000
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.updates: list[tuple[str, Update, bool]] = []
+        self.events: list[Gap | Staleness] = []
+
+    def push(self, feed: str, message: Update, must: bool) -> None:
+        self.updates.append((feed, message, must))
+
+    def push_event(self, event: Gap | Staleness) -> None:
+        self.events.append(event)
+
+
+def trade(run: int, seq: int) -> Trades:
+    return Trades(
+        exchange="binance", symbol="BTC/USDT", run=run, seq=seq, ts_ms=seq, recv_ns=0,
+        trades=(Trade(id=str(seq), ts_ms=seq, price=float(seq), amount=1.0, side="buy"),),
+    )  # fmt: skip
+
+
+def ticker(run: int, seq: int) -> Ticker:
+    return Ticker(
+        exchange="binance", symbol="BTC/USDT", run=run, seq=seq, ts_ms=seq, recv_ns=0, last=seq
+    )
+
+
+def candle(run: int, seq: int, minute: int, closed: bool) -> OHLCV:
+    return OHLCV(
+        exchange="binance", symbol="BTC/USDT", run=run, seq=seq, ts_ms=minute * M, recv_ns=0,
+        timeframe="1m", open=1.0, high=1.0, low=1.0, close=float(seq), volume=1.0, closed=closed,
+    )  # fmt: skip
+
+
+def status(run: int, seq: int, event: Any, feed: str | None = None) -> Status:
+    return Status(
+        exchange="binance", run=run, seq=seq, ts_ms=None, recv_ns=0, event=event, feed=feed
+    )
+
+
+def entries(messages: Iterable[Message]) -> list[Entry]:
+    return [(entry_id(m.run, m.seq).encode(), {b"d": encode(m)}) for m in messages]
+
+
+def setup(feed: str = TRADES, **sizes: object) -> tuple[Engine, Recorder]:
+    engine = Engine()
+    recorder = Recorder()
+    engine.sinks.append(recorder)
+    engine.track(feed, msgspec.convert(sizes, BufferSizes))
+    return engine, recorder
+
+
+def take(engine: Engine) -> Fetch:
+    assert len(engine.fetches) == 1, engine.fetches
+    return engine.fetches.pop()
+
+
+def prices(engine: Engine, feed: str = TRADES) -> list[float]:
+    buffer = engine.feeds[feed].buffer
+    return [t.price for t in buffer]  # type: ignore[union-attr]
+
+
+def test_live_is_held_until_backfill_then_newer_held_are_applied() -> None:
+    engine, rec = setup()
+    engine.on_subscribed(TRADES)
+    fetch = take(engine)
+    assert fetch.after is None and fetch.count == 10_000 and fetch.initial
+    engine.on_live(TRADES, encode(trade(1, 3)))
+    engine.on_live(TRADES, encode(trade(1, 4)))
+    assert prices(engine) == []
+    engine.on_history(
+        fetch, entries([trade(1, 1), trade(1, 2), trade(1, 3)]), done=True, stream_first=(1, 1)
+    )
+    assert prices(engine) == [1, 2, 3, 4]
+    assert engine.stats.duplicates == 1
+    # history of the first backfill is not delivered; live updates are
+    assert [m.seq for _, m, _ in rec.updates] == [4]
+
+
+def test_gap_within_run_requests_exact_range_and_repairs() -> None:
+    engine, _ = setup()
+    engine.on_subscribed(TRADES)
+    engine.on_history(take(engine), entries([trade(1, 1)]), done=True, stream_first=(1, 1))
+    engine.on_live(TRADES, encode(trade(1, 4)))
+    engine.on_live(TRADES, encode(trade(1, 5)))
+    fetch = take(engine)
+    assert (fetch.after, fetch.before, fetch.count) == ((1, 1), (1, 4), None)
+    engine.on_history(fetch, entries([trade(1, 2), trade(1, 3)]), done=True, stream_first=(1, 1))
+    assert prices(engine) == [1, 2, 3, 4, 5]
+    assert engine.stats.repairs == 1 and engine.stats.gaps == 0
+
+
+def test_what_the_stream_evicted_is_reported_as_gap() -> None:
+    engine, rec = setup()
+    engine.on_subscribed(TRADES)
+    engine.on_history(take(engine), entries([trade(1, 1)]), done=True, stream_first=(1, 1))
+    engine.on_live(TRADES, encode(trade(1, 10)))
+    fetch = take(engine)
+    engine.on_history(
+        fetch, entries([trade(1, 7), trade(1, 8), trade(1, 9)]), done=True, stream_first=(1, 7)
+    )
+    assert prices(engine) == [1, 7, 8, 9, 10]
+    gaps = [e for e in rec.events if isinstance(e, Gap)]
+    assert gaps == [Gap(feed=TRADES, run=1, first_seq=2, last_seq=6, reason="evicted")]
+    assert engine.stats.missing == 5 and engine.fetches == []
+
+
+def test_never_written_seqs_are_reported_missing_without_refetch_loop() -> None:
+    engine, rec = setup()
+    engine.on_subscribed(TRADES)
+    engine.on_history(take(engine), entries([trade(1, 1)]), done=True, stream_first=(1, 1))
+    engine.on_live(TRADES, encode(trade(1, 3)))
+    engine.on_history(take(engine), [], done=True, stream_first=(1, 1))
+    assert prices(engine) == [1, 3] and engine.fetches == []
+    assert rec.events == [Gap(feed=TRADES, run=1, first_seq=2, last_seq=2, reason="missing")]
+
+
+def test_new_run_reads_old_tail_and_new_head() -> None:
+    engine, rec = setup()
+    engine.on_subscribed(TRADES)
+    engine.on_history(take(engine), entries([trade(1, 1)]), done=True, stream_first=(1, 1))
+    engine.on_live(TRADES, encode(trade(2, 3)))
+    fetch = take(engine)
+    assert (fetch.after, fetch.before) == ((1, 1), (2, 3))
+    engine.on_history(
+        fetch, entries([trade(1, 2), trade(2, 1), trade(2, 2)]), done=True, stream_first=(1, 1)
+    )
+    assert prices(engine) == [1, 2, 1, 2, 3] and rec.events == []
+
+
+def test_resubscription_resumes_from_last_applied() -> None:
+    engine, rec = setup()
+    engine.on_subscribed(TRADES)
+    engine.on_history(take(engine), entries([trade(1, 1)]), done=True, stream_first=(1, 1))
+    engine.on_subscribed(TRADES)  # e.g. redis-py reconnected and re-subscribed
+    fetch = take(engine)
+    assert (fetch.after, fetch.before, fetch.count, fetch.initial) == ((1, 1), None, None, False)
+    engine.on_live(TRADES, encode(trade(1, 4)))
+    engine.on_history(
+        fetch, entries([trade(1, 2), trade(1, 3), trade(1, 4)]), done=True, stream_first=(1, 1)
+    )
+    assert prices(engine) == [1, 2, 3, 4]
+    assert [m.seq for _, m, _ in rec.updates] == [2, 3, 4]  # resumed data is delivered
+    assert engine.stats.resumes == 1
+
+
+def test_undecodable_payload_is_counted_and_skipped() -> None:
+    engine, _ = setup()
+    engine.on_subscribed(TRADES)
+    engine.on_history(take(engine), [], done=True, stream_first=None)
+    engine.on_live(TRADES, b"{not json")
+    engine.on_live(TRADES, b"\xc1")
+    engine.on_live(TRADES, encode(ticker(1, 1)))  # wrong type for the feed
+    engine.on_live(TRADES, encode(trade(1, 1)))
+    assert engine.stats.undecodable == 2 and engine.stats.rejected == 1
+    assert prices(engine) == [1]
+
+
+def test_state_feed_jump_is_conflated_without_fetch() -> None:
+    engine, rec = setup(TICKER)
+    engine.on_subscribed(TICKER)
+    fetch = take(engine)
+    assert fetch.count == 1
+    engine.on_history(fetch, entries([ticker(1, 5)]), done=True, stream_first=(1, 1))
+    engine.on_live(TICKER, encode(ticker(1, 9)))
+    assert engine.fetches == [] and rec.events == []
+    assert engine.feeds[TICKER].buffer.latest.last == 9.0  # type: ignore[union-attr]
+    engine.on_subscribed(TICKER)
+    assert take(engine).count == 1  # resume reads only the newest entry
+
+
+def test_candle_stream_holes_are_normal_but_missing_periods_are_gaps() -> None:
+    engine, rec = setup(CANDLES)
+    engine.on_subscribed(CANDLES)
+    engine.on_history(
+        take(engine), entries([candle(1, 3, 0, True)]), done=True, stream_first=(1, 3)
+    )
+    engine.on_live(CANDLES, encode(candle(1, 4, 1, False)))
+    engine.on_live(CANDLES, encode(candle(1, 9, 2, False)))  # forming updates 5..8 missed
+    fetch = take(engine)
+    engine.on_history(fetch, entries([candle(1, 6, 1, True)]), done=True, stream_first=(1, 3))
+    assert rec.events == []  # only forming updates were lost
+    engine.on_live(CANDLES, encode(candle(1, 20, 6, False)))  # minutes 3..5 missed
+    fetch = take(engine)
+    engine.on_history(fetch, entries([candle(1, 15, 5, True)]), done=True, stream_first=(1, 15))
+    gap = rec.events[0]
+    assert isinstance(gap, Gap) and gap.reason == "evicted" and gap.detail == "2 candle(s)"
+    buf = engine.feeds[CANDLES].buffer
+    assert [c.ts_ms // M for c in buf] == [0, 1, 2, 5, 6]  # type: ignore[union-attr]
+
+
+def test_producer_gap_status_is_surfaced_and_history_only_sets_state() -> None:
+    engine, rec = setup(STATUS)
+    engine.track(TRADES, BufferSizes())
+    engine.on_subscribed(STATUS)
+    history = [status(1, 1, "gap", TRADES), status(1, 2, "disconnected")]
+    engine.on_history(take(engine), entries(history), done=True, stream_first=(1, 1))
+    assert [type(e) for e in rec.events] == [Staleness]  # old gap not replayed
+    assert engine.feeds[TRADES].health.stale
+    engine.on_live(STATUS, encode(status(1, 3, "gap", TRADES)))
+    gap = rec.events[-1]
+    assert isinstance(gap, Gap) and gap.reason == "producer" and gap.feed == TRADES
+    engine.on_live(STATUS, encode(status(1, 4, "connected")))
+    assert not engine.feeds[TRADES].health.stale
+
+
+def test_pattern_discovers_new_feed_and_backfills_it() -> None:
+    engine, _ = setup(STATUS)
+    engine.patterns["md:binance:*"] = BufferSizes(trades=5)
+    engine.on_live(TRADES, encode(trade(1, 7)))
+    fetch = take(engine)
+    assert fetch.feed == TRADES and fetch.count == 5 and fetch.before == (1, 7)
+    engine.on_history(fetch, entries([trade(1, 6)]), done=True, stream_first=(1, 1))
+    assert prices(engine) == [6, 7]
+    engine.on_live("md:other:trades:X", encode(trade(1, 1)))  # no pattern: ignored
+    assert "md:other:trades:X" not in engine.feeds
+
+
+def test_held_overflow_drops_oldest_which_the_stream_restores() -> None:
+    engine, _ = setup(hold=2)
+    engine.on_subscribed(TRADES)
+    fetch = take(engine)
+    for seq in range(1, 6):
+        engine.on_live(TRADES, encode(trade(1, seq)))
+    assert engine.stats.held_dropped == 3
+    engine.on_history(fetch, [], done=True, stream_first=(1, 1))  # empty stream at first
+    # 4 and 5 were held; seq 4 was first seen -> applied (nothing before to compare)
+    assert prices(engine) == [4, 5]
+
+
+def test_staleness_from_quiet_feed(monkeypatch: object) -> None:
+    now = [0.0]
+    engine = Engine(clock=lambda: now[0])
+    rec = Recorder()
+    engine.sinks.append(rec)
+    engine.track(TRADES, BufferSizes(stale_after_s=5))
+    engine.feeds[TRADES].health._since = 0.0
+    engine.on_subscribed(TRADES)
+    engine.on_history(take(engine), [], done=True, stream_first=None)
+    engine.on_live(TRADES, encode(trade(1, 1)))
+    now[0] = 4.0
+    engine.check_health()
+    assert rec.events == []
+    now[0] = 6.5
+    engine.check_health()
+    assert rec.events == [Staleness(feed=TRADES, stale=True, reason="quiet", age_s=6.5)]
+    engine.on_live(TRADES, encode(trade(1, 2)))
+    assert rec.events[-1] == Staleness(feed=TRADES, stale=False, reason="", age_s=0.0)
