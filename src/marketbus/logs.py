@@ -39,5 +39,5 @@ def configure(level: int = logging.INFO, *, as_json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("ccxt", "asyncio", "aiohttp.access"):
+    for noisy in ("ccxt", "asyncio", "aiohttp.access", "redis"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
