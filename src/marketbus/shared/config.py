@@ -29,7 +29,12 @@ PositiveFloat = Annotated[float, Meta(gt=0)]
 
 
 class RedisConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Where the bus lives. ``url`` accepts redis://, rediss:// (TLS) and unix://."""
+    """Where the bus lives. ``url`` accepts redis://, rediss:// (TLS) and unix://.
+
+    ``cluster = true`` makes ``url`` one seed node of a Redis Cluster (db 0, no unix
+    socket): feeds then spread over the shards and pub/sub goes sharded (SPUBLISH /
+    SSUBSCRIBE) where the server has it; see `marketbus.shared.cluster`.
+    """
 
     url: str = "redis://127.0.0.1:6379/0"
     namespace: str = DEFAULT_NS
@@ -38,6 +43,15 @@ class RedisConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     connect_timeout_s: PositiveFloat = 5.0
+    cluster: bool = False
+
+    def __repr__(self) -> str:
+        """Like the generated repr, but ``url`` with its password redacted: configs get
+        logged and shown in tracebacks, credentials must not be."""
+        from marketbus.shared.connection import redact  # connection imports this module
+
+        shown = msgspec.structs.asdict(self) | {"url": redact(self.url)}
+        return "RedisConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 
 class StreamCaps(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -20,15 +20,26 @@ SCHEMES = ("redis", "rediss", "unix")
 
 
 def redact(url: str) -> str:
-    """*url* with any password replaced by ``***`` (the username is kept)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """*url* with any password replaced by ``***`` (the username is kept).
+
+    A ``password=`` query parameter (redis-py honours it too) is masked as well, and a
+    URL too malformed to parse is shown as its scheme only, never verbatim.
+    """
+    base, sep, query = url.partition("?")
+    try:
+        parts = urlsplit(base)
+        _ = parts.port  # raises ValueError on a bad port
+    except ValueError:
+        return f"{base.partition(':')[0]}://<unparseable>"
+    if parts.password is not None:
+        host_port = parts.netloc.rpartition("@")[2]
+        base = urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host_port}"))
+    if sep:
+        query = "&".join(
+            "password=***" if pair.lower().startswith("password=") else pair
+            for pair in query.split("&")
+        )
+    return base + sep + query
 
 
 def connection_kwargs(config: RedisConfig) -> dict[str, Any]:
