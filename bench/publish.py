@@ -1,0 +1,152 @@
+"""Target 1: messages/s of SPEC messages (XADD + PUBLISH each) from one process.
+
+Rows (same process, same server, same messages; run/seq stamping and msgspec encoding
+included on both sides):
+- transport: stamp + encode + XADD/PUBLISH, marketbus `FeedCommands` + `PipelineWriter`
+  (batches of 512, no round-trip wait between batches) vs redis-py pipelines of 100
+  (the issue's baseline);
+- Publisher: the real `marketbus.producer.publisher.Publisher` (outbox, sequencer,
+  stamping, one round trip per batch of 512) on `FastTransport` vs on its redis-py
+  `RedisTransport`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import redis.asyncio as aioredis
+
+from bench.adapters import FastTransport
+from bench.report import Row
+from bench.workload import RUN, Workload
+from marketbus.producer.backoff import Backoff
+from marketbus.producer.publisher import FeedCounters, Publisher
+from marketbus.producer.transport import RedisTransport, Transport
+from marketbus.shared.codecs import encoder_for
+from marketbus.shared.config import RedisConfig, StreamCaps
+from marketbus.shared.resp import FeedCommands
+from marketbus.shared.transport import PipelineWriter
+
+CAP = 10_000
+BATCH = 512
+
+
+async def fast_transport_rate(url: str, work: Workload, run: int) -> float:
+    messages = work.messages()
+    names = work.feed_names()
+    encode = encoder_for("json").encode
+    replace = msgspec.structs.replace
+    writer = await PipelineWriter.open(RedisConfig(url=url))
+    feeds = [FeedCommands(name, CAP) for name in names]
+    seqs = [0] * len(names)
+    out: list[bytes] = []
+    start = time.perf_counter()
+    pending = 0
+    for index, message in messages:
+        seq = seqs[index] = seqs[index] + 1
+        commands = feeds[index]
+        payload = encode(replace(message, run=run, seq=seq))
+        commands.append_xadd_publish(out, commands.entry_id(run, seq), payload)
+        pending += 1
+        if pending == BATCH:
+            writer.send_parts(out, 2 * pending)
+            out.clear()
+            pending = 0
+            await writer.drain()
+    writer.send_parts(out, 2 * pending)
+    await writer.flush()
+    elapsed = time.perf_counter() - start
+    await writer.aclose()
+    return len(messages) / elapsed
+
+
+async def redispy_rate(url: str, work: Workload, run: int, batch: int = 100) -> float:
+    messages = work.messages()
+    names = work.feed_names()
+    encode = encoder_for("json").encode
+    replace = msgspec.structs.replace
+    redis = aioredis.Redis.from_url(url)
+    seqs = [0] * len(names)
+    start = time.perf_counter()
+    pipe = redis.pipeline(transaction=False)
+    for index, message in messages:
+        seq = seqs[index] = seqs[index] + 1
+        payload = encode(replace(message, run=run, seq=seq))
+        name = names[index]
+        pipe.xadd(name, {b"d": payload}, id=f"{run}-{seq}", maxlen=CAP, approximate=True)
+        pipe.publish(name, payload)
+        if len(pipe) >= 2 * batch:
+            await pipe.execute()
+    await pipe.execute()
+    elapsed = time.perf_counter() - start
+    await redis.aclose()
+    return len(messages) / elapsed
+
+
+async def publisher_rate(transport: Transport, work: Workload, run: int) -> float:
+    """The real Publisher: submit everything, then wait until the writer task is idle."""
+    import asyncio
+
+    counters: dict[str, FeedCounters] = {}
+    publisher = Publisher(
+        transport,
+        namespace="md",
+        run=run,
+        encoding="json",
+        caps=StreamCaps(ohlcv=CAP),
+        batch_size=BATCH,
+        queue_max_messages=work.count + 1,
+        backoff=Backoff(0.1, 1.0),
+        counters=lambda feed: counters.setdefault(feed, FeedCounters()),
+    )
+    messages = work.messages()
+    names = work.feed_names()
+    start = time.perf_counter()
+    for index, message in messages:
+        publisher.submit(names[index], message)
+    task = asyncio.create_task(publisher.run())
+    flushed = await publisher.flush(timeout_s=600)
+    elapsed = time.perf_counter() - start
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert flushed, "publisher did not flush"
+    published = sum(c.published for c in counters.values())
+    assert published == work.count, (published, work.count)
+    return work.count / elapsed
+
+
+async def flush_server(url: str) -> None:
+    redis = aioredis.Redis.from_url(url)
+    await redis.flushall()
+    await redis.aclose()
+
+
+async def run(url: str, runs: int, count: int) -> list[Row]:
+    raw = Row(
+        "publish XADD+PUBLISH, transport",
+        "msg/s",
+        baseline_name="redis-py pipeline x100",
+        target=">= 150k msg/s and >= 7x",
+    )
+    real = Row(
+        "publish XADD+PUBLISH, real Publisher",
+        "msg/s",
+        baseline_name="Publisher on RedisTransport",
+        target="(same path as the producer)",
+    )
+    base_count = max(count // 5, 1_000)
+    for attempt in range(runs):
+        work, base = Workload(count), Workload(base_count)
+        # A fresh run id per attempt keeps entry IDs increasing without flushing streams.
+        await flush_server(url)
+        raw.marketbus.append(await fast_transport_rate(url, work, RUN + 10 * attempt))
+        raw.baseline.append(await redispy_rate(url, base, RUN + 10 * attempt + 1))
+        config = RedisConfig(url=url)
+        fast = FastTransport(config, aioredis.Redis.from_url(url))
+        real.marketbus.append(await publisher_rate(fast, work, RUN + 10 * attempt + 2))
+        await fast.close()
+        slow = RedisTransport(aioredis.Redis.from_url(url))
+        real.baseline.append(await publisher_rate(slow, base, RUN + 10 * attempt + 3))
+        await slow.close()
+    return [raw, real]
