@@ -1,10 +1,11 @@
 """Example strategy for the compose deployment: print each ticker's last price.
 
-It shows the deployment side of a strategy, not the consumer SDK: credentials come
-from the environment (``MARKETBUS__REDIS__URL``, as in consumer.env), it logs in as
-the read-only ``marketbus-consumer`` ACL user, subscribes to a pattern and decodes
-each payload with `marketbus.shared.codecs.decode`. A real strategy uses the consumer
-SDK, which adds history backfill, dedupe and gap repair on top of the same login.
+It follows the bus with the consumer SDK, as a real strategy does: credentials come
+from the environment (``MARKETBUS__REDIS__URL`` as in consumer.env, and
+``MARKETBUS__REDIS__CLUSTER=true`` on a Redis Cluster), it logs in as the read-only
+``marketbus-consumer`` ACL user, and `Subscriber.subscribe_pattern` follows every
+matching feed: backfilled from its stream, deduplicated, gap-repaired and resumed
+after reconnects. Gaps that cannot be repaired and stale feeds are logged.
 
     python strategy_example.py --pattern 'md:*' [--count N]
 """
@@ -18,11 +19,11 @@ import sys
 
 import msgspec
 
-from marketbus.shared.codecs import decode
+from marketbus.consumers import Gap, Staleness, Subscriber, Ticker
 from marketbus.shared.config import RedisConfig, build_config
-from marketbus.shared.connection import connect, redact
-from marketbus.shared.errors import ContractError, MarketbusError
-from marketbus.shared.schema import Ticker
+from marketbus.shared.connection import redact
+from marketbus.shared.errors import MarketbusError
+from marketbus.shared.names import feed_name
 
 log = logging.getLogger("strategy_example")
 
@@ -34,38 +35,32 @@ class StrategyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 async def run(pattern: str, count: int | None) -> int:
-    """Print ``feed last bid ask`` for ticker messages; stop after *count* messages."""
+    """Print ``feed last bid ask`` for ticker updates; stop after *count* of them."""
     config = build_config(StrategyConfig, {}, source="environment").redis
-    redis = await connect(config)
-    pubsub = redis.pubsub(ignore_subscribe_messages=True)
-    try:
-        await pubsub.psubscribe(pattern)
-        log.info("subscribed to %s at %s", pattern, redact(config.url))
+    async with Subscriber(config, candles=100, trades=1_000) as sub:
+        feeds = await sub.subscribe_pattern(pattern)
+        log.info("following %s at %s (%d feed(s) so far)", pattern, redact(config.url), len(feeds))
         seen = 0
-        while count is None or seen < count:
-            message = await pubsub.get_message(timeout=None)
-            if message is None:
-                continue
-            seen += 1
-            try:
-                decoded = decode(message["data"])
-            except ContractError as exc:
-                log.warning("skipping undecodable payload: %s", exc)
-                continue
-            if isinstance(decoded, Ticker):
-                feed = message["channel"].decode()
-                print(f"{feed} last={decoded.last} bid={decoded.bid} ask={decoded.ask}")
-            sys.stdout.flush()
-    finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
-        await redis.aclose()
+        async for event in sub:
+            match event:
+                case Ticker(symbol=str(symbol)):
+                    feed = feed_name(sub.namespace, event.exchange, "ticker", symbol)
+                    print(f"{feed} last={event.last} bid={event.bid} ask={event.ask}", flush=True)
+                    seen += 1
+                    if count is not None and seen >= count:
+                        break
+                case Gap():
+                    log.warning("gap on %s: %s %s", event.feed, event.reason, event.detail)
+                case Staleness(stale=True):
+                    log.warning("%s is stale: %s %s", event.feed, event.reason, event.detail)
+        log.info("stats: %s", sub.stats)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--pattern", default="md:*", help="PSUBSCRIBE pattern (ACL: &md:*)")
-    parser.add_argument("--count", type=int, default=None, help="stop after N messages")
+    parser.add_argument("--pattern", default="md:*", help="feed name glob (ACL: &md:*)")
+    parser.add_argument("--count", type=int, default=None, help="stop after N ticker updates")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:

@@ -20,13 +20,13 @@ from marketbus.shared.names import DEFAULT_NS
 
 
 def _redis_config(args: argparse.Namespace) -> RedisConfig:
-    return RedisConfig(url=args.redis, namespace=args.namespace)
+    return RedisConfig(url=args.redis, namespace=args.namespace, cluster=args.cluster)
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
-    from marketbus.shared.config import load_config
+    from marketbus.shared.config import ProducerConfig, load_config
 
-    config = load_config(args.config)
+    config = load_config(args.config, ProducerConfig)
     from marketbus.producer.process import run
 
     code: int = asyncio.run(run(config, args.exchange or None))
@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     def redis_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
         p.add_argument("--namespace", default=DEFAULT_NS, help="key namespace (default md)")
+        p.add_argument(
+            "--cluster",
+            action="store_true",
+            help="--redis is a node of a Redis Cluster (sharded pub/sub, Redis 7+)",
+        )
 
     p = sub.add_parser("produce", help="run the producer for the exchanges of a config file")
     p.add_argument("--config", required=True, help="producer TOML file")

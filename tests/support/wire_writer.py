@@ -4,27 +4,42 @@ Each message is stamped with the writer's run and the feed's next seq, encoded o
 PUBLISHed on the feed name and XADDed as ``{run}-{seq} d {payload}`` with ``MAXLEN ~``
 (ohlcv: closed candles only go to the stream). Knobs let fault tests skip the publish
 or the XADD of a message, to fabricate exactly the holes a consumer must handle.
+
+Given a `RedisCluster`, it writes as a cluster producer does: SPUBLISH + XADD on the
+node owning the feed's slot, through `marketbus.shared.cluster.publish_batch`.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
+from marketbus.shared.cluster import publish_batch
 from marketbus.shared.codecs import Encoding, encode
 from marketbus.shared.names import entry_id, feed_name, status_name
 from marketbus.shared.schema import OHLCV, Book, Message, Status, Ticker, Trade, Trades
 
 
+class _Write(NamedTuple):
+    """One item for `publish_batch` (shaped like the producer's ``Outgoing``)."""
+
+    channel: str
+    payload: bytes
+    stream: str | None
+    entry_id: str
+    maxlen: int
+
+
 class WireWriter:
-    """One fake producer run writing to *redis* in namespace *ns*."""
+    """One fake producer run writing to *redis* (a server or a cluster) in namespace *ns*."""
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: aioredis.Redis | RedisCluster,
         *,
         ns: str = "md",
         exchange: str = "binance",
@@ -67,6 +82,11 @@ class WireWriter:
         payload = encode(stamped, self.encoding)
         if stream is None:
             stream = not isinstance(stamped, OHLCV) or stamped.closed
+        if isinstance(self.redis, RedisCluster):
+            await self._write_cluster(
+                self.redis, feed, payload, seq, publish=publish, stream=stream
+            )
+            return stamped
         async with self.redis.pipeline(transaction=False) as pipe:
             if stream:
                 pipe.xadd(
@@ -81,10 +101,35 @@ class WireWriter:
             await pipe.execute()
         return stamped
 
+    async def _write_cluster(
+        self,
+        cluster: RedisCluster,
+        feed: str,
+        payload: bytes,
+        seq: int,
+        *,
+        publish: bool,
+        stream: bool,
+    ) -> None:
+        if publish:
+            item = _Write(
+                feed, payload, feed if stream else None, entry_id(self.run, seq), self.cap
+            )
+            [error] = await publish_batch(cluster, [item])
+            if error is not None:
+                raise error
+        elif stream:
+            await cluster.xadd(
+                feed, {"d": payload}, id=entry_id(self.run, seq), maxlen=self.cap, approximate=True
+            )
+
     async def raw(self, feed: str, payload: bytes, *, stream: bool = True) -> None:
         """Publish (and XADD) bytes that are not a valid message, taking a seq."""
         seq = self.seqs.get(feed, 0) + 1
         self.seqs[feed] = seq
+        if isinstance(self.redis, RedisCluster):
+            await self._write_cluster(self.redis, feed, payload, seq, publish=True, stream=stream)
+            return
         if stream:
             await self.redis.xadd(feed, {"d": payload}, id=entry_id(self.run, seq))
         await self.redis.publish(feed, payload)

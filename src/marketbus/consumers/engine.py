@@ -16,6 +16,10 @@ Per feed:
   all earlier ones, so a jump is applied at once (conflated) and a resume reads only
   the newest entry;
 - a payload that does not decode is counted and skipped (rule 5).
+
+Feeds found by a pattern (a message on an unknown channel, a subscribe confirmation
+of one, or the catalog) bring their exchange's status channel along: the engine asks
+the shell to subscribe to it (`Engine.subscriptions`) unless a pattern covers it too.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from marketbus.consumers.health import FeedHealth
 from marketbus.consumers.sequencing import Position, Verdict, classify, missing_seqs
 from marketbus.shared.codecs import decode
 from marketbus.shared.errors import ContractError, FeedNameError
-from marketbus.shared.names import Feed, is_status_name, timeframe_ms
+from marketbus.shared.names import Feed, is_status_name, status_name, timeframe_ms
 from marketbus.shared.schema import OHLCV, Book, Message, Status, Ticker, Trades
 
 log = logging.getLogger("marketbus.consumers")
@@ -173,6 +177,11 @@ def _make_buffer(kind: Kind, timeframe: str | None, sizes: BufferSizes) -> Buffe
     return None
 
 
+def _status_of(state: FeedState) -> str:
+    """The status channel of *state*'s exchange, in *state*'s namespace."""
+    return status_name(state.name.split(":", 1)[0], state.exchange)
+
+
 def parse_channel(name: str) -> tuple[str, Kind, str | None]:
     """``(exchange, kind, timeframe)`` of a feed or status channel; FeedNameError if neither."""
     if is_status_name(name):
@@ -189,13 +198,19 @@ class Engine:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.feeds: dict[str, FeedState] = {}
         self.patterns: dict[str, BufferSizes] = {}
-        """PSUBSCRIBE patterns; a new channel matching one becomes a feed."""
+        """Patterns of `Subscriber.subscribe_pattern`; a new channel matching one becomes
+        a feed (see `discover`)."""
         self.stats = Stats()
         self.fetches: list[Fetch] = []
         """Stream reads requested since the shell last drained this list."""
+        self.subscriptions: list[str] = []
+        """Channels the shell must subscribe to (status channels of feeds found by a
+        pattern), requested since it last drained this list."""
         self.sinks: list[Sink] = []
         self.recent_gaps: deque[Gap] = deque(maxlen=1000)
         self._ignored: set[str] = set()
+        self._dropped: set[str] = set()
+        """Channels the user unsubscribed from: patterns do not bring them back."""
         self._clock = clock
 
     # -- feeds -------------------------------------------------------------------------
@@ -210,15 +225,41 @@ class Engine:
             exchange, kind, timeframe = parse_channel(name)
             state = FeedState(name, exchange, kind, timeframe, sizes)
             self.feeds[name] = state
+            self._dropped.discard(name)
         return state
 
-    def untrack(self, name: str) -> None:
-        self.feeds.pop(name, None)
+    def add_pattern(self, pattern: str, sizes: BufferSizes) -> None:
+        """Follow every channel matching the glob *pattern* as it is found."""
+        self.patterns[pattern] = sizes
+        self._ignored.clear()  # what matched no pattern so far may match this one
+
+    def drop(self, names: Iterable[str]) -> list[str]:
+        """Stop keeping *names* (patterns will not bring them back) and return the
+        channels to unsubscribe from: *names*, plus the status channel of every exchange
+        none of whose feeds is kept any more (unless a pattern covers it)."""
+        channels: list[str] = []
+        statuses: dict[str, None] = {}
+        for name in dict.fromkeys(names):
+            state = self.feeds.pop(name, None)
+            self._dropped.add(name)
+            channels.append(name)
+            if state is not None and state.kind != "status":
+                statuses[_status_of(state)] = None
+        kept = {_status_of(s) for s in self.feeds.values() if s.kind != "status"}
+        for status in statuses:
+            if status in self.feeds and status not in kept and self._sizes_for(status) is None:
+                del self.feeds[status]
+                self._dropped.add(status)
+                channels.append(status)
+        return channels
 
     def on_subscribed(self, channel: str) -> None:
         """SUBSCRIBE confirmed (also after a silent reconnect): live is contiguous from
-        here on, so the feed resyncs from its stream."""
+        here on, so the feed resyncs from its stream. An unknown channel that a pattern
+        covers (a cluster subscriber subscribes to pattern matches by name) is tracked."""
         state = self.feeds.get(channel)
+        if state is None and self._sizes_for(channel) is not None:
+            state = self.discover(channel)
         if state is not None:
             self._resync(state)
 
@@ -257,7 +298,7 @@ class Engine:
         self.stats.received += 1
         state = self.feeds.get(channel)
         if state is None:
-            state = self._discover(channel)
+            state = self.discover(channel)
             if state is None:
                 return
             message = self._decode(state, payload)
@@ -277,11 +318,19 @@ class Engine:
         for channel, payload in batch:
             self.on_live(channel, payload)
 
-    def _discover(self, channel: str) -> FeedState | None:
-        """A pattern delivered a channel we did not know: track it (None: ignore it)."""
-        if channel in self._ignored:
+    def _sizes_for(self, channel: str) -> BufferSizes | None:
+        """Buffer sizes of the first pattern covering *channel* (None: none does)."""
+        return next((s for p, s in self.patterns.items() if fnmatch.fnmatchcase(channel, p)), None)
+
+    def discover(self, channel: str) -> FeedState | None:
+        """Track *channel*, found through a pattern (None: ignore it, because no pattern
+        covers it, the user unsubscribed from it, or it is not a feed name).
+
+        A new feed brings its exchange's status channel along (see `subscriptions`).
+        """
+        if channel in self._ignored or channel in self._dropped:
             return None
-        sizes = next((s for p, s in self.patterns.items() if fnmatch.fnmatchcase(channel, p)), None)
+        sizes = self._sizes_for(channel)
         try:
             if sizes is None:
                 raise FeedNameError(f"{channel!r} matches no subscription")
@@ -291,7 +340,20 @@ class Engine:
                 self._ignored.add(channel)
             log.warning("ignoring channel %r: %s", channel, exc)
             return None
+        if state.kind != "status":
+            self._follow_status(state, sizes)
         return state
+
+    def _follow_status(self, state: FeedState, sizes: BufferSizes) -> None:
+        """Keep the status channel of *state*'s exchange: staleness and producer gaps."""
+        status = _status_of(state)
+        if status in self.feeds:
+            return
+        status_state = self.track(status, sizes)
+        if self._sizes_for(status) is not None:
+            self._resync(status_state)  # a pattern delivers it already
+        else:
+            self.subscriptions.append(status)  # resyncs once the subscription is confirmed
 
     def _hold(self, state: FeedState, message: Message) -> None:
         if len(state.held) == state.held.maxlen:

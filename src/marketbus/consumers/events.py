@@ -97,3 +97,6 @@ class Stats(msgspec.Struct, kw_only=True):
     """State updates (ticker, book, forming candle) listeners skipped for a newer one."""
     refetched: int = 0
     """Messages slow listeners read back from streams instead of memory."""
+    callback_errors: int = 0
+    """Exceptions raised by listener callbacks under ``on_error="log"`` (each logged;
+    the update was skipped for that listener and the subscriber kept running)."""

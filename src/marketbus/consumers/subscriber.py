@@ -3,8 +3,11 @@
 Tasks, each supervised (one that fails stops the subscriber, and the error is raised
 from the next ``await`` on it, never lost):
 
-- the read loop: `PubSubTransport` frames -> `Engine` (decode/apply, in batches);
-  on a connection error it retries with capped, jittered exponential backoff;
+- the read loop: transport frames -> `Engine` (decode/apply, in batches);
+  on a connection error it retries with capped, jittered exponential backoff. The
+  transport is `PubSubTransport` (SUBSCRIBE/PSUBSCRIBE on one server) or, with
+  ``RedisConfig.cluster``, `ShardedPubSubTransport` (SSUBSCRIBE on a Redis Cluster,
+  whose `RedisCluster` client then serves the stream and catalog reads too);
 - fetch workers: the stream reads the engine asks for (backfill, repair, resume);
 - the health ticker: staleness of quiet feeds;
 - one task per callback listener, each behind its own `Mailbox`.
@@ -20,13 +23,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from marketbus.consumers.backoff import Backoff
 from marketbus.consumers.buffers import BookState, CandleBuffer, TickerState, TradeBuffer
@@ -34,7 +36,16 @@ from marketbus.consumers.delivery import Mailbox
 from marketbus.consumers.engine import Buffer, BufferSizes, Engine, FeedState, Fetch, parse_channel
 from marketbus.consumers.events import Event, Gap, Staleness, Stats, Update
 from marketbus.consumers.sequencing import Position
-from marketbus.consumers.transport import DATA, SUBSCRIBED, Frame, PubSubTransport
+from marketbus.consumers.transport import (
+    DATA,
+    SUBSCRIBED,
+    TRANSIENT_ERRORS,
+    Frame,
+    PubSubTransport,
+    ShardedPubSubTransport,
+    Transport,
+)
+from marketbus.shared.cluster import connect_cluster, has_sharded_pubsub
 from marketbus.shared.codecs import decode, decode_feed_info
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.connection import connect, redact
@@ -61,10 +72,21 @@ MessageCallback: TypeAlias = Callable[[Update], Awaitable[None] | None]
 GapCallback: TypeAlias = Callable[[Gap], Awaitable[None] | None]
 StaleCallback: TypeAlias = Callable[[Staleness], Awaitable[None] | None]
 
+ErrorPolicy: TypeAlias = Literal["raise", "log"]
+"""What an exception from a listener's callback does: ``raise`` stops the subscriber
+(the error is raised from the next ``await`` on it); ``log`` logs it, counts it in
+``stats.callback_errors`` and goes on with the next update."""
+ERROR_POLICIES = ("raise", "log")
+
 _Listener: TypeAlias = tuple[
-    MessageCallback | None, GapCallback | None, StaleCallback | None, frozenset[str] | None
+    MessageCallback | None,
+    GapCallback | None,
+    StaleCallback | None,
+    frozenset[str] | None,
+    ErrorPolicy,
 ]
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+_LOG_EVERY = 1000
+"""Callback errors under ``on_error="log"`` are logged on the 1st, 1001st, ... one."""
 PAGE = 1000
 """Stream entries per XRANGE round trip."""
 
@@ -79,9 +101,14 @@ class Subscriber:
             candles = sub.candles("binance", "BTC/USDT", "1m")
 
     *redis* is a URL or a `RedisConfig` (whose namespace is used unless *namespace*
-    is given). Buffer sizes come from *sizes*, with *candles*/*trades* as shortcuts.
-    Callbacks may be plain functions or coroutine functions; one that raises stops
-    the subscriber (the error is raised, chained, from the next ``await`` on it).
+    is given). With ``RedisConfig(cluster=True)`` the URL is one node of a Redis
+    Cluster: feeds are read with sharded pub/sub (SSUBSCRIBE, Redis 7+; ConfigError
+    at `start` without it) and patterns are expanded against the catalog every
+    *rescan_s* seconds. Buffer sizes come from *sizes*, with *candles*/*trades* as
+    shortcuts. Callbacks may be plain functions or coroutine functions; with
+    *on_error* ``"raise"`` (default) one that raises stops the subscriber (the error
+    is raised, chained, from the next ``await`` on it), with ``"log"`` the error is
+    logged and counted (``stats.callback_errors``) and the listener goes on.
     """
 
     def __init__(
@@ -100,8 +127,13 @@ class Subscriber:
         fetch_workers: int = 4,
         ready_timeout_s: float = 30.0,
         poll_s: float = 1.0,
+        on_error: ErrorPolicy = "raise",
+        rescan_s: float = 5.0,
     ) -> None:
         self._config = redis if isinstance(redis, RedisConfig) else RedisConfig(url=redis)
+        _check_policy(on_error)
+        if rescan_s <= 0:
+            raise ConfigError(f"rescan_s must be positive, not {rescan_s!r}")
         self.namespace = namespace or self._config.namespace
         base = sizes or BufferSizes()
         overrides: dict[str, Any] = {}
@@ -119,8 +151,10 @@ class Subscriber:
         self._fetch_workers = fetch_workers
         self._ready_timeout_s = ready_timeout_s
         self._poll_s = poll_s
-        self._redis: aioredis.Redis | None = None
-        self._transport: PubSubTransport | None = None
+        self._on_error: ErrorPolicy = on_error
+        self._rescan_s = rescan_s
+        self._redis: aioredis.Redis | RedisCluster | None = None
+        self._transport: Transport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._fetch_pending: dict[str, Fetch] = {}
         self._fetch_inflight: set[str] = set()
@@ -134,7 +168,7 @@ class Subscriber:
         """True while the pub/sub connection is up."""
         self._pending_listeners: list[_Listener] = []
         if on_message or on_gap or on_stale:
-            self._pending_listeners.append((on_message, on_gap, on_stale, None))
+            self._pending_listeners.append((on_message, on_gap, on_stale, None, on_error))
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -153,23 +187,49 @@ class Subscriber:
             self._raise_if_failed()
 
     async def start(self) -> None:
-        """Connect to Redis (RedisUnavailableError says why not) and start the tasks."""
+        """Connect to Redis (RedisUnavailableError says why not) and start the tasks.
+
+        In cluster mode, ConfigError if the servers lack sharded pub/sub (Redis < 7).
+        """
         if self._started:
             return
         self._started = True
-        self._redis = await connect(self._config)
-        self._transport = PubSubTransport(self._redis)
+        try:
+            if self._config.cluster:
+                self._redis, self._transport = await self._connect_cluster()
+            else:
+                self._redis = await connect(self._config)
+                self._transport = PubSubTransport(self._redis)
+        except BaseException:
+            self._started = False
+            raise
         self.connected = True
         self._spawn(self._read_loop(), "read-loop")
         for i in range(self._fetch_workers):
             self._spawn(self._fetch_worker(), f"fetch-{i}")
         self._spawn(self._health_loop(), "health")
-        for on_message, on_gap, on_stale, feeds in self._pending_listeners:
-            self._add_listener(on_message, on_gap, on_stale, feeds)
+        for listener in self._pending_listeners:
+            self._add_listener(*listener)
         self._pending_listeners = []
         log.info(
-            "subscriber connected to %s (namespace %s)", redact(self._config.url), self.namespace
+            "subscriber connected to %s (namespace %s%s)",
+            redact(self._config.url),
+            self.namespace,
+            ", cluster, sharded pub/sub" if self._config.cluster else "",
         )
+
+    async def _connect_cluster(self) -> tuple[RedisCluster, ShardedPubSubTransport]:
+        cluster = await connect_cluster(self._config)
+        if not has_sharded_pubsub(cluster):
+            await cluster.aclose()
+            raise ConfigError(
+                f"redis.cluster is set but the cluster at {redact(self._config.url)} has no "
+                "sharded pub/sub (SSUBSCRIBE needs Redis 7 or later)"
+            )
+        transport = ShardedPubSubTransport(
+            self._config, cluster, namespace=self.namespace, rescan_s=self._rescan_s
+        )
+        return cluster, transport
 
     async def close(self) -> None:
         """Stop every task and close the connections; idempotent."""
@@ -186,10 +246,10 @@ class Subscriber:
         for mailbox in self._mailboxes:
             mailbox.close()
         if self._transport is not None:
-            with contextlib.suppress(*_REDIS_DOWN):
+            with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self._transport.close()
         if self._redis is not None:
-            with contextlib.suppress(*_REDIS_DOWN):
+            with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self._redis.aclose()
         self.connected = False
 
@@ -304,16 +364,18 @@ class Subscriber:
         are backfilled right away. Returns the feeds known so far.
         """
         self._check_open()
-        self._engine.patterns[pattern] = self._sizes(sizes, candles, trades)
+        engine = self._engine
+        engine.add_pattern(pattern, self._sizes(sizes, candles, trades))
         assert self._transport is not None
         await self._transport.psubscribe([pattern])
         if discover:
             for name in await self._catalog():
-                if fnmatch.fnmatchcase(name, pattern) and name not in self._engine.feeds:
-                    self._engine.track(name, self._engine.patterns[pattern])
-                    self._engine.resync(name)
+                fresh = fnmatch.fnmatchcase(name, pattern) and name not in engine.feeds
+                if fresh and engine.discover(name) is not None:
+                    engine.resync(name)
             self._pump()
-        return [n for n in self._engine.feeds if fnmatch.fnmatchcase(n, pattern)]
+            await self._subscribe_requested()
+        return [n for n in engine.feeds if fnmatch.fnmatchcase(n, pattern)]
 
     async def discover(
         self,
@@ -356,12 +418,14 @@ class Subscriber:
         return sorted(names)
 
     async def unsubscribe(self, *feeds: str) -> None:
-        """Stop following *feeds* and drop their buffers."""
+        """Stop following *feeds* and drop their buffers (a pattern of
+        `subscribe_pattern` does not bring them back; `subscribe` does).
+
+        The exchange's status channel is dropped with its last feed.
+        """
         self._check_open()
         assert self._transport is not None
-        await self._transport.unsubscribe(list(feeds))
-        for name in feeds:
-            self._engine.untrack(name)
+        await self._transport.unsubscribe(self._engine.drop(feeds))
 
     async def ready(
         self, feeds: Iterable[str] | None = None, timeout_s: float | None = None
@@ -452,14 +516,21 @@ class Subscriber:
         on_gap: GapCallback | None = None,
         on_stale: StaleCallback | None = None,
         feeds: Iterable[str] | None = None,
+        on_error: ErrorPolicy | None = None,
     ) -> None:
         """Call *callback* for every applied update (optionally of *feeds* only), and
-        *on_gap* / *on_stale* for events. Runs in its own task at its own pace."""
+        *on_gap* / *on_stale* for events. Runs in its own task at its own pace.
+
+        *on_error* (default: the subscriber's) says what an exception from these
+        callbacks does: ``"raise"`` stops the subscriber, ``"log"`` logs and counts it.
+        """
+        policy = self._on_error if on_error is None else _check_policy(on_error)
         entry: _Listener = (
             callback,
             on_gap,
             on_stale,
             frozenset(feeds) if feeds is not None else None,
+            policy,
         )
         if not self._started:
             self._pending_listeners.append(entry)
@@ -492,9 +563,10 @@ class Subscriber:
         on_gap: GapCallback | None,
         on_stale: StaleCallback | None,
         feeds: frozenset[str] | None,
+        on_error: ErrorPolicy,
     ) -> None:
         mailbox = self._new_mailbox(feeds)
-        self._spawn(self._run_listener(mailbox, on_message, on_gap, on_stale), "listener")
+        self._spawn(self._run_listener(mailbox, on_message, on_gap, on_stale, on_error), "listener")
 
     async def _run_listener(
         self,
@@ -502,22 +574,46 @@ class Subscriber:
         on_message: MessageCallback | None,
         on_gap: GapCallback | None,
         on_stale: StaleCallback | None,
+        on_error: ErrorPolicy,
     ) -> None:
+        keep_going = on_error == "log"
         while True:
             item = await mailbox.get()
             if item is None:
                 return
-            result: Awaitable[None] | None = None
-            if isinstance(item, Gap):
-                if on_gap is not None:
-                    result = on_gap(item)
-            elif isinstance(item, Staleness):
-                if on_stale is not None:
-                    result = on_stale(item)
-            elif on_message is not None:
-                result = on_message(item)
-            if result is not None and inspect.isawaitable(result):
-                await result
+            try:
+                result: Awaitable[None] | None = None
+                if isinstance(item, Gap):
+                    if on_gap is not None:
+                        result = on_gap(item)
+                elif isinstance(item, Staleness):
+                    if on_stale is not None:
+                        result = on_stale(item)
+                elif on_message is not None:
+                    result = on_message(item)
+                if result is not None and inspect.isawaitable(result):
+                    await result
+            except Exception as exc:  # the strategy's own code: its policy decides
+                if not keep_going:
+                    raise
+                self._callback_failed(item, exc)
+
+    def _callback_failed(self, item: Event, exc: Exception) -> None:
+        stats = self._engine.stats
+        stats.callback_errors += 1
+        if stats.callback_errors % _LOG_EVERY == 1:
+            if isinstance(item, Gap | Staleness):
+                feed = item.feed
+            else:
+                feed = f"{item.exchange} {item.symbol}"
+            log.error(
+                "callback failed on a %s of %s (%d callback error(s) so far; on_error='log' "
+                "keeps the subscriber running)",
+                type(item).__name__,
+                feed,
+                stats.callback_errors,
+                exc_info=exc,
+            )
 
     async def events(self, feeds: Iterable[str] | None = None) -> AsyncIterator[Event]:
         """Updates and events from now on (of *feeds* only, if given).
@@ -542,15 +638,21 @@ class Subscriber:
     # -- the read loop -----------------------------------------------------------------
 
     async def _read_loop(self) -> None:
+        """Frames -> engine. Outages are retried with backoff; the backoff starts over
+        only once the connection has stayed up for ``backoff.maximum_s``, so a link
+        that drops again right away (e.g. one cluster node refusing us) is retried
+        less and less often instead of in a tight loop."""
         assert self._transport is not None
         transport = self._transport
         failures = 0
+        up_since = 0.0
         while True:
             try:
+                await self._subscribe_requested()
                 frames = await transport.read(self._poll_s)
-            except _REDIS_DOWN as exc:
+            except TRANSIENT_ERRORS as exc:
                 failures += 1
-                if failures == 1:
+                if self.connected:
                     self._engine.stats.reconnects += 1
                     self.connected = False
                     log.warning(
@@ -559,9 +661,13 @@ class Subscriber:
                 await asyncio.sleep(self._backoff.delay(failures))
                 continue
             if failures:
-                log.info("pub/sub connection back after %d attempt(s)", failures)
-                failures = 0
-                self.connected = True
+                now = time.monotonic()
+                if not self.connected:
+                    log.info("pub/sub connection back after %d attempt(s)", failures)
+                    self.connected = True
+                    up_since = now
+                elif now - up_since >= self._backoff.maximum_s:
+                    failures = 0
             if frames:
                 self._on_frames(frames)
 
@@ -575,6 +681,20 @@ class Subscriber:
             else:
                 engine.on_psubscribed(name)
         self._pump()
+
+    async def _subscribe_requested(self) -> None:
+        """Subscribe to the channels the engine asked for (kept for a retry on error)."""
+        requested = self._engine.subscriptions
+        if not requested:
+            return
+        channels = list(dict.fromkeys(requested))
+        requested.clear()
+        assert self._transport is not None
+        try:
+            await self._transport.subscribe(channels)
+        except TRANSIENT_ERRORS:
+            requested.extend(channels)
+            raise
 
     def _pump(self) -> None:
         """Queue the stream reads the engine asked for (newest request per feed wins)."""
@@ -616,7 +736,7 @@ class Subscriber:
             try:
                 await self._read_stream(fetch)
                 return
-            except _REDIS_DOWN as exc:
+            except TRANSIENT_ERRORS as exc:
                 failures += 1
                 if fetch.feed in self._fetch_pending or fetch.feed not in self._engine.feeds:
                     return  # superseded by a newer request (e.g. after the reconnect)
@@ -671,7 +791,7 @@ class Subscriber:
                     feed, "(" + entry_id(*after), entry_id(*upto), count=count
                 )
                 break
-            except _REDIS_DOWN as exc:
+            except TRANSIENT_ERRORS as exc:
                 failures += 1
                 if failures == 1:
                     log.warning("feed %s: read-back failed (%s); retrying", feed, exc)
@@ -699,3 +819,9 @@ class Subscriber:
             period = min(1.0, max(0.02, min(thresholds, default=4.0) / 4))
             await asyncio.sleep(period)
             self._engine.check_health()
+
+
+def _check_policy(on_error: str) -> ErrorPolicy:
+    if on_error not in ERROR_POLICIES:
+        raise ConfigError(f"on_error must be 'raise' or 'log', not {on_error!r}")
+    return on_error  # type: ignore[return-value]

@@ -130,6 +130,10 @@ class SyncSubscriber:
     def discover(self, **kwargs: Any) -> list[str]:
         return self._run(self._subscriber().discover(**kwargs))
 
+    def unsubscribe(self, *feeds: str) -> None:
+        """See `Subscriber.unsubscribe`."""
+        self._run(self._subscriber().unsubscribe(*feeds))
+
     def on_message(self, callback: Any = None, **kwargs: Any) -> None:
         """See `Subscriber.on_message`; callbacks run on the background thread."""
         self._read(lambda s: s.on_message(callback, **kwargs))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from marketbus.consumers import BufferSizes, Staleness, Subscriber
+from marketbus.consumers import BufferSizes, Gap, Staleness, Subscriber
 from marketbus.shared.codecs import encode_feed_info
 from marketbus.shared.names import catalog_key
 from marketbus.shared.schema import FeedInfo
@@ -68,5 +68,34 @@ async def test_stale_flag_from_quiet_feed_and_producer_status(redis_url: str) ->
             await writer.write(writer.status_feed, writer.status("disconnected", feed, "ws closed"))
             await wait_until(lambda: sub.stale_reason(feed) == "disconnected")
             await wait_until(lambda: any(e.reason == "disconnected" for e in events))
+    finally:
+        await redis.aclose()
+
+
+async def test_pattern_not_covering_status_still_follows_each_exchanges_status(
+    redis_url: str,
+) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    gaps: list[Gap] = []
+    try:
+        binance, okx = WireWriter(redis, run=5), WireWriter(redis, run=6, exchange="okx")
+        async with Subscriber(redis_url, on_gap=gaps.append) as sub:
+            await sub.subscribe_pattern("md:*:ticker:*")
+            for writer in (binance, okx):
+                feed = writer.feed("ticker", SYM)
+                await writer.write(feed, writer.ticker(SYM, 1.0))
+
+                async def status_followed(w: WireWriter = writer) -> bool:
+                    [(_, count)] = await redis.pubsub_numsub(w.status_feed)
+                    return int(count) == 1
+
+                await wait_until(status_followed, what=f"{writer.status_feed} subscribed")
+            feed = binance.feed("ticker", SYM)
+            await binance.write(binance.status_feed, binance.status("disconnected", feed, "ws"))
+            await wait_until(lambda: sub.stale_reason(feed) == "disconnected")
+            await okx.write(okx.status_feed, okx.status("gap", okx.feed("ticker", SYM), "lost 4"))
+            await wait_until(lambda: len(gaps) == 1)
+            assert gaps[0].reason == "producer" and gaps[0].detail == "lost 4"
+            assert sorted(sub.feeds) == sorted(w.feed("ticker", SYM) for w in (binance, okx))
     finally:
         await redis.aclose()

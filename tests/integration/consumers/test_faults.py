@@ -121,7 +121,7 @@ async def test_pubsub_client_kill_resumes_without_loss(
         await _write_range(writer, feed, 1, 100)
         await wait_until(lambda: len(sub.trades("binance", SYM)) == 100)
         for round_ in range(3):
-            await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            await redis.client_kill_filter(_type="pubsub")
             # written while the subscriber is (maybe) disconnected: only the stream has them
             await _write_range(writer, feed, 101 + 100 * round_, 200 + 100 * round_)
         await wait_until(lambda: len(sub.trades("binance", SYM)) == 400, timeout_s=15)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
-from marketbus.consumers import Subscriber
+from marketbus.consumers import NotSubscribedError, Subscriber, SubscriberClosedError
 from marketbus.consumers.events import Update
+from marketbus.shared.errors import ConfigError
 from tests.support.waiting import wait_until
 from tests.support.wire_writer import WireWriter
 
@@ -76,3 +78,82 @@ async def test_duplicates_are_dropped(
         await wait_until(lambda: len(buf) == 3)
         await wait_until(lambda: sub.stats.duplicates == 1)
         assert [t.price for t in buf] == [1.0, 2.0, 3.0]
+
+
+async def _subscribers(redis: aioredis.Redis, channel: str) -> int:
+    [(_, count)] = await redis.pubsub_numsub(channel)
+    return int(count)
+
+
+async def test_unsubscribe_drops_feeds_then_the_status_channel_with_the_last_one(
+    redis_url: str, redis: aioredis.Redis, writer: WireWriter
+) -> None:
+    trades, ticker = writer.feed("trades", SYM), writer.feed("ticker", SYM)
+    okx = WireWriter(redis, run=1_000, exchange="okx")
+    okx_trades = okx.feed("trades", SYM)
+    async with Subscriber(redis_url) as sub:
+        await sub.subscribe(trades, ticker, okx_trades)
+        await sub.unsubscribe(trades)
+        assert sorted(sub.feeds) == sorted([ticker, okx_trades])
+        with pytest.raises(NotSubscribedError):
+            sub.trades("binance", SYM)
+        assert await _subscribers(redis, writer.status_feed) == 1  # the ticker needs it
+        await sub.unsubscribe(ticker)
+        await wait_until(lambda: _no_subscriber(redis, writer.status_feed), what="status dropped")
+        assert await _subscribers(redis, trades) == 0 and await _subscribers(redis, ticker) == 0
+        assert await _subscribers(redis, okx.status_feed) == 1
+        await writer.write(trades, writer.trades(SYM, 1.0))
+        await okx.write(okx_trades, okx.trades(SYM, 2.0))
+        await wait_until(lambda: len(sub.trades("okx", SYM)) == 1)
+        assert sub.feeds == [okx_trades] and sub.stats.received == 1
+        await sub.subscribe(trades)  # subscribing again follows it from its stream
+        assert [t.price for t in sub.trades("binance", SYM)] == [1.0]
+        assert await _subscribers(redis, writer.status_feed) == 1
+
+
+async def _no_subscriber(redis: aioredis.Redis, channel: str) -> bool:
+    return await _subscribers(redis, channel) == 0
+
+
+async def test_callback_error_policy_log_keeps_the_subscriber_running(
+    redis_url: str, writer: WireWriter
+) -> None:
+    feed = writer.feed("trades", SYM)
+    seen: list[int] = []
+
+    def picky(update: Update) -> None:
+        if update.seq % 2 == 0:
+            raise ValueError(f"strategy bug on {update.seq}")
+        seen.append(update.seq)
+
+    async with Subscriber(redis_url) as sub:  # the subscriber's default stays "raise"
+        sub.on_message(picky, on_error="log")
+        await sub.subscribe(feed)
+        for i in range(1, 7):
+            await writer.write(feed, writer.trades(SYM, float(i)))
+        await wait_until(lambda: seen == [1, 3, 5] and sub.stats.callback_errors == 3)
+        await writer.write(feed, writer.trades(SYM, 7.0))
+        await wait_until(lambda: seen == [1, 3, 5, 7])
+
+
+async def test_callback_error_stops_the_subscriber_by_default(
+    redis_url: str, writer: WireWriter
+) -> None:
+    feed = writer.feed("trades", SYM)
+
+    def broken(update: Update) -> None:
+        raise ValueError("strategy bug")
+
+    with pytest.raises(SubscriberClosedError) as info:
+        async with Subscriber(redis_url, on_message=broken) as sub:
+            await sub.subscribe(feed)
+            await writer.write(feed, writer.trades(SYM, 1.0))
+            async with asyncio.timeout(5):
+                async for _ in sub:  # ends, raising, once the callback stopped it
+                    pass
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_unknown_error_policy_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="on_error"):
+        Subscriber("redis://127.0.0.1:1/0", on_error="ignore")  # type: ignore[arg-type]

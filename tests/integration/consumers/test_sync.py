@@ -35,6 +35,8 @@ async def test_sync_subscriber_reads_snapshots(redis_url: str) -> None:
         assert len(snap) == 4  # the earlier snapshot did not move
         stats = await asyncio.to_thread(lambda: sub.stats)
         assert stats.applied == 5
+        await asyncio.to_thread(sub.unsubscribe, feed)
+        assert await asyncio.to_thread(lambda: sub.feeds) == []
     finally:
         await asyncio.to_thread(sub.close)
         await redis.aclose()

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from marketbus.consumers.buffers import CandleBuffer
 from marketbus.consumers.engine import BufferSizes, Engine, Entry, Fetch
 from marketbus.consumers.events import Gap, Staleness, Update
 from marketbus.shared.codecs import encode
@@ -206,7 +207,8 @@ def test_candle_stream_holes_are_normal_but_missing_periods_are_gaps() -> None:
     gap = rec.events[0]
     assert isinstance(gap, Gap) and gap.reason == "evicted" and gap.detail == "2 candle(s)"
     buf = engine.feeds[CANDLES].buffer
-    assert [c.ts_ms // M for c in buf] == [0, 1, 2, 5, 6]  # type: ignore[union-attr]
+    assert isinstance(buf, CandleBuffer)
+    assert [c.ts_ms // M for c in buf] == [0, 1, 2, 5, 6]
 
 
 def test_producer_gap_status_is_surfaced_and_history_only_sets_state() -> None:
@@ -266,3 +268,61 @@ def test_staleness_from_quiet_feed(monkeypatch: object) -> None:
     assert rec.events == [Staleness(feed=TRADES, stale=True, reason="quiet", age_s=6.5)]
     engine.on_live(TRADES, encode(trade(1, 2)))
     assert rec.events[-1] == Staleness(feed=TRADES, stale=False, reason="", age_s=0.0)
+
+
+OKX_TRADES = "md:okx:trades:BTC/USDT"
+
+
+def test_feed_found_by_pattern_brings_its_status_channel_along() -> None:
+    engine = Engine()
+    engine.add_pattern("md:*:trades:*", BufferSizes())  # does not cover md:*:status
+    engine.on_live(TRADES, encode(trade(1, 1)))
+    assert STATUS in engine.feeds and engine.subscriptions == [STATUS]
+    assert [f.feed for f in engine.fetches] == [TRADES]  # the status syncs once subscribed
+    engine.fetches.clear()
+    engine.on_subscribed(STATUS)
+    assert [f.feed for f in engine.fetches] == [STATUS]
+
+
+def test_status_channel_a_pattern_covers_is_synced_without_subscribing() -> None:
+    engine = Engine()
+    engine.add_pattern("md:binance:*", BufferSizes())
+    engine.on_live(TRADES, encode(trade(1, 1)))
+    assert engine.subscriptions == []
+    assert sorted(f.feed for f in engine.fetches) == sorted([TRADES, STATUS])
+
+
+def test_confirmed_subscription_to_a_pattern_match_tracks_and_backfills_it() -> None:
+    """A cluster subscriber subscribes to pattern matches by name: the confirmation is
+    the first the engine hears of them."""
+    engine = Engine()
+    engine.add_pattern("md:*:trades:*", BufferSizes(trades=7))
+    engine.on_subscribed(TRADES)
+    fetch = take(engine)
+    assert (fetch.feed, fetch.count, fetch.initial) == (TRADES, 7, True)
+    engine.on_subscribed("md:binance:ticker:BTC/USDT")  # no pattern covers it: ignored
+    assert "md:binance:ticker:BTC/USDT" not in engine.feeds and engine.fetches == []
+
+
+def test_drop_releases_the_status_channel_with_the_last_feed_of_its_exchange() -> None:
+    engine = Engine()
+    for name in (TRADES, TICKER, STATUS, OKX_TRADES, "md:okx:status"):
+        engine.track(name, BufferSizes())
+    assert engine.drop([TRADES]) == [TRADES]
+    assert engine.drop([TICKER]) == [TICKER, STATUS]
+    assert sorted(engine.feeds) == ["md:okx:status", OKX_TRADES]
+
+
+def test_dropped_feed_is_not_rediscovered_by_a_pattern_until_tracked_again() -> None:
+    engine = Engine()
+    engine.add_pattern("md:binance:*", BufferSizes())
+    engine.on_live(TRADES, encode(trade(1, 1)))
+    engine.fetches.clear()
+    # a pattern covers the status channel: it stays although no feed is left
+    assert engine.drop([TRADES]) == [TRADES]
+    engine.on_live(TRADES, encode(trade(1, 2)))
+    engine.on_subscribed(TRADES)
+    assert TRADES not in engine.feeds and engine.fetches == []
+    engine.track(TRADES, BufferSizes())
+    engine.on_live(TRADES, encode(trade(1, 3)))
+    assert TRADES in engine.feeds
