@@ -97,6 +97,7 @@ class Ticker:
     ask_size: float
     last: float
     last_size: float
+    last_side: Side
     open: float
     high: float
     low: float
@@ -229,6 +230,7 @@ class _SymbolMarket:
         self._next_trade_id = rng.randrange(100_000, 900_000)
         self._last_ticks = price
         self._last_lots = 0
+        self._last_side: Side = "buy"
         self._timeframes = tuple(timeframes)
         self._forming = {
             tf: _CandleBuilder(period_start(start_ms, tf), price) for tf in self._timeframes
@@ -291,7 +293,7 @@ class _SymbolMarket:
             trade_id, now_ms, self.instrument.price(ticks), self.instrument.amount(lots), side
         )
         self._trades.append(trade)
-        self._last_ticks, self._last_lots = ticks, lots
+        self._last_ticks, self._last_lots, self._last_side = ticks, lots, side
         events.append(TradeEvent(symbol, trade))
         for tf in self._timeframes:
             builder = self._forming[tf]
@@ -375,6 +377,7 @@ class _SymbolMarket:
             ask_size=inst.amount(self._asks[best_ask]),
             last=inst.price(last),
             last_size=inst.amount(self._last_lots),
+            last_side=self._last_side,
             open=inst.price(window[0].open if window else last),
             high=inst.price(max((b.high for b in window), default=last)),
             low=inst.price(min((b.low for b in window), default=last)),

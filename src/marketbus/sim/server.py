@@ -27,7 +27,7 @@ from marketbus.sim.loopback import confine_to_loopback
 from marketbus.sim.market import MarketEvent, SyntheticMarket
 from marketbus.sim.protocols import make_venue
 from marketbus.sim.timeframes import DEFAULT_TIMEFRAMES
-from marketbus.sim.venue import Frame, RestHandler, Venue, WsSession
+from marketbus.sim.venue import Frame, RestHandler, RestRequest, Venue, WsSession
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +326,11 @@ class SimServer:
     # -- REST -----------------------------------------------------------------------------------
 
     def _rest_endpoint(self, handler: RestHandler) -> Callable[[web.Request], Any]:
+        """Wrap `handler`; the market is first brought up to the clock (publishing the
+        closes that causes), so an answer never lags the time the client asked at:
+        clients that compute windows from their own clock (kucoin's klines) see the
+        candle forming now."""
+
         async def endpoint(request: web.Request) -> web.Response:
             params = dict(request.query)
             if request.can_read_body:
@@ -333,7 +338,8 @@ class SimServer:
                     body = await request.json()
                     if isinstance(body, dict):
                         params.update({str(k): str(v) for k, v in body.items()})
-            reply = handler(params)
+            self._publish(self.market.advance(self.now_ms()))
+            reply = handler(RestRequest(params, f"ws://{request.host}"))
             return web.Response(
                 status=reply.status,
                 text=json.dumps(reply.body, separators=(",", ":")),

@@ -28,8 +28,18 @@ class RestResponse:
     body: Json
 
 
-RestHandler = Callable[[Mapping[str, str]], RestResponse]
-"""Handles one REST call; gets the query string (and form/JSON body) parameters."""
+@dataclass(frozen=True, slots=True)
+class RestRequest:
+    """One REST call: its query-string (and JSON body) parameters, and the websocket
+    root (`ws://host:port`) of the server as the client addressed it, for venues that
+    hand out websocket endpoints over REST (kucoin's bullet tokens)."""
+
+    params: Mapping[str, str]
+    ws_base: str
+
+
+RestHandler = Callable[[RestRequest], RestResponse]
+"""Handles one REST call."""
 
 
 @dataclass(frozen=True, slots=True)

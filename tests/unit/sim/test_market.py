@@ -138,7 +138,11 @@ def test_ticker_reflects_book_and_trades() -> None:
     ticker = market.ticker("BTC/USDT")
     trades = market.trades("BTC/USDT")
     book = market.book("BTC/USDT", 1)
-    assert ticker.last == trades[-1].price
+    assert (ticker.last, ticker.last_size, ticker.last_side) == (
+        trades[-1].price,
+        trades[-1].amount,
+        trades[-1].side,
+    )
     assert (ticker.bid, ticker.ask) == (book.bids[0][0], book.asks[0][0])
     assert ticker.high == max(t.price for t in trades)
     assert ticker.count == len(trades)

@@ -6,12 +6,16 @@ from collections.abc import Callable
 
 from marketbus.sim.market import SyntheticMarket
 from marketbus.sim.protocols.binance import BinanceVenue
+from marketbus.sim.protocols.bingx import BingxVenue
+from marketbus.sim.protocols.kucoinfutures import KucoinFuturesVenue
 from marketbus.sim.protocols.okx import OkxVenue
 from marketbus.sim.venue import Venue
 
 _FACTORIES: dict[str, Callable[[SyntheticMarket, Callable[[], int]], Venue]] = {
     "binance": BinanceVenue,
     "okx": OkxVenue,
+    "kucoinfutures": KucoinFuturesVenue,
+    "bingx": BingxVenue,
 }
 
 SUPPORTED_EXCHANGES: tuple[str, ...] = tuple(_FACTORIES)

@@ -30,7 +30,7 @@ from marketbus.sim.market import (
     Trade,
     TradeEvent,
 )
-from marketbus.sim.venue import Frame, Json, RestResponse, RestRoute, WsSession
+from marketbus.sim.venue import Frame, Json, RestRequest, RestResponse, RestRoute, WsSession
 
 EXCHANGE_ID = "binance"
 _FAR_FUTURE_MS = 4_133_404_800_000  # binance's delivery date of perpetuals
@@ -464,11 +464,11 @@ class BinanceVenue:
         routes: list[RestRoute] = []
         for prefix, futures in (("/binance/api/v3", False), ("/binance/fapi/v1", True)):
             routes += [
-                RestRoute("GET", f"{prefix}/ping", lambda q: RestResponse(200, {})),
+                RestRoute("GET", f"{prefix}/ping", lambda request: RestResponse(200, {})),
                 RestRoute(
                     "GET",
                     f"{prefix}/time",
-                    lambda q: RestResponse(200, {"serverTime": self._clock()}),
+                    lambda request: RestResponse(200, {"serverTime": self._clock()}),
                 ),
                 RestRoute("GET", f"{prefix}/exchangeInfo", self._exchange_info_handler(futures)),
                 RestRoute("GET", f"{prefix}/klines", self._klines_handler(futures)),
@@ -479,15 +479,16 @@ class BinanceVenue:
     def _lookup(self, query: Mapping[str, str], futures: bool) -> Instrument | None:
         return (self._futures if futures else self._spot).get(query.get("symbol", ""))
 
-    def _exchange_info_handler(self, futures: bool) -> Callable[[Mapping[str, str]], RestResponse]:
-        def handle(query: Mapping[str, str]) -> RestResponse:
+    def _exchange_info_handler(self, futures: bool) -> Callable[[RestRequest], RestResponse]:
+        def handle(request: RestRequest) -> RestResponse:
             instruments = list((self._futures if futures else self._spot).values())
             return RestResponse(200, exchange_info(instruments, self._clock()))
 
         return handle
 
-    def _klines_handler(self, futures: bool) -> Callable[[Mapping[str, str]], RestResponse]:
-        def handle(query: Mapping[str, str]) -> RestResponse:
+    def _klines_handler(self, futures: bool) -> Callable[[RestRequest], RestResponse]:
+        def handle(request: RestRequest) -> RestResponse:
+            query = request.params
             inst = self._lookup(query, futures)
             if inst is None:
                 return _error(400, -1121, "Invalid symbol.")
@@ -505,8 +506,9 @@ class BinanceVenue:
 
         return handle
 
-    def _depth_handler(self, futures: bool) -> Callable[[Mapping[str, str]], RestResponse]:
-        def handle(query: Mapping[str, str]) -> RestResponse:
+    def _depth_handler(self, futures: bool) -> Callable[[RestRequest], RestResponse]:
+        def handle(request: RestRequest) -> RestResponse:
+            query = request.params
             inst = self._lookup(query, futures)
             if inst is None:
                 return _error(400, -1121, "Invalid symbol.")

@@ -29,7 +29,7 @@ from marketbus.sim.market import (
     Trade,
     TradeEvent,
 )
-from marketbus.sim.venue import Frame, Json, RestResponse, RestRoute, WsSession
+from marketbus.sim.venue import Frame, Json, RestRequest, RestResponse, RestRoute, WsSession
 
 EXCHANGE_ID = "okx"
 _BAR_UNITS = {"s": "s", "m": "m", "H": "h", "D": "d", "W": "w"}
@@ -371,18 +371,20 @@ class OkxVenue:
     def rest_routes(self) -> list[RestRoute]:
         return [
             RestRoute(
-                "GET", "/okx/api/v5/public/time", lambda q: _ok([{"ts": str(self._clock())}])
+                "GET", "/okx/api/v5/public/time", lambda request: _ok([{"ts": str(self._clock())}])
             ),
             RestRoute("GET", "/okx/api/v5/public/instruments", self._instruments),
             RestRoute("GET", "/okx/api/v5/market/candles", self._candles),
             RestRoute("GET", "/okx/api/v5/market/history-candles", self._candles),
         ]
 
-    def _instruments(self, query: Mapping[str, str]) -> RestResponse:
+    def _instruments(self, request: RestRequest) -> RestResponse:
+        query = request.params
         kind = {"SPOT": "spot", "SWAP": "swap"}.get(query.get("instType", ""))
         return _ok([instrument_info(i) for i in self._by_id.values() if i.kind == kind])
 
-    def _candles(self, query: Mapping[str, str]) -> RestResponse:
+    def _candles(self, request: RestRequest) -> RestResponse:
+        query = request.params
         inst = self._by_id.get(query.get("instId", ""))
         if inst is None:
             return RestResponse(
