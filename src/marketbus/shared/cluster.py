@@ -377,7 +377,8 @@ class ShardedSubscriber:
         del self._feed_node[feed]
         log.info("slot of %s left cluster node %s; following it", feed, sub.name)
         await self._cluster.nodes_manager.initialize()
-        await self.subscribe([feed])
+        if not self._closed:  # aclose() may have begun while the slot map reloaded
+            await self.subscribe([feed])
 
     def _unwrap(self, item: Delivery | _NodeFailed) -> Delivery:
         if isinstance(item, _NodeFailed):

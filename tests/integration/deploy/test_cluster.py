@@ -23,7 +23,7 @@ from marketbus.shared.cluster import (
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.errors import ConfigError, RedisUnavailableError
 from marketbus.shared.names import feed_name
-from tests.integration.deploy.conftest import LocalCluster
+from tests.support.cluster import LocalCluster
 from tests.support.redis_process import free_port
 from tests.unit.deploy.files import (
     CONSUMER,
@@ -128,22 +128,28 @@ async def test_subscriber_follows_a_feed_whose_slot_migrates(
 ) -> None:
     feed = FEEDS[0]
     config = RedisConfig(url=cluster_url, cluster=True)
-    async with ShardedSubscriber(config, cluster) as subscriber:
-        await subscriber.subscribe([feed])
-        async with asyncio.timeout(10):
-            assert await subscriber.get() == Subscribed(feed)
-        source = cluster.get_node_from_key(feed)
-        target = next(n for n in cluster.get_primaries() if n.name != source.name)  # type: ignore[union-attr]
-        await _migrate_slot(cluster, slot_of(feed), source, target)  # type: ignore[arg-type]
+    source = cluster.get_node_from_key(feed)
+    target = next(n for n in cluster.get_primaries() if n.name != source.name)  # type: ignore[union-attr]
+    try:
+        async with ShardedSubscriber(config, cluster) as subscriber:
+            await subscriber.subscribe([feed])
+            async with asyncio.timeout(10):
+                assert await subscriber.get() == Subscribed(feed)
+            await _migrate_slot(cluster, slot_of(feed), source, target)  # type: ignore[arg-type]
 
-        async with asyncio.timeout(10):  # the new owner's confirmation: a hole to repair
-            assert await subscriber.get() == Subscribed(feed)
-        assert subscriber.nodes == {target.name: {feed}}
-        await cluster.nodes_manager.initialize()
-        assert await _shard_subscribers(cluster, feed) == 1
-        assert await publish_batch(cluster, _entries([feed], 3000, 1)) == [None]
-        async with asyncio.timeout(10):
-            assert await subscriber.get() == ShardMessage(feed, f"{feed}|1".encode())
+            async with asyncio.timeout(10):  # the new owner's confirmation: a hole to repair
+                assert await subscriber.get() == Subscribed(feed)
+            assert subscriber.nodes == {target.name: {feed}}
+            await cluster.nodes_manager.initialize()
+            assert await _shard_subscribers(cluster, feed) == 1
+            assert await publish_batch(cluster, _entries([feed], 3000, 1)) == [None]
+            async with asyncio.timeout(10):
+                assert await subscriber.get() == ShardMessage(feed, f"{feed}|1".encode())
+    finally:  # the session's cluster is shared: give the slot back, empty
+        if cluster.get_node_from_key(feed).name != source.name:  # type: ignore[union-attr]
+            await cluster.delete(feed)
+            await _migrate_slot(cluster, slot_of(feed), target, source)  # type: ignore[arg-type]
+            await cluster.nodes_manager.initialize()
 
 
 async def _shard_subscribers(cluster: RedisCluster, feed: str) -> int:
