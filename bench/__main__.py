@@ -59,10 +59,10 @@ async def main(args: argparse.Namespace) -> list[Row]:
         if "latency" in only:
             rates = (1_000,) if smoke else (5_000, 50_000)
             rows += await latency.run(server.url, runs, 0.3 if smoke else 3.0, rates)
+        if "memory" in only:
+            rows += await memory.run(server.url, *((10, 100) if smoke else (1_000, 1_000)))
     if "overhead" in only:
         rows += await overhead.run(200 if smoke else 20_000, fast_rate, slow_rate)
-    if "memory" in only:
-        rows += await memory.run(*((10, 100) if smoke else (1_000, 1_000)))
     return rows
 
 

@@ -1,26 +1,23 @@
-"""The fast transport behind the producer's and the consumer's own seams.
+"""The fast transport behind the producer's own seam (bench only).
 
-`FastTransport` implements `marketbus.producer.transport.Transport` and
-`FastPubSubTransport` implements the interface of
-`marketbus.consumers.transport.PubSubTransport`, so the real `Publisher` and the real
-consumer read loop run unchanged on either transport. They live here until the
-producer/consumer owners adopt them (see docs/benchmarks.md, "Wiring").
+`FastTransport` implements `marketbus.producer.transport.Transport`, so the real
+`Publisher` runs unchanged on either transport. It lives here until the producer adopts
+it. (The consumer's fast transport is the SDK's default now:
+`marketbus.consumers.transport.FastPubSubTransport`.)
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
 
-from marketbus.consumers.transport import DATA, PSUBSCRIBED, SUBSCRIBED, Frame
 from marketbus.producer.transport import Outgoing, RedisTransport
 from marketbus.shared.config import RedisConfig
-from marketbus.shared.errors import CommandError, ConnectionLostError
+from marketbus.shared.errors import CommandError
 from marketbus.shared.resp import FeedCommands, pack_command
-from marketbus.shared.transport import PipelineWriter, SubscriberConnection
+from marketbus.shared.transport import PipelineWriter
 
 
 def response_error(message: str) -> ResponseError:
@@ -104,83 +101,3 @@ class FastTransport:
         if self._writer is not None:
             await self._writer.aclose()
         await self._slow.close()
-
-
-class FastPubSubTransport:
-    """Consumer pub/sub transport over a `SubscriberConnection` in queue mode.
-
-    Like redis-py's PubSub it reconnects on the `read` after a loss and re-subscribes
-    everything, which shows up as SUBSCRIBED/PSUBSCRIBED frames: the engine's cue to
-    resume from the streams. The loss itself is raised once (ConnectionLostError is a
-    redis-py ConnectionError), as redis-py does.
-    """
-
-    def __init__(self, config: RedisConfig, *, max_queued: int = 100_000) -> None:
-        self._config = config
-        self._max_queued = max_queued
-        self._conn: SubscriberConnection | None = None
-        self._channels: list[str] = []
-        self._patterns: list[str] = []
-        self._pending: list[Frame] = []
-        self._names: dict[bytes, str] = {}
-
-    async def _connection(self) -> SubscriberConnection:
-        if self._conn is None or not self._conn.is_connected:
-            self._conn = await SubscriberConnection.open(self._config, max_queued=self._max_queued)
-            if self._channels:
-                await self._conn.subscribe(*self._channels)
-                self._pending += [(SUBSCRIBED, c, b"") for c in self._channels]
-            if self._patterns:
-                await self._conn.psubscribe(*self._patterns)
-                self._pending += [(PSUBSCRIBED, p, b"") for p in self._patterns]
-        return self._conn
-
-    async def subscribe(self, channels: list[str]) -> None:
-        if channels:
-            new = [c for c in channels if c not in self._channels]
-            self._channels += new
-            conn = await self._connection()
-            await conn.subscribe(*new)
-            self._pending += [(SUBSCRIBED, c, b"") for c in new]
-
-    async def psubscribe(self, patterns: list[str]) -> None:
-        if patterns:
-            new = [p for p in patterns if p not in self._patterns]
-            self._patterns += new
-            conn = await self._connection()
-            await conn.psubscribe(*new)
-            self._pending += [(PSUBSCRIBED, p, b"") for p in new]
-
-    async def unsubscribe(self, channels: list[str]) -> None:
-        self._channels = [c for c in self._channels if c not in channels]
-        if channels and self._conn is not None and self._conn.is_connected:
-            await self._conn.unsubscribe(*channels)
-
-    def _name(self, channel: bytes) -> str:
-        name = self._names.get(channel)
-        if name is None:
-            name = channel.decode()
-            if len(self._names) < 100_000:
-                self._names[channel] = name
-        return name
-
-    async def read(self, timeout_s: float) -> list[Frame]:
-        """Frames available within *timeout_s* ([] if none)."""
-        conn = await self._connection()
-        frames, self._pending = self._pending, []
-        if frames:
-            return frames
-        try:
-            async with asyncio.timeout(timeout_s):
-                batch = await conn.get()
-        except TimeoutError:
-            return []
-        except ConnectionLostError:
-            self._conn = None
-            raise
-        name = self._name
-        return [(DATA, name(channel), payload) for channel, _pattern, payload in batch]
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.aclose()

@@ -2,9 +2,13 @@
 
 A feeder process (`bench.feeder`) publishes at a fixed rate, stamping ``recv_ns`` with
 the wall clock just before each publish call; this process receives, decodes, applies
-to a `CandleBuffer` and records ``time.time_ns() - recv_ns``. Both processes share the
-machine's clock. marketbus = PipelineWriter -> SubscriberConnection; baseline =
-redis-py pipeline -> redis-py PubSub. The first 10% of samples are warm-up.
+to a `CandleBuffer` and records ``time.time_ns() - recv_ns`` in the callback. Both
+processes share the machine's clock. marketbus = PipelineWriter -> the real consumer
+SDK: ``Subscriber(url, on_message=...)`` (fast transport, Engine, the listener's
+mailbox and task); baseline = redis-py pipeline -> redis-py PubSub -> decode + apply.
+The "floor" rows time the socket path alone (PipelineWriter -> `SubscriberConnection`
+callback -> decode + apply, no Engine, no listener task), so what the SDK adds and
+what the machine costs can be told apart. The first 10% of samples are warm-up.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import redis.asyncio as aioredis
 from bench.feeder import FEEDS
 from bench.report import Row
 from bench.workload import Workload
+from marketbus.consumers import BufferSizes, Subscriber, Update
 from marketbus.consumers.buffers import CandleBuffer
 from marketbus.shared.codecs import decode
 from marketbus.shared.config import RedisConfig
@@ -67,17 +72,33 @@ async def measure(url: str, rate: float, seconds: float, mode: str) -> list[floa
     deadline = seconds * 3 + 30
     if mode == "marketbus":
 
+        def on_message(update: Update) -> None:
+            samples.append((time.time_ns() - update.recv_ns) / 1_000)
+            if len(samples) >= expected:
+                complete.set()
+
+        sizes = BufferSizes(candles=1_000, stale_after_s=None)
+        async with Subscriber(url, sizes=sizes, on_message=on_message) as sub:
+            await sub.subscribe(*names)
+            feeder = await start_feeder(url, rate, seconds, mode)
+            async with asyncio.timeout(deadline):
+                await feeder.wait()
+                await complete.wait()
+    elif mode == "floor":
+
         def on_batch(batch: list[PubSubMessage]) -> None:
             for channel, _pattern, payload in batch:
                 take(channel, payload)
 
-        sub = await SubscriberConnection.open(RedisConfig(url=url), on_batch=on_batch)
-        await sub.subscribe(*buffers)
-        feeder = await start_feeder(url, rate, seconds, mode)
-        async with asyncio.timeout(deadline):
-            await feeder.wait()
-            await complete.wait()
-        await sub.aclose()
+        conn = await SubscriberConnection.open(RedisConfig(url=url), on_batch=on_batch)
+        await conn.subscribe(*buffers)
+        feeder = await start_feeder(url, rate, seconds, "marketbus")
+        try:
+            async with asyncio.timeout(deadline):
+                await feeder.wait()
+                await complete.wait()
+        finally:
+            await conn.aclose()
     else:
         redis = aioredis.Redis.from_url(url)
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
@@ -119,4 +140,13 @@ async def run(
                 p50s.append(percentile(samples, 0.50))
                 p99s.append(percentile(samples, 0.99))
         rows += [p50, p99]
-    return rows
+    rate = rates[0]
+    floor_p50 = Row(f"latency floor p50 at {rate // 1000}k msg/s (socket path alone)", "us",
+                    higher_is_better=False)  # fmt: skip
+    floor_p99 = Row(f"latency floor p99 at {rate // 1000}k msg/s (socket path alone)", "us",
+                    higher_is_better=False)  # fmt: skip
+    for _ in range(runs):
+        samples = await measure(url, rate, seconds, "floor")
+        floor_p50.marketbus.append(percentile(samples, 0.50))
+        floor_p99.marketbus.append(percentile(samples, 0.99))
+    return [*rows, floor_p50, floor_p99]

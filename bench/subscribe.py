@@ -1,33 +1,36 @@
 """Target 2: messages/s received, decoded into typed Structs and applied to buffers.
 
-Method: the subscriber subscribes, stops reading, and N messages are published; Redis
-holds them for it (the bench server has no pubsub output-buffer limit). The clock runs
-from "start reading" to the N-th message applied, so the figure is the subscriber's
-own throughput, not the publisher's. Payloads are real SPEC candles (JSON), each one
-newer than the last of its feed, so every message is applied (none dropped as old).
+Method: the subscriber subscribes and is ready (empty streams, every feed live), then
+its event loop is blocked while another thread publishes N messages, which Redis holds
+for it (the bench server has no pubsub output-buffer limit). The clock runs from the
+loop's release to the N-th message applied, so the figure is the subscriber's own
+throughput, not the publisher's. Payloads are real SPEC candles (JSON), each one newer
+than the last of its feed, so every message is applied (none dropped as old).
 
 Rows:
-- decode + CandleBuffer: `SubscriberConnection` (callback mode) vs redis-py
-  ``PubSub.get_message``, both decoding with `marketbus.shared.codecs.decode` and
-  applying to the consumer's real `CandleBuffer` (one per feed);
-- consumer Engine: the consumer SDK's read seam `PubSubTransport.read` (redis-py) vs
-  `FastPubSubTransport.read`, both feeding the real sans-I/O `Engine.on_live_batch`.
+- real Subscriber: the consumer SDK as a strategy runs it, ``Subscriber(url)`` (its
+  default fast transport) with one `CandleBuffer` per feed, no listener, vs the issue's
+  baseline: redis-py ``PubSub.get_message`` + `codecs.decode` + `CandleBuffer.apply`;
+- real Subscriber, both transports: the same Subscriber on ``transport="redis-py"``;
+- transport ceiling: `SubscriberConnection` callback + `codecs.decode` +
+  `CandleBuffer.apply` (no Engine), vs the same redis-py baseline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Awaitable, Callable
 
 import msgspec
 import redis.asyncio as aioredis
 
-from bench.adapters import FastPubSubTransport
 from bench.report import Row
 from bench.workload import RUN, Workload
+from marketbus.consumers import BufferSizes, Subscriber
 from marketbus.consumers.buffers import CandleBuffer
-from marketbus.consumers.engine import BufferSizes, Engine
-from marketbus.consumers.transport import DATA, PubSubTransport
+from marketbus.consumers.subscriber import TransportKind
 from marketbus.shared.codecs import decode, encoder_for
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.resp import FeedCommands
@@ -66,14 +69,68 @@ async def publish_all(url: str, items: list[tuple[str, bytes]]) -> None:
     await writer.aclose()
 
 
-def candle_buffers(work: Workload) -> dict[str, CandleBuffer]:
-    return {name: CandleBuffer(1_000, "1m") for name in work.feed_names()}
+def publish_while_blocked(url: str, items: list[tuple[str, bytes]]) -> None:
+    """Publish *items* from another thread while this thread's event loop waits: the
+    subscriber cannot read meanwhile, so Redis holds the whole backlog for it."""
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(publish_all(url, items))
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name="bench-publisher")
+    thread.start()
+    thread.join(DEADLINE_S)  # blocks the loop on purpose
+    if thread.is_alive() or failure:
+        raise RuntimeError(f"publisher failed: {failure[0] if failure else 'timed out'}")
 
 
-async def fast_rate(url: str, work: Workload, items: list[tuple[str, bytes]]) -> float:
-    buffers = {name.encode(): buf for name, buf in candle_buffers(work).items()}
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait for *condition*, checked every ms: a counter polled, because a listener
+    would add its own cost to the path measured."""
+    async with asyncio.timeout(DEADLINE_S):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+
+
+async def timed_backlog(
+    url: str, items: list[tuple[str, bytes]], done: Callable[[], bool | Awaitable[None]]
+) -> float:
+    """msg/s: publish *items* while blocked, then time until *done*."""
+    publish_while_blocked(url, items)
+    start = time.perf_counter()
+    result = done()
+    if not isinstance(result, bool):
+        await result
+    return len(items) / (time.perf_counter() - start)
+
+
+async def subscriber_rate(
+    url: str, work: Workload, items: list[tuple[str, bytes]], transport: TransportKind
+) -> float:
+    """The real consumer SDK: Subscriber -> Engine -> CandleBuffer per feed."""
+    admin = aioredis.Redis.from_url(url)
+    await admin.flushall()  # empty streams: each feed is ready at once
+    await admin.aclose()
+    sizes = BufferSizes(candles=1_000, stale_after_s=None)
+    async with Subscriber(url, sizes=sizes, transport=transport) as sub:
+        await sub.subscribe(*work.feed_names())
+        base = sub.stats.applied
+        target = base + len(items)
+        rate = await timed_backlog(
+            url, items, lambda: until(lambda: sub._engine.stats.applied >= target)
+        )
+        stats = sub.stats
+        assert stats.applied == target and stats.gaps == 0 and stats.reconnects == 0, stats
+    return rate
+
+
+async def connection_rate(url: str, work: Workload, items: list[tuple[str, bytes]]) -> float:
+    """The transport ceiling: socket callback -> decode -> CandleBuffer, no Engine."""
+    buffers = {name.encode(): CandleBuffer(1_000, "1m") for name in work.feed_names()}
     applied = 0
-    done = asyncio.get_running_loop().create_future()
 
     def on_batch(batch: list[PubSubMessage]) -> None:
         nonlocal applied
@@ -82,108 +139,65 @@ async def fast_rate(url: str, work: Workload, items: list[tuple[str, bytes]]) ->
             assert isinstance(message, OHLCV)
             buffers[channel].apply(message)
         applied += len(batch)
-        if applied >= len(items) and not done.done():
-            done.set_result(None)
 
-    sub = await SubscriberConnection.open(
-        RedisConfig(url=url), on_batch=on_batch, health_check_s=60
-    )
-    await sub.subscribe(*buffers)
-    assert sub._transport is not None
-    sub._transport.pause_reading()  # let Redis hold the backlog (bench only)
-    await publish_all(url, items)
-    start = time.perf_counter()
-    sub._transport.resume_reading()
-    await asyncio.wait_for(done, DEADLINE_S)
-    elapsed = time.perf_counter() - start
-    await sub.aclose()
-    return len(items) / elapsed
+    sub = await SubscriberConnection.open(RedisConfig(url=url), on_batch=on_batch)
+    try:
+        await sub.subscribe(*buffers)
+        return await timed_backlog(url, items, lambda: until(lambda: applied >= len(items)))
+    finally:
+        await sub.aclose()
 
 
 async def redispy_rate(url: str, work: Workload, items: list[tuple[str, bytes]]) -> float:
-    buffers = candle_buffers(work)
+    """The issue's baseline: redis-py PubSub.get_message -> decode -> CandleBuffer."""
+    buffers = {name: CandleBuffer(1_000, "1m") for name in work.feed_names()}
     redis = aioredis.Redis.from_url(url)
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(*buffers)
-    await publish_all(url, items)  # redis-py reads only when asked
-    start = time.perf_counter()
-    applied = 0
-    async with asyncio.timeout(DEADLINE_S):
-        while applied < len(items):
-            got = await pubsub.get_message(timeout=1.0)
-            if got is None:
-                continue
-            message = decode(got["data"])
-            assert isinstance(message, OHLCV)
-            buffers[got["channel"].decode()].apply(message)
-            applied += 1
-    elapsed = time.perf_counter() - start
-    await pubsub.aclose()  # type: ignore[no-untyped-call]
-    await redis.aclose()
-    return len(items) / elapsed
 
+    async def consume() -> None:
+        applied = 0
+        async with asyncio.timeout(DEADLINE_S):
+            while applied < len(items):
+                got = await pubsub.get_message(timeout=1.0)
+                if got is None:
+                    continue
+                message = decode(got["data"])
+                assert isinstance(message, OHLCV)
+                buffers[got["channel"].decode()].apply(message)
+                applied += 1
 
-async def engine_rate(
-    url: str,
-    work: Workload,
-    items: list[tuple[str, bytes]],
-    transport: PubSubTransport | FastPubSubTransport,
-) -> float:
-    engine = Engine()
-    names = work.feed_names()
-    for name in names:
-        engine.track(name, BufferSizes(candles=1_000))
-    await transport.subscribe(names)
-    # Confirmations -> resync -> empty history: every feed is live and ready.
-    while len(engine.fetches) < len(names):
-        for kind, channel, _ in await transport.read(1.0):
-            if kind != DATA:
-                engine.on_subscribed(channel)
-    for fetch in engine.fetches:
-        engine.on_history(fetch, [], done=True, stream_first=None)
-    engine.fetches.clear()
-    socket = None
-    if isinstance(transport, FastPubSubTransport):
-        assert transport._conn is not None
-        socket = transport._conn._transport
-        assert socket is not None
-        socket.pause_reading()  # bench only, see module doc
-    await publish_all(url, items)
-    start = time.perf_counter()
-    if socket is not None:
-        socket.resume_reading()
-    async with asyncio.timeout(DEADLINE_S):
-        while engine.stats.received < len(items):
-            frames = await transport.read(1.0)
-            engine.on_live_batch(
-                (channel, payload) for kind, channel, payload in frames if kind == DATA
-            )
-    elapsed = time.perf_counter() - start
-    assert engine.stats.received == len(items)
-    await transport.close()
-    return len(items) / elapsed
+    try:
+        return await timed_backlog(url, items, consume)
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await redis.aclose()
 
 
 async def run(url: str, runs: int, count: int) -> list[Row]:
-    direct = Row(
-        "subscribe, decode + CandleBuffer.apply",
+    sdk = Row(
+        "subscribe, real Subscriber -> Engine -> CandleBuffer",
         "msg/s",
-        baseline_name="redis-py PubSub.get_message",
+        baseline_name="redis-py PubSub.get_message + decode + apply",
         target=">= 300k msg/s and >= 6x",
     )
-    engine = Row(
-        "subscribe, real consumer Engine",
+    transports = Row(
+        "subscribe, real Subscriber: fast vs redis-py transport",
         "msg/s",
-        baseline_name="Engine on PubSubTransport (redis-py)",
-        target="(same path as the consumer SDK)",
+        baseline_name='Subscriber(transport="redis-py")',
+    )
+    ceiling = Row(
+        "subscribe, transport ceiling: callback + decode + apply",
+        "msg/s",
+        baseline_name="redis-py PubSub.get_message + decode + apply",
     )
     work, base = Workload(count), Workload(max(count // 5, 1_000))
     items, base_items = payloads(work), payloads(base)
-    config = RedisConfig(url=url)
     for _ in range(runs):
-        direct.marketbus.append(await fast_rate(url, work, items))
-        direct.baseline.append(await redispy_rate(url, base, base_items))
-        engine.marketbus.append(await engine_rate(url, work, items, FastPubSubTransport(config)))
-        slow = PubSubTransport(aioredis.Redis.from_url(url))
-        engine.baseline.append(await engine_rate(url, base, base_items, slow))
-    return [direct, engine]
+        sdk.marketbus.append(await subscriber_rate(url, work, items, "fast"))
+        sdk.baseline.append(await redispy_rate(url, base, base_items))
+        transports.baseline.append(await subscriber_rate(url, base, base_items, "redis-py"))
+        ceiling.marketbus.append(await connection_rate(url, work, items))
+    transports.marketbus = sdk.marketbus
+    ceiling.baseline = sdk.baseline
+    return [sdk, transports, ceiling]

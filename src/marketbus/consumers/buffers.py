@@ -3,12 +3,14 @@
 Buffers are plain classes with no I/O: the subscriber applies decoded messages to
 them. Memory is fixed at construction: a ring never grows, the oldest row is evicted.
 
-Columns live in ``array.array`` rings written twice (at ``i`` and ``i + slots``), so the
-rows in time order are always one contiguous window. That keeps every update O(1) and
-lets `CandleBuffer.arrays` / `TradeBuffer.arrays` hand out zero-copy numpy views
-(numpy is optional and imported only there). A view aliases live memory: it is valid
-until the next update of the buffer (in asyncio code, until your next ``await``);
-``.copy()`` it to keep it longer, or take a `snapshot`.
+Rows live in ``array.array`` columns a quarter longer than the capacity, used as a
+sliding window (`_Window`): rows in time order are always one contiguous slice, each
+value is written once, and every update is O(1) (amortized: the rows move back to the
+front once per quarter capacity of new rows, about four row copies per new row). That
+lets `CandleBuffer.arrays` / `TradeBuffer.arrays` hand out zero-copy numpy views (numpy
+is optional and imported only there). A view aliases live memory: it is valid until the
+next update of the buffer (in asyncio code, until your next ``await``); ``.copy()`` it
+to keep it longer, or take a `snapshot`.
 """
 
 from __future__ import annotations
@@ -29,10 +31,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 _NAN = math.nan
-
-
-def _opt(value: float | None) -> float:
-    return _NAN if value is None else value
+_time_ns = time.time_ns
 
 
 def _back(value: float) -> float | None:
@@ -90,37 +89,64 @@ def _pandas() -> Any:
     return pandas
 
 
-class _Ring:
-    """Slot bookkeeping of a double-written ring: logical row i is at ``start + i``."""
+class _Window:
+    """Where the rows of a column store are: physical ``end - length .. end - 1``,
+    oldest first, of columns that hold ``limit = slots + spare`` rows.
 
-    __slots__ = ("length", "slots", "start")
+    A new row goes at ``end``. Once ``end`` reaches ``limit``, the owner moves the rows
+    back to the front first (`compact`): a copy of at most *slots* rows every *spare*
+    new rows, so a new row costs O(1) amortized (``slots / spare`` row copies, about 4)
+    and one write per value, and the rows in time order stay one contiguous slice.
+    """
+
+    __slots__ = ("end", "length", "limit", "slots")
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
-        self.start = 0
+        self.limit = slots + max(16, slots // 4)
+        """The columns' length (rows): ``end`` never passes it."""
+        self.end = 0
         self.length = 0
 
+    @property
+    def start(self) -> int:
+        """Physical index of the oldest row."""
+        return self.end - self.length
+
+    @property
+    def full(self) -> bool:
+        """True when a new row needs the window moved to the front first."""
+        return self.end == self.limit
+
     def push(self) -> int:
-        """Physical index (< slots) for a new newest row, evicting the oldest if full."""
-        if self.length == self.slots:
-            index = self.start
-            self.start = (self.start + 1) % self.slots
-            return index
-        index = (self.start + self.length) % self.slots
-        self.length += 1
+        """Physical index of a new newest row (evicting the oldest if full); the caller
+        has made room (``full`` is False)."""
+        index = self.end
+        self.end = index + 1
+        if self.length < self.slots:
+            self.length += 1
         return index
 
-    def drop_oldest(self) -> None:
-        self.start = (self.start + 1) % self.slots
-        self.length -= 1
-
     def physical(self, row: int) -> int:
-        """Index (< slots) of logical *row*; negative rows count from the newest."""
+        """Physical index of logical *row*; negative rows count from the newest."""
+        length = self.length
         if row < 0:
-            row += self.length
-        if not 0 <= row < self.length:
-            raise IndexError(f"row {row} out of range (buffer holds {self.length})")
-        return (self.start + row) % self.slots
+            row += length
+        if not 0 <= row < length:
+            raise IndexError(f"row {row} out of range (buffer holds {length})")
+        return self.end - length + row
+
+    def compact(self, columns: Sequence[Any]) -> None:
+        """Move the rows of *columns* (arrays or lists) to the front."""
+        start, end, length = self.end - self.length, self.end, self.length
+        for column in columns:
+            column[0:length] = column[start:end]
+        self.end = length
+
+    def copy(self) -> _Window:
+        window = _Window(self.slots)
+        window.end, window.length = self.end, self.length
+        return window
 
 
 def _zeros(typecode: str, n: int) -> array[Any]:
@@ -137,14 +163,15 @@ class CandleBuffer:
 
     __slots__ = (
         "_close",
+        "_columns",
         "_forming",
         "_high",
         "_low",
         "_np",
         "_open",
-        "_ring",
         "_ts",
         "_volume",
+        "_window",
         "capacity",
         "timeframe",
         "updated_ns",
@@ -156,13 +183,14 @@ class CandleBuffer:
         self.capacity = capacity
         self.timeframe = timeframe
         slots = capacity + 1
-        self._ring = _Ring(slots)
-        self._ts = _zeros("q", 2 * slots)
-        self._open = _zeros("d", 2 * slots)
-        self._high = _zeros("d", 2 * slots)
-        self._low = _zeros("d", 2 * slots)
-        self._close = _zeros("d", 2 * slots)
-        self._volume = _zeros("d", 2 * slots)
+        self._window = window = _Window(slots)
+        self._ts = _zeros("q", window.limit)
+        self._open = _zeros("d", window.limit)
+        self._high = _zeros("d", window.limit)
+        self._low = _zeros("d", window.limit)
+        self._close = _zeros("d", window.limit)
+        self._volume = _zeros("d", window.limit)
+        self._columns = (self._ts, self._open, self._high, self._low, self._close, self._volume)
         self._forming = False
         self._np: tuple[Any, ...] | None = None
         self.updated_ns = 0
@@ -170,71 +198,98 @@ class CandleBuffer:
 
     def __len__(self) -> int:
         """Candles held, the forming one included."""
-        return self._ring.length
+        return self._window.length
 
     @property
     def has_forming(self) -> bool:
         """True when the newest row is a candle that is not final yet."""
         return self._forming
 
-    def _write(self, index: int, c: OHLCV | Candle) -> None:
-        for i in (index, index + self._ring.slots):
-            self._ts[i] = c.ts_ms or 0
-            self._open[i] = _opt(c.open)
-            self._high[i] = _opt(c.high)
-            self._low[i] = _opt(c.low)
-            self._close[i] = _opt(c.close)
-            self._volume[i] = _opt(c.volume)
+    def _put(self, index: int, ts: int, c: OHLCV | Candle) -> None:
+        """Write one row (the hot path: one store per column, nulls as NaN)."""
+        value = c.open
+        self._open[index] = _NAN if value is None else value
+        value = c.high
+        self._high[index] = _NAN if value is None else value
+        value = c.low
+        self._low[index] = _NAN if value is None else value
+        value = c.close
+        self._close[index] = _NAN if value is None else value
+        value = c.volume
+        self._volume[index] = _NAN if value is None else value
+        self._ts[index] = ts
 
     def apply(self, candle: OHLCV) -> bool:
         """Apply one candle update; False if it is older than everything held."""
         ts = candle.ts_ms
         if ts is None:
             return False
-        ring = self._ring
-        self.updated_ns = time.time_ns()
-        if ring.length == 0 or ts > self._ts[ring.start + ring.length - 1]:
-            self._forming = False  # a newer candle closes the previous one
-            self._write(ring.push(), candle)
-            self._forming = not candle.closed
-        elif ts == self._ts[ring.start + ring.length - 1]:
-            self._write(ring.physical(-1), candle)
+        window = self._window
+        end = window.end
+        ts_column = self._ts
+        if window.length and ts <= ts_column[end - 1]:
+            if ts < ts_column[end - 1]:
+                return self._correct(candle, ts)
+            index = end - 1  # the newest candle again: updated in place
             if self._forming and candle.closed:
                 self._forming = False
-        else:
-            return self._correct(candle, ts)
-        if ring.length - self._forming > self.capacity:
-            ring.drop_oldest()
+                if window.length > self.capacity:
+                    window.length -= 1  # the oldest closed candle goes
+        else:  # a newer candle: it closes the previous one (as `_Window.push`, inlined)
+            if end == window.limit:
+                window.compact(self._columns)
+                end = window.end
+            index = end
+            window.end = end + 1
+            length = window.length
+            if length < window.slots:
+                length += 1
+            self._forming = forming = not candle.closed
+            if length - forming > self.capacity:
+                length -= 1  # the oldest closed candle goes
+            window.length = length
+        # One store per column, nulls as NaN (as `_put`, inlined: the hot path).
+        value = candle.open
+        self._open[index] = _NAN if value is None else value
+        value = candle.high
+        self._high[index] = _NAN if value is None else value
+        value = candle.low
+        self._low[index] = _NAN if value is None else value
+        value = candle.close
+        self._close[index] = _NAN if value is None else value
+        value = candle.volume
+        self._volume[index] = _NAN if value is None else value
+        ts_column[index] = ts
+        self.updated_ns = _time_ns()
         return True
 
     def _correct(self, candle: OHLCV, ts: int) -> bool:
         """A re-sent older candle: replace its row, or insert it in time order (rare)."""
-        ring = self._ring
-        view = self._ts[ring.start : ring.start + ring.length]
-        row = bisect.bisect_left(view, ts)
-        if row < ring.length and view[row] == ts:
-            self._write(ring.physical(row), candle)
+        window = self._window
+        start, end = window.start, window.end
+        index = bisect.bisect_left(self._ts, ts, start, end)
+        if index < end and self._ts[index] == ts:
+            self._put(index, ts, candle)
             return True
-        if row == 0 and ring.length - self._forming >= self.capacity:
+        if index == start and window.length - self._forming >= self.capacity:
             return False  # older than the window we keep
         rows = list(self)
-        rows.insert(row, _candle_row(candle, closed=True))
+        rows.insert(index - start, _candle_row(candle, closed=True))
         self._rebuild(rows)
         return True
 
     def _rebuild(self, rows: Sequence[Candle]) -> None:
         forming = self._forming
-        self._ring = _Ring(self._ring.slots)
-        self._forming = False
+        window = self._window = _Window(self._window.slots)
         closed = [r for r in rows if r.closed][-self.capacity :]
         keep = closed + ([rows[-1]] if forming and not rows[-1].closed else [])
         for r in keep:
-            self._write(self._ring.push(), r)
+            self._put(window.push(), r.ts_ms, r)
         self._forming = forming
 
     def _row(self, row: int) -> Candle:
-        i = self._ring.physical(row)
-        last = row == -1 or row == self._ring.length - 1
+        i = self._window.physical(row)
+        last = i == self._window.end - 1
         return Candle(
             ts_ms=self._ts[i],
             open=_back(self._open[i]),
@@ -250,13 +305,13 @@ class CandleBuffer:
         return self._row(row)
 
     def __iter__(self) -> Iterator[Candle]:
-        for row in range(self._ring.length):
+        for row in range(self._window.length):
             yield self._row(row)
 
     @property
     def latest(self) -> Candle | None:
         """The newest candle (the forming one if any), None when empty."""
-        return self._row(-1) if self._ring.length else None
+        return self._row(-1) if self._window.length else None
 
     @property
     def forming(self) -> Candle | None:
@@ -269,7 +324,7 @@ class CandleBuffer:
 
     def closed(self) -> list[Candle]:
         """The final candles, oldest first."""
-        n = self._ring.length - self._forming
+        n = self._window.length - self._forming
         return [self._row(row) for row in range(n)]
 
     def arrays(self, *, closed_only: bool = False) -> CandleArrays:
@@ -286,8 +341,8 @@ class CandleBuffer:
                     for a in (self._open, self._high, self._low, self._close, self._volume)
                 ),
             )
-        start = self._ring.start
-        stop = start + self._ring.length - (self._forming and closed_only)
+        start = self._window.start
+        stop = self._window.end - (self._forming and closed_only)
         return CandleArrays(*(a[start:stop] for a in self._np))
 
     def to_pandas(self) -> Any:
@@ -310,10 +365,11 @@ class CandleBuffer:
         copy = CandleBuffer.__new__(CandleBuffer)
         copy.capacity = self.capacity
         copy.timeframe = self.timeframe
-        copy._ring = _Ring(self._ring.slots)
-        copy._ring.start, copy._ring.length = self._ring.start, self._ring.length
-        for name in ("_ts", "_open", "_high", "_low", "_close", "_volume"):
-            setattr(copy, name, array(getattr(self, name).typecode, getattr(self, name)))
+        copy._window = self._window.copy()
+        copy._ts, copy._open, copy._high, copy._low, copy._close, copy._volume = (
+            array(column.typecode, column) for column in self._columns
+        )
+        copy._columns = (copy._ts, copy._open, copy._high, copy._low, copy._close, copy._volume)
         copy._forming = self._forming
         copy._np = None
         copy.updated_ns = self.updated_ns
@@ -350,12 +406,13 @@ class TradeBuffer:
 
     __slots__ = (
         "_amount",
+        "_columns",
         "_ids",
         "_np",
         "_price",
-        "_ring",
         "_side",
         "_ts",
+        "_window",
         "capacity",
         "total",
         "updated_ns",
@@ -365,39 +422,47 @@ class TradeBuffer:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
-        self._ring = _Ring(capacity)
-        self._ts = _zeros("q", 2 * capacity)
-        self._price = _zeros("d", 2 * capacity)
-        self._amount = _zeros("d", 2 * capacity)
-        self._side = _zeros("b", 2 * capacity)
-        self._ids: list[str | None] = [None] * capacity
+        self._window = window = _Window(capacity)
+        self._ts = _zeros("q", window.limit)
+        self._price = _zeros("d", window.limit)
+        self._amount = _zeros("d", window.limit)
+        self._side = _zeros("b", window.limit)
+        self._ids: list[str | None] = [None] * window.limit
+        self._columns: tuple[Any, ...] = (
+            self._ts,
+            self._price,
+            self._amount,
+            self._side,
+            self._ids,
+        )
         self._np: tuple[Any, ...] | None = None
         self.total = 0
         """Trades applied since the start (evicted ones included)."""
         self.updated_ns = 0
 
     def __len__(self) -> int:
-        return self._ring.length
+        return self._window.length
 
     def apply(self, batch: Trades) -> None:
         """Append every trade of *batch*, evicting the oldest beyond capacity."""
         default_ts = batch.ts_ms if batch.ts_ms is not None else batch.recv_ns // 1_000_000
-        ring, slots = self._ring, self._ring.slots
+        window = self._window
+        ts_col, price, amount, side, ids = self._columns
         for trade in batch.trades:
-            index = ring.push()
-            ts = trade.ts_ms if trade.ts_ms is not None else default_ts
-            side = _SIDE_CODE[trade.side]
-            for i in (index, index + slots):
-                self._ts[i] = ts
-                self._price[i] = trade.price
-                self._amount[i] = trade.amount
-                self._side[i] = side
-            self._ids[index] = trade.id
+            if window.end == window.limit:
+                window.compact(self._columns)
+            index = window.push()
+            ts = trade.ts_ms
+            ts_col[index] = default_ts if ts is None else ts
+            price[index] = trade.price
+            amount[index] = trade.amount
+            side[index] = _SIDE_CODE[trade.side]
+            ids[index] = trade.id
         self.total += len(batch.trades)
-        self.updated_ns = time.time_ns()
+        self.updated_ns = _time_ns()
 
     def _row(self, row: int) -> Trade:
-        i = self._ring.physical(row)
+        i = self._window.physical(row)
         return Trade(
             id=self._ids[i],
             ts_ms=self._ts[i],
@@ -410,16 +475,16 @@ class TradeBuffer:
         return self._row(row)
 
     def __iter__(self) -> Iterator[Trade]:
-        for row in range(self._ring.length):
+        for row in range(self._window.length):
             yield self._row(row)
 
     @property
     def latest(self) -> Trade | None:
-        return self._row(-1) if self._ring.length else None
+        return self._row(-1) if self._window.length else None
 
     def trades(self, last: int | None = None) -> list[Trade]:
         """The *last* trades held (all by default), oldest first."""
-        n = self._ring.length
+        n = self._window.length
         first = 0 if last is None else max(0, n - last)
         return [self._row(row) for row in range(first, n)]
 
@@ -433,8 +498,7 @@ class TradeBuffer:
                 np.frombuffer(self._amount, dtype=np.float64),
                 np.frombuffer(self._side, dtype=np.int8),
             )
-        start = self._ring.start
-        stop = start + self._ring.length
+        start, stop = self._window.start, self._window.end
         return TradeArrays(*(a[start:stop] for a in self._np))
 
     def to_pandas(self) -> Any:
@@ -457,11 +521,12 @@ class TradeBuffer:
         """An independent copy (safe to read from another thread or keep)."""
         copy = TradeBuffer.__new__(TradeBuffer)
         copy.capacity = self.capacity
-        copy._ring = _Ring(self._ring.slots)
-        copy._ring.start, copy._ring.length = self._ring.start, self._ring.length
-        for name in ("_ts", "_price", "_amount", "_side"):
-            setattr(copy, name, array(getattr(self, name).typecode, getattr(self, name)))
+        copy._window = self._window.copy()
+        copy._ts, copy._price, copy._amount, copy._side = (
+            array(column.typecode, column) for column in self._columns[:4]
+        )
         copy._ids = list(self._ids)
+        copy._columns = (copy._ts, copy._price, copy._amount, copy._side, copy._ids)
         copy._np = None
         copy.total = self.total
         copy.updated_ns = self.updated_ns
@@ -485,7 +550,7 @@ class _Latest(Generic[M]):
 
     def apply(self, message: M) -> None:
         self.latest = message
-        self.updated_ns = time.time_ns()
+        self.updated_ns = _time_ns()
 
     def snapshot(self) -> _Latest[M]:
         return self  # the held message is immutable; replacing it does not touch readers

@@ -36,9 +36,10 @@ READ_BACK_PAGE = 1000
 
 
 class _FeedBox:
-    __slots__ = ("delivered", "items", "overflow", "queued", "skipped", "state")
+    __slots__ = ("delivered", "feed", "items", "overflow", "queued", "skipped", "state")
 
-    def __init__(self) -> None:
+    def __init__(self, feed: str) -> None:
+        self.feed = feed
         self.items: deque[Update] = deque()
         self.state: Update | None = None
         self.overflow: tuple[Position, Position] | None = None
@@ -47,10 +48,15 @@ class _FeedBox:
         """Must-deliver updates not kept in memory in the current overflow."""
         self.delivered: Position | None = None
         self.queued = False
+        """In the mailbox's ready queue."""
 
 
 class Mailbox:
-    """One listener's bounded, conflating queue (see the module docstring)."""
+    """One listener's bounded, conflating queue (see the module docstring).
+
+    `push` runs in the read path, once per update: its common case (a must-deliver
+    update, nothing conflated, no overflow) is a few attribute updates and no call.
+    """
 
     def __init__(
         self,
@@ -66,17 +72,26 @@ class Mailbox:
         self._max_pending = max_pending
         self._feeds = feeds
         self._boxes: dict[str, _FeedBox] = {}
-        self._ready: deque[str] = deque()
+        self._ready: deque[_FeedBox] = deque()
+        """Boxes with something to deliver, in the order they got it."""
         self._pending = 0
         self._events: deque[Gap | Staleness] = deque()
         self._max_events = max_events
-        self._wakeup = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+        """Set while `get` waits for something to arrive."""
         self._closed = False
 
     def close(self) -> None:
         """Wake the reader; `get` returns None from now on."""
         self._closed = True
-        self._wakeup.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     @property
     def pending(self) -> int:
@@ -88,34 +103,49 @@ class Mailbox:
             return
         box = self._boxes.get(feed)
         if box is None:
-            box = self._boxes[feed] = _FeedBox()
-        if must:
-            if box.state is not None:  # older than this one: superseded
-                box.state = None
-                self._stats.conflated += 1
-            if box.overflow is not None:
-                box.overflow = (box.overflow[0], message.position)
-                box.skipped += 1
-            elif self._pending >= self._max_pending:
-                run, seq = message.position
-                box.overflow = ((run, seq - 1), message.position)
-                box.skipped = 1
-                log.warning(
-                    "listener is %d updates behind: %s switches to reading back from its stream",
-                    self._pending,
-                    feed,
-                )
-            else:
+            box = self._boxes[feed] = _FeedBox(feed)
+        if must and box.state is None and box.overflow is None:
+            if self._pending < self._max_pending:
                 box.items.append(message)
                 self._pending += 1
+            else:
+                self._overflow(box, message)
+        elif must:
+            self._push_must(box, message)
         else:
             if box.state is not None:
                 self._stats.conflated += 1
             box.state = message
         if not box.queued:
             box.queued = True
-            self._ready.append(feed)
-        self._wakeup.set()
+            self._ready.append(box)
+        if self._waiter is not None:
+            self._wake()
+
+    def _push_must(self, box: _FeedBox, message: Update) -> None:
+        """A must-deliver update after a conflated one, or while reading back."""
+        if box.state is not None:  # older than this one: superseded
+            box.state = None
+            self._stats.conflated += 1
+        if box.overflow is not None:
+            box.overflow = (box.overflow[0], message.position)
+            box.skipped += 1
+        elif self._pending >= self._max_pending:
+            self._overflow(box, message)
+        else:
+            box.items.append(message)
+            self._pending += 1
+
+    def _overflow(self, box: _FeedBox, message: Update) -> None:
+        """Too many updates wait: *box*'s feed switches to reading back from its stream."""
+        run, seq = message.position
+        box.overflow = ((run, seq - 1), message.position)
+        box.skipped = 1
+        log.warning(
+            "listener is %d updates behind: %s switches to reading back from its stream",
+            self._pending,
+            box.feed,
+        )
 
     def push_event(self, event: Gap | Staleness) -> None:
         if (
@@ -132,7 +162,7 @@ class Mailbox:
             else:
                 return  # a full queue of gaps: the counters and recent_gaps still have it
         self._events.append(event)
-        self._wakeup.set()
+        self._wake()
 
     async def get(self) -> Event | None:
         """The next event or update, None once closed.
@@ -140,45 +170,43 @@ class Mailbox:
         Waits without a deadline: a listener waits for data until the subscriber closes.
         """
         while not self._closed:
-            item = await self._next()
+            item = self.get_nowait()
             if item is not None:
                 return item
-            self._wakeup.clear()
-            await self._wakeup.wait()
+            if self._ready:  # a feed reads back from its stream first
+                box = self._ready[0]
+                await self._refill(box.feed, box)
+                continue
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
         return None
 
     def get_nowait(self) -> Event | None:
         """The next item held in memory, or None (does not read back from streams)."""
         if self._events:
             return self._events.popleft()
-        while self._ready:
-            feed = self._ready[0]
-            box = self._boxes[feed]
-            if box.items:
-                return self._take(box)
+        ready = self._ready
+        while ready:
+            box = ready[0]
+            items = box.items
+            if items:
+                message = items.popleft()
+                self._pending -= 1
+                box.delivered = message.position
+                return message
             if box.overflow is not None:
                 return None
-            self._ready.popleft()
+            ready.popleft()
             box.queued = False
-            if box.state is not None:
-                state, box.state = box.state, None
+            state = box.state
+            if state is not None:
+                box.state = None
                 box.delivered = state.position
                 return state
         return None
-
-    def _take(self, box: _FeedBox) -> Update:
-        message = box.items.popleft()
-        self._pending -= 1
-        box.delivered = message.position
-        return message
-
-    async def _next(self) -> Event | None:
-        item = self.get_nowait()
-        if item is not None or not self._ready:
-            return item
-        feed = self._ready[0]
-        await self._refill(feed, self._boxes[feed])
-        return self.get_nowait()
 
     async def _refill(self, feed: str, box: _FeedBox) -> None:
         """Read the next page of an overflow range back into the box's items."""

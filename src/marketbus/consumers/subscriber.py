@@ -3,9 +3,11 @@
 Tasks, each supervised (one that fails stops the subscriber, and the error is raised
 from the next ``await`` on it, never lost):
 
-- the read loop: transport frames -> `Engine` (decode/apply, in batches);
-  on a connection error it retries with capped, jittered exponential backoff. The
-  transport is `PubSubTransport` (SUBSCRIBE/PSUBSCRIBE on one server) or, with
+- the read loop: keeps the pub/sub transport connected; on a connection error it
+  retries with capped, jittered exponential backoff. The transport hands what it reads
+  to the `Engine` (decode/apply, in batches; `_EngineSink`). It is
+  `FastPubSubTransport` (SUBSCRIBE/PSUBSCRIBE on one server, messages applied straight
+  from the socket handler), `PubSubTransport` with ``transport="redis-py"``, or, with
   ``RedisConfig.cluster``, `ShardedPubSubTransport` (SSUBSCRIBE on a Redis Cluster,
   whose `RedisCluster` client then serves the stream and catalog reads too);
 - fetch workers: the stream reads the engine asks for (backfill, repair, resume);
@@ -21,7 +23,7 @@ import fnmatch
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeAlias, TypeVar
 
@@ -33,14 +35,20 @@ from redis.exceptions import ResponseError
 from marketbus.consumers.backoff import Backoff
 from marketbus.consumers.buffers import BookState, CandleBuffer, TickerState, TradeBuffer
 from marketbus.consumers.delivery import Mailbox
-from marketbus.consumers.engine import Buffer, BufferSizes, Engine, FeedState, Fetch, parse_channel
+from marketbus.consumers.engine import (
+    Buffer,
+    BufferSizes,
+    Engine,
+    FeedState,
+    Fetch,
+    Live,
+    parse_channel,
+)
 from marketbus.consumers.events import Event, Gap, Staleness, Stats, Update
 from marketbus.consumers.sequencing import Position
 from marketbus.consumers.transport import (
-    DATA,
-    SUBSCRIBED,
     TRANSIENT_ERRORS,
-    Frame,
+    FastPubSubTransport,
     PubSubTransport,
     ShardedPubSubTransport,
     Transport,
@@ -78,6 +86,11 @@ ErrorPolicy: TypeAlias = Literal["raise", "log"]
 ``stats.callback_errors`` and goes on with the next update."""
 ERROR_POLICIES = ("raise", "log")
 
+TransportKind: TypeAlias = Literal["fast", "redis-py"]
+"""Pub/sub on one server: ``fast`` (`FastPubSubTransport`, the default) or ``redis-py``
+(`PubSubTransport`). Cluster mode always uses `ShardedPubSubTransport`."""
+TRANSPORTS = ("fast", "redis-py")
+
 _Listener: TypeAlias = tuple[
     MessageCallback | None,
     GapCallback | None,
@@ -109,6 +122,7 @@ class Subscriber:
     *on_error* ``"raise"`` (default) one that raises stops the subscriber (the error
     is raised, chained, from the next ``await`` on it), with ``"log"`` the error is
     logged and counted (``stats.callback_errors``) and the listener goes on.
+    *transport* picks the pub/sub client on one server (`TransportKind`).
     """
 
     def __init__(
@@ -129,11 +143,15 @@ class Subscriber:
         poll_s: float = 1.0,
         on_error: ErrorPolicy = "raise",
         rescan_s: float = 5.0,
+        transport: TransportKind = "fast",
     ) -> None:
         self._config = redis if isinstance(redis, RedisConfig) else RedisConfig(url=redis)
         _check_policy(on_error)
         if rescan_s <= 0:
             raise ConfigError(f"rescan_s must be positive, not {rescan_s!r}")
+        if transport not in TRANSPORTS:
+            raise ConfigError(f"transport must be 'fast' or 'redis-py', not {transport!r}")
+        self._transport_kind: TransportKind = transport
         self.namespace = namespace or self._config.namespace
         base = sizes or BufferSizes()
         overrides: dict[str, Any] = {}
@@ -146,6 +164,7 @@ class Subscriber:
         except msgspec.ValidationError as exc:
             raise ConfigError(f"buffer sizes: {exc}") from None
         self._engine = Engine()
+        self._sink = _EngineSink(self._engine, self._after_frames)
         self._max_pending = max_pending
         self._backoff = backoff or Backoff()
         self._fetch_workers = fetch_workers
@@ -199,9 +218,19 @@ class Subscriber:
                 self._redis, self._transport = await self._connect_cluster()
             else:
                 self._redis = await connect(self._config)
-                self._transport = PubSubTransport(self._redis)
+                if self._transport_kind == "redis-py":
+                    self._transport = PubSubTransport(self._redis, self._sink)
+                else:
+                    fast = FastPubSubTransport(self._config, self._sink)
+                    self._transport = fast
+                    await fast.connect()
         except BaseException:
             self._started = False
+            self._transport = None
+            if self._redis is not None:
+                with contextlib.suppress(*TRANSIENT_ERRORS):
+                    await self._redis.aclose()
+                self._redis = None
             raise
         self.connected = True
         self._spawn(self._read_loop(), "read-loop")
@@ -215,7 +244,9 @@ class Subscriber:
             "subscriber connected to %s (namespace %s%s)",
             redact(self._config.url),
             self.namespace,
-            ", cluster, sharded pub/sub" if self._config.cluster else "",
+            ", cluster, sharded pub/sub"
+            if self._config.cluster
+            else f", {self._transport_kind} pub/sub",
         )
 
     async def _connect_cluster(self) -> tuple[RedisCluster, ShardedPubSubTransport]:
@@ -227,7 +258,11 @@ class Subscriber:
                 "sharded pub/sub (SSUBSCRIBE needs Redis 7 or later)"
             )
         transport = ShardedPubSubTransport(
-            self._config, cluster, namespace=self.namespace, rescan_s=self._rescan_s
+            self._config,
+            cluster,
+            namespace=self.namespace,
+            sink=self._sink,
+            rescan_s=self._rescan_s,
         )
         return cluster, transport
 
@@ -577,10 +612,13 @@ class Subscriber:
         on_error: ErrorPolicy,
     ) -> None:
         keep_going = on_error == "log"
+        get_nowait = mailbox.get_nowait
         while True:
-            item = await mailbox.get()
+            item = get_nowait()  # what is in memory, without a coroutine per item
             if item is None:
-                return
+                item = await mailbox.get()  # waits, or reads back from a stream
+                if item is None:
+                    return
             try:
                 result: Awaitable[None] | None = None
                 if isinstance(item, Gap):
@@ -638,18 +676,21 @@ class Subscriber:
     # -- the read loop -----------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        """Frames -> engine. Outages are retried with backoff; the backoff starts over
-        only once the connection has stayed up for ``backoff.maximum_s``, so a link
-        that drops again right away (e.g. one cluster node refusing us) is retried
-        less and less often instead of in a tight loop."""
+        """Keeps pub/sub connected while the transport hands frames to the engine.
+
+        Outages are retried with backoff; the backoff starts over only once the
+        connection has stayed up for ``backoff.maximum_s``, so a link that drops again
+        right away (e.g. one cluster node refusing us) is retried less and less often
+        instead of in a tight loop."""
         assert self._transport is not None
         transport = self._transport
         failures = 0
         up_since = 0.0
         while True:
+            _raise_if_cancelled()
             try:
                 await self._subscribe_requested()
-                frames = await transport.read(self._poll_s)
+                await transport.pump(self._poll_s)
             except TRANSIENT_ERRORS as exc:
                 failures += 1
                 if self.connected:
@@ -668,19 +709,12 @@ class Subscriber:
                     up_since = now
                 elif now - up_since >= self._backoff.maximum_s:
                     failures = 0
-            if frames:
-                self._on_frames(frames)
 
-    def _on_frames(self, frames: list[Frame]) -> None:
-        engine = self._engine
-        for kind, name, payload in frames:
-            if kind == DATA:
-                engine.on_live(name, payload)
-            elif kind == SUBSCRIBED:
-                engine.on_subscribed(name)
-            else:
-                engine.on_psubscribed(name)
+    def _after_frames(self) -> None:
+        """After the engine took frames: start the I/O it asked for."""
         self._pump()
+        if self._engine.subscriptions and self._transport is not None:
+            self._transport.wake()  # the read loop subscribes them
 
     async def _subscribe_requested(self) -> None:
         """Subscribe to the channels the engine asked for (kept for a retry on error)."""
@@ -716,6 +750,7 @@ class Subscriber:
 
     async def _fetch_worker(self) -> None:
         while True:
+            _raise_if_cancelled()
             fetch = self._next_fetch()
             if fetch is None:
                 self._fetch_wakeup.clear()
@@ -790,6 +825,7 @@ class Subscriber:
                 entries = await self._redis.xrange(
                     feed, "(" + entry_id(*after), entry_id(*upto), count=count
                 )
+                _raise_if_cancelled()
                 break
             except TRANSIENT_ERRORS as exc:
                 failures += 1
@@ -819,6 +855,38 @@ class Subscriber:
             period = min(1.0, max(0.02, min(thresholds, default=4.0) / 4))
             await asyncio.sleep(period)
             self._engine.check_health()
+
+
+def _raise_if_cancelled() -> None:
+    """Stop a task loop whose cancellation was swallowed: on Python 3.11,
+    ``asyncio.wait_for`` (redis-py uses it) returns the result instead of raising when
+    the result and the cancellation race (CPython gh-86296), and the loop would go on."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+class _EngineSink:
+    """The transport's `FrameSink`: frames to the engine, then *after* (which queues the
+    stream reads and subscriptions the engine asked for)."""
+
+    __slots__ = ("_after", "_engine")
+
+    def __init__(self, engine: Engine, after: Callable[[], None]) -> None:
+        self._engine = engine
+        self._after = after
+
+    def on_live_batch(self, batch: Sequence[Live]) -> None:
+        self._engine.on_live_batch(batch)
+        self._after()
+
+    def on_subscribed(self, channel: str) -> None:
+        self._engine.on_subscribed(channel)
+        self._after()
+
+    def on_psubscribed(self, pattern: str) -> None:
+        self._engine.on_psubscribed(pattern)
+        self._after()
 
 
 def _check_policy(on_error: str) -> ErrorPolicy:

@@ -1,13 +1,19 @@
-"""The hot receive loop's only I/O: pub/sub frames off the socket, in batches.
+"""The consumer's only socket I/O: pub/sub messages off the wire, handed on in batches.
 
-This is the one component to swap for speed (e.g. a raw asyncio protocol feeding a
-``hiredis.Reader``): it reads, it does not decode or apply. Subscription confirmations
-are passed on, not swallowed: after redis-py silently reconnects and re-subscribes,
-they are how the subscriber learns that live data had a hole and resumes from streams.
+A transport reads; it does not decode or apply. It hands what it reads to a
+`FrameSink` (the subscriber's engine) in socket order: batches of messages, and the
+subscription confirmations, which are passed on, never swallowed: after a reconnect
+every channel is confirmed again, and that is how the subscriber learns that live data
+had a hole and resumes from the streams (SPEC consumer rule 4).
 
-Two implementations of `Transport`:
+Three implementations of `Transport`:
 
-- `PubSubTransport`: SUBSCRIBE/PSUBSCRIBE on one Redis server;
+- `FastPubSubTransport` (the default on one Redis server): SUBSCRIBE/PSUBSCRIBE over
+  the fast RESP connection (`marketbus.shared.transport.SubscriberConnection`, asyncio
+  protocol + hiredis) in callback mode: every socket read becomes one batch handed to
+  the sink right in the protocol's ``data_received``, with no queue and no task switch;
+- `PubSubTransport`: the same on redis-py's ``PubSub`` (``Subscriber(transport=
+  "redis-py")``), read in batches with `PubSubTransport.read`;
 - `ShardedPubSubTransport`: SSUBSCRIBE on a Redis Cluster (``RedisConfig.cluster``),
   where patterns are expanded against the catalog.
 """
@@ -19,7 +25,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from fnmatch import fnmatchcase
 from typing import Final, Literal, Protocol, TypeAlias
 
@@ -30,9 +36,11 @@ from redis.exceptions import ClusterDownError, RedisClusterException, TryAgainEr
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from marketbus.consumers.engine import Live
 from marketbus.shared.cluster import ShardedSubscriber, ShardMessage, feeds_matching
 from marketbus.shared.config import RedisConfig
-from marketbus.shared.errors import RedisUnavailableError
+from marketbus.shared.errors import CommandError, ConnectionLostError, RedisUnavailableError
+from marketbus.shared.transport import PubSubMessage, SubscriberConnection
 
 log = logging.getLogger("marketbus.consumers")
 
@@ -42,7 +50,8 @@ PSUBSCRIBED: Final = 2
 
 Frame: TypeAlias = tuple[Literal[0, 1, 2], str, bytes]
 """``(DATA, channel, payload)``, ``(SUBSCRIBED, channel, b"")`` or
-``(PSUBSCRIBED, pattern, b"")``, in socket order."""
+``(PSUBSCRIBED, pattern, b"")``, in socket order (what `PubSubTransport.read` and
+`ShardedPubSubTransport.read` return)."""
 
 TRANSIENT_ERRORS: Final = (
     RedisConnectionError,
@@ -55,16 +64,41 @@ TRANSIENT_ERRORS: Final = (
 )
 """What a lost, restarting or reconfiguring Redis raises: retried with backoff.
 
-Besides connection errors: CLUSTERDOWN while a cluster votes a failover, TRYAGAIN
-during a slot migration, a slot map that cannot be loaded (`RedisClusterException`),
-and a cluster node's sharded subscription lost for good (`RedisUnavailableError`)."""
+Besides connection errors (`ConnectionLostError` of the fast transport is one):
+CLUSTERDOWN while a cluster votes a failover, TRYAGAIN during a slot migration, a slot
+map that cannot be loaded (`RedisClusterException`), and a cluster node's sharded
+subscription lost for good, or a server that cannot be reached (`RedisUnavailableError`)."""
+
+DEFAULT_HEALTH_CHECK_S: Final = 2.0
+"""Fast transport: PING after this long without traffic; lost after two more periods."""
+
+
+class FrameSink(Protocol):
+    """Where a transport hands what it reads, in socket order (the `Engine` is one).
+
+    Called synchronously; an exception from a sink is a bug, not a lost connection:
+    it propagates from `Transport.pump`.
+    """
+
+    def on_live_batch(self, batch: Sequence[Live]) -> None:
+        """Messages, oldest first (channels as bytes or str)."""
+        ...
+
+    def on_subscribed(self, channel: str) -> None:
+        """SUBSCRIBE of *channel* confirmed: before any message of it on this connection."""
+        ...
+
+    def on_psubscribed(self, pattern: str) -> None:
+        """PSUBSCRIBE of *pattern* confirmed, likewise."""
+        ...
 
 
 class Transport(Protocol):
     """What the subscriber's read loop needs from pub/sub.
 
-    Errors in `TRANSIENT_ERRORS` mean the connection is (being) lost: the next `read`
-    reconnects, and every channel is confirmed again (SUBSCRIBED/PSUBSCRIBED frames).
+    Everything read goes to the transport's `FrameSink`. Errors in `TRANSIENT_ERRORS`
+    mean the connection is (being) lost: the next `pump` reconnects, and every channel
+    and pattern is confirmed to the sink again.
     """
 
     async def subscribe(self, channels: list[str]) -> None: ...
@@ -73,28 +107,275 @@ class Transport(Protocol):
 
     async def unsubscribe(self, channels: list[str]) -> None: ...
 
-    async def read(self, timeout_s: float) -> list[Frame]:
-        """Frames available within *timeout_s* (a bounded batch; [] if none)."""
+    async def pump(self, timeout_s: float) -> None:
+        """Hand what arrives to the sink for at most *timeout_s*; may return sooner
+        (after a batch, a reconnect, or `wake`)."""
+        ...
+
+    def wake(self) -> None:
+        """Make a waiting `pump` return now (the caller has work for the loop)."""
         ...
 
     async def close(self) -> None: ...
+
+
+def deliver(frames: list[Frame], sink: FrameSink) -> None:
+    """Hand *frames* to *sink* in order: messages in batches, confirmations one by one."""
+    batch: list[Live] = []
+    for kind, name, payload in frames:
+        if kind == DATA:
+            batch.append((name, None, payload))
+            continue
+        if batch:
+            sink.on_live_batch(batch)
+            batch = []
+        if kind == SUBSCRIBED:
+            sink.on_subscribed(name)
+        else:
+            sink.on_psubscribed(name)
+    if batch:
+        sink.on_live_batch(batch)
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+class FastPubSubTransport:
+    """SUBSCRIBE/PSUBSCRIBE on one Redis server over a `SubscriberConnection` in
+    callback mode: messages reach the sink straight from the socket handler.
+
+    - `connect` opens the connection (RedisUnavailableError says why not: refused
+      credentials, TLS, unreachable) and subscribes to everything wanted so far.
+    - `subscribe` / `psubscribe` remember what is wanted and, when connected, send it
+      and wait for Redis to confirm (error replies, e.g. an ACL refusal, are raised).
+      Without a connection they only remember it: the next `pump` subscribes it.
+    - `pump` reconnects a lost connection (the caller's backoff spaces the attempts),
+      re-subscribes everything and reports every confirmation to the sink, then
+      returns; on a live connection it waits until the connection is lost (raises
+      `ConnectionLostError`), *timeout_s* passes or `wake` is called.
+
+    Confirmations reach the sink before any message of their channel (or pattern) on
+    the new connection, as with redis-py: a message of a channel whose confirmation
+    is not reported yet reports it first. Liveness: a PING after ``health_check_s``
+    without traffic, the connection declared lost after two more silent periods.
+    """
+
+    def __init__(
+        self,
+        config: RedisConfig,
+        sink: FrameSink,
+        *,
+        health_check_s: float = DEFAULT_HEALTH_CHECK_S,
+    ) -> None:
+        self._config = config
+        self._sink = sink
+        self._health_check_s = health_check_s
+        self._conn: SubscriberConnection | None = None
+        self._ended: asyncio.Task[None] | None = None
+        """`SubscriberConnection.wait_closed` of the connection: done once it is gone."""
+        self._channels: dict[str, None] = {}
+        self._patterns: dict[str, None] = {}
+        self._unreported: dict[bytes, str] = {}
+        """Channels subscribed on this connection whose confirmation the sink lacks."""
+        self._unreported_patterns: dict[bytes, str] = {}
+        self._lock = asyncio.Lock()
+        """Serializes connecting and (un)subscribing."""
+        self._waiter: asyncio.Future[None] | None = None
+        self._woken = False
+        self._closed = False
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._conn.is_connected
+
+    async def connect(self) -> None:
+        """Connect now if not connected (RedisUnavailableError says why not)."""
+        async with self._lock:
+            await self._ensure()
+
+    async def _ensure(self) -> bool:
+        """Connect and subscribe to everything wanted, under the lock; True if it had to."""
+        if self._closed:
+            raise ConnectionLostError("the pub/sub transport is closed")
+        if self.connected:
+            return False
+        ended, self._ended = self._ended, None
+        self._forget_connection()
+        if ended is not None:
+            # Dropped, it ends within a loop iteration or two (the deadline is a bound).
+            await asyncio.wait((ended,), timeout=1.0)
+            if ended.done():
+                ended.result()  # how the last connection ended, raised once
+        conn = await SubscriberConnection.open(
+            self._config, on_batch=self._on_batch, health_check_s=self._health_check_s
+        )
+        self._conn = conn
+        ended = self._ended = asyncio.ensure_future(conn.wait_closed())
+        ended.add_done_callback(_retrieve)
+        try:
+            if self._channels:
+                await self._subscribe_on(conn, list(self._channels), patterns=False)
+            if self._patterns:
+                await self._subscribe_on(conn, list(self._patterns), patterns=True)
+        except BaseException:
+            self._forget_connection()
+            await conn.aclose()
+            raise
+        return True
+
+    async def _subscribe_on(
+        self, conn: SubscriberConnection, names: list[str], *, patterns: bool
+    ) -> None:
+        """(P)SUBSCRIBE *names*; report each confirmation not reported by `_on_batch`."""
+        wanted = {name.encode(): name for name in names}
+        unreported = self._unreported_patterns if patterns else self._unreported
+        unreported.update(wanted)
+        if patterns:
+            await conn.psubscribe(*wanted)
+        else:
+            await conn.subscribe(*wanted)
+        sink = self._sink
+        for key, name in wanted.items():
+            if unreported.pop(key, None) is not None:
+                if patterns:
+                    sink.on_psubscribed(name)
+                else:
+                    sink.on_subscribed(name)
+
+    def _on_batch(self, batch: list[PubSubMessage]) -> None:
+        """Called by the connection for every socket read that held messages."""
+        if self._unreported or self._unreported_patterns:
+            self._report_confirmed(batch)
+        self._sink.on_live_batch(batch)
+
+    def _report_confirmed(self, batch: list[PubSubMessage]) -> None:
+        """Report the confirmations that Redis sent before the messages in *batch*."""
+        sink = self._sink
+        for channel, pattern, _ in batch:
+            if pattern is None:
+                name = self._unreported.pop(channel, None)
+                if name is not None:
+                    sink.on_subscribed(name)
+            else:
+                name = self._unreported_patterns.pop(pattern, None)
+                if name is not None:
+                    sink.on_psubscribed(name)
+
+    async def subscribe(self, channels: list[str]) -> None:
+        new = [c for c in dict.fromkeys(channels) if c not in self._channels]
+        if new:
+            self._channels.update(dict.fromkeys(new))
+            await self._send(new, patterns=False)
+
+    async def psubscribe(self, patterns: list[str]) -> None:
+        new = [p for p in dict.fromkeys(patterns) if p not in self._patterns]
+        if new:
+            self._patterns.update(dict.fromkeys(new))
+            await self._send(new, patterns=True)
+
+    async def _send(self, names: list[str], *, patterns: bool) -> None:
+        async with self._lock:
+            conn = self._conn
+            if conn is None or not conn.is_connected:
+                return  # the next pump connects and subscribes everything wanted
+            try:
+                await self._subscribe_on(conn, names, patterns=patterns)
+            except ConnectionLostError:
+                return  # likewise
+            except CommandError:  # refused (e.g. NOPERM): not wanted any more
+                wanted = self._patterns if patterns else self._channels
+                unreported = self._unreported_patterns if patterns else self._unreported
+                for name in names:
+                    wanted.pop(name, None)
+                    unreported.pop(name.encode(), None)
+                raise
+
+    async def unsubscribe(self, channels: list[str]) -> None:
+        gone = [c for c in dict.fromkeys(channels) if c in self._channels]
+        for channel in gone:
+            del self._channels[channel]
+            self._unreported.pop(channel.encode(), None)
+        if not gone:
+            return
+        async with self._lock:
+            conn = self._conn
+            if conn is not None and conn.is_connected:
+                with contextlib.suppress(ConnectionLostError):  # a new one won't have them
+                    await conn.unsubscribe(*gone)
+
+    async def pump(self, timeout_s: float) -> None:
+        """See the class doc: reconnect, or wait for loss, *timeout_s* or `wake`."""
+        async with self._lock:
+            if await self._ensure():
+                return
+        ended = self._ended
+        assert ended is not None
+        if self._woken:
+            self._woken = False
+            return
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait(
+                (ended, waiter), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            self._waiter = None
+            self._woken = False
+        if ended.done():
+            self._ended = None
+            self._forget_connection()
+            ended.result()  # ConnectionLostError, or what the sink raised
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is None:
+            self._woken = True
+        elif not waiter.done():
+            waiter.set_result(None)
+
+    def _forget_connection(self) -> None:
+        self._conn = None
+        self._unreported.clear()
+        self._unreported_patterns.clear()
+
+    async def close(self) -> None:
+        self._closed = True
+        conn, self._conn = self._conn, None
+        self.wake()
+        if conn is not None:
+            await conn.aclose()
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark the outcome of a connection's end as seen (`pump` raises it if it waits)."""
+    if not task.cancelled():
+        task.exception()
+
+
 class PubSubTransport:
     """Reads pub/sub frames with redis-py; the connection errors of redis-py propagate.
 
     After an error the next `read` reconnects, and redis-py re-subscribes everything
-    (which shows up as SUBSCRIBED/PSUBSCRIBED frames).
+    (which shows up as SUBSCRIBED/PSUBSCRIBED frames). `pump` hands what `read`
+    returns to *sink* (needed only for `pump`).
     """
 
-    def __init__(self, redis: aioredis.Redis, *, max_batch: int = 4096) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, sink: FrameSink | None = None, *, max_batch: int = 4096
+    ) -> None:
         self._pubsub: PubSub = redis.pubsub()
+        self._sink = sink
         self._max_batch = max_batch
         self._active = asyncio.Event()
+
+    async def pump(self, timeout_s: float) -> None:
+        """One `read` (a batch, or nothing within *timeout_s*) handed to the sink."""
+        assert self._sink is not None, "pump needs the sink given to the constructor"
+        deliver(await self.read(timeout_s), self._sink)
+
+    def wake(self) -> None:
+        """Nothing to do: `pump` returns after every batch anyway."""
 
     async def subscribe(self, channels: list[str]) -> None:
         if channels:
@@ -152,6 +433,7 @@ class ShardedPubSubTransport:
       is lost for good, `read` raises RedisUnavailableError; the next `read` reloads the
       slot map and subscribes every channel anew, on a new `ShardedSubscriber` (every
       channel is confirmed again), and raises a `TRANSIENT_ERRORS` error while it cannot.
+    - `pump`: `read` handed to *sink* (needed only for `pump`).
     """
 
     def __init__(
@@ -160,11 +442,13 @@ class ShardedPubSubTransport:
         cluster: RedisCluster,
         *,
         namespace: str,
+        sink: FrameSink | None = None,
         max_batch: int = 4096,
         rescan_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
+        self._sink = sink
         self._cluster = cluster
         self._namespace = namespace
         self._max_batch = max_batch
@@ -261,6 +545,14 @@ class ShardedPubSubTransport:
             else (SUBSCRIBED, item.feed, b"")
             for item in deliveries
         ]
+
+    async def pump(self, timeout_s: float) -> None:
+        """One `read` handed to the sink given to the constructor."""
+        assert self._sink is not None, "pump needs the sink given to the constructor"
+        deliver(await self.read(timeout_s), self._sink)
+
+    def wake(self) -> None:
+        """Nothing to do: `pump` returns after every batch anyway."""
 
     async def _reconnect(self) -> None:
         await self._cluster.nodes_manager.initialize()  # the lost node's slots may have moved

@@ -99,6 +99,7 @@ async def test_status_reads_every_shard(cluster: RedisCluster, cluster_url: str)
     )  # fmt: skip
     stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=20)
     assert proc.returncode == 0, stderr.decode()
-    rows = {line.split()[0]: line.split() for line in stdout.decode().splitlines()[1:-1]}
+    lines = stdout.decode().splitlines()
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith("md:")}
     assert sorted(rows) == sorted(feeds)
     assert all(row[1:3] == ["5", "2"] and row[4] == "connected" for row in rows.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from marketbus.consumers import BufferSizes, Gap, Staleness, Subscriber
+from marketbus.consumers.subscriber import TransportKind
 from marketbus.shared.codecs import encode_feed_info
 from marketbus.shared.names import catalog_key
 from marketbus.shared.schema import FeedInfo
@@ -14,7 +15,9 @@ from tests.support.wire_writer import WireWriter
 SYM = "ETH/USDT"
 
 
-async def test_pattern_discovers_feeds_from_messages_and_catalog(redis_url: str) -> None:
+async def test_pattern_discovers_feeds_from_messages_and_catalog(
+    redis_url: str, transport: TransportKind
+) -> None:
     redis = aioredis.Redis.from_url(redis_url)
     try:
         writer = WireWriter(redis, run=5)
@@ -23,7 +26,7 @@ async def test_pattern_discovers_feeds_from_messages_and_catalog(redis_url: str)
         info = FeedInfo(exchange="binance", symbol=SYM, kind="trades", timeframe=None, run=5,
                         stream_maxlen=100, updated_ms=0)  # fmt: skip
         await redis.hset(catalog_key("md"), old, encode_feed_info(info))
-        async with Subscriber(redis_url) as sub:
+        async with Subscriber(redis_url, transport=transport) as sub:
             known = await sub.subscribe_pattern("md:binance:*")
             assert old in known
             await wait_until(lambda: len(sub.trades("binance", SYM)) == 1, what="catalog backfill")

@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from marketbus.consumers import Backoff, Gap, Subscriber
+from marketbus.consumers.subscriber import TransportKind
 from tests.support.redis_process import RedisProcess
 from tests.support.waiting import wait_until
 from tests.support.wire_writer import WireWriter
@@ -28,10 +29,12 @@ def seqs(sub: Subscriber) -> list[int]:
     return [int(t.id or 0) for t in sub.trades("binance", SYM)]
 
 
-async def test_gap_within_stream_is_repaired_exactly(redis_url: str, redis: aioredis.Redis) -> None:
+async def test_gap_within_stream_is_repaired_exactly(
+    redis_url: str, redis: aioredis.Redis, transport: TransportKind
+) -> None:
     writer = WireWriter(redis, run=7)
     feed = writer.feed("trades", SYM)
-    async with Subscriber(redis_url) as sub:
+    async with Subscriber(redis_url, transport=transport) as sub:
         await sub.subscribe(feed)
         for i in range(1, 21):
             # 5..9 reach the stream but not the channel (as if pub/sub dropped them)
@@ -112,11 +115,11 @@ async def _write_range(writer: WireWriter, feed: str, first: int, last: int) -> 
 
 
 async def test_pubsub_client_kill_resumes_without_loss(
-    redis_url: str, redis: aioredis.Redis
+    redis_url: str, redis: aioredis.Redis, transport: TransportKind
 ) -> None:
     writer = WireWriter(redis, run=7)
     feed = writer.feed("trades", SYM)
-    async with Subscriber(redis_url, backoff=FAST) as sub:
+    async with Subscriber(redis_url, backoff=FAST, transport=transport) as sub:
         await sub.subscribe(feed)
         await _write_range(writer, feed, 1, 100)
         await wait_until(lambda: len(sub.trades("binance", SYM)) == 100)
@@ -132,14 +135,14 @@ async def test_pubsub_client_kill_resumes_without_loss(
 
 
 async def test_redis_restart_resumes_and_keeps_buffers(
-    make_redis_server: Callable[..., RedisProcess],
+    make_redis_server: Callable[..., RedisProcess], transport: TransportKind
 ) -> None:
     server = make_redis_server()
     redis = aioredis.Redis.from_url(server.url)
     writer = WireWriter(redis, run=7)
     feed = writer.feed("trades", SYM)
     try:
-        async with Subscriber(server.url, backoff=FAST) as sub:
+        async with Subscriber(server.url, backoff=FAST, transport=transport) as sub:
             await sub.subscribe(feed)
             await _write_range(writer, feed, 1, 50)
             await wait_until(lambda: len(sub.trades("binance", SYM)) == 50)
@@ -160,7 +163,7 @@ async def test_redis_restart_resumes_and_keeps_buffers(
 
 
 async def test_slow_listener_conflates_state_and_reads_back_trades(
-    redis_url: str, redis: aioredis.Redis
+    redis_url: str, redis: aioredis.Redis, transport: TransportKind
 ) -> None:
     writer = WireWriter(redis, run=7)
     trades_feed = writer.feed("trades", SYM)
@@ -176,7 +179,9 @@ async def test_slow_listener_conflates_state_and_reads_back_trades(
         else:
             got_tickers.append(update.seq)  # type: ignore[attr-defined]
 
-    async with Subscriber(redis_url, max_pending=50, on_message=slow, trades=5000) as sub:
+    async with Subscriber(
+        redis_url, max_pending=50, on_message=slow, trades=5000, transport=transport
+    ) as sub:
         await sub.subscribe(trades_feed, ticker_feed)
         n = 2000
         for i in range(1, n + 1):
@@ -191,3 +196,21 @@ async def test_slow_listener_conflates_state_and_reads_back_trades(
         assert len(got_tickers) < n and got_tickers == sorted(got_tickers)
         stats = sub.stats
         assert stats.refetched > 0 and stats.conflated > 0 and stats.gaps == 0
+
+
+async def test_pattern_subscription_resumes_without_loss_after_client_kill(
+    redis_url: str, redis: aioredis.Redis, transport: TransportKind
+) -> None:
+    writer = WireWriter(redis, run=7)
+    feed = writer.feed("trades", SYM)
+    async with Subscriber(redis_url, backoff=FAST, transport=transport) as sub:
+        await sub.subscribe_pattern("md:binance:trades:*")
+        await _write_range(writer, feed, 1, 10)
+        await wait_until(lambda: feed in sub.feeds and len(sub.trades("binance", SYM)) == 10)
+        await redis.client_kill_filter(_type="pubsub")
+        await wait_until(lambda: sub.stats.reconnects == 1, what="the loss noticed")
+        await _write_range(writer, feed, 11, 60)  # maybe while disconnected: from the stream
+        await wait_until(lambda: len(sub.trades("binance", SYM)) == 60, timeout_s=15)
+        await _write_range(writer, feed, 61, 70)
+        await wait_until(lambda: len(sub.trades("binance", SYM)) == 70)
+        assert seqs(sub) == list(range(1, 71)) and sub.stats.gaps == 0

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 
 from marketbus.consumers import NotSubscribedError, Subscriber, SubscriberClosedError
 from marketbus.consumers.events import Update
+from marketbus.consumers.subscriber import TransportKind
 from marketbus.shared.errors import ConfigError
 from tests.support.waiting import wait_until
 from tests.support.wire_writer import WireWriter
@@ -30,12 +31,14 @@ def writer(redis: aioredis.Redis) -> WireWriter:
     return WireWriter(redis, run=1_000)
 
 
-async def test_backfill_then_live_candles(redis_url: str, writer: WireWriter) -> None:
+async def test_backfill_then_live_candles(
+    redis_url: str, writer: WireWriter, transport: TransportKind
+) -> None:
     feed = writer.feed("ohlcv.1m", SYM)
     for i in range(5):
         await writer.write(feed, writer.candle(SYM, i * M, 100.0 + i, closed=True))
     seen: list[Update] = []
-    async with Subscriber(redis_url, candles=3, on_message=seen.append) as sub:
+    async with Subscriber(redis_url, candles=3, on_message=seen.append, transport=transport) as sub:
         await sub.subscribe(exchange="binance", symbol=SYM, kind="ohlcv.1m")
         buf = sub.candles("binance", SYM, "1m")
         assert [c.ts_ms for c in buf.closed()] == [2 * M, 3 * M, 4 * M]
@@ -63,10 +66,10 @@ async def test_ticker_latest_and_feed_name_subscribe(redis_url: str, writer: Wir
 
 
 async def test_duplicates_are_dropped(
-    redis_url: str, redis: aioredis.Redis, writer: WireWriter
+    redis_url: str, redis: aioredis.Redis, writer: WireWriter, transport: TransportKind
 ) -> None:
     feed = writer.feed("trades", SYM)
-    async with Subscriber(redis_url) as sub:
+    async with Subscriber(redis_url, transport=transport) as sub:
         await sub.subscribe(feed)
         first = await writer.write(feed, writer.trades(SYM, 1.0))
         await writer.write(feed, writer.trades(SYM, 2.0))
@@ -157,3 +160,8 @@ async def test_callback_error_stops_the_subscriber_by_default(
 def test_unknown_error_policy_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="on_error"):
         Subscriber("redis://127.0.0.1:1/0", on_error="ignore")  # type: ignore[arg-type]
+
+
+def test_unknown_transport_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="transport"):
+        Subscriber("redis://127.0.0.1:1/0", transport="zmq")  # type: ignore[arg-type]

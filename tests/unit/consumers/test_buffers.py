@@ -182,3 +182,29 @@ def test_ticker_state_keeps_latest() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="capacity"):
         CandleBuffer(0)
+
+
+def test_rows_and_views_stay_right_across_many_window_moves() -> None:
+    """The columns hold twice the capacity; rows move back to the front when full."""
+    buf = CandleBuffer(3)
+    for i in range(1, 101):
+        buf.apply(candle(i * M, float(i)))
+        buf.apply(candle(i * M, float(i) + 0.5, closed=i % 2 == 0))
+        expected = list(range(max(1, i - 3), i + 1)) if i % 2 else list(range(max(1, i - 2), i + 1))
+        assert [c.ts_ms // M for c in buf] == expected
+        assert buf.arrays().close.tolist() == [float(t) + 0.5 for t in expected]
+        assert (buf.forming is None) == (i % 2 == 0)
+
+
+@given(st.lists(st.integers(1, 7), max_size=60), st.integers(1, 9))
+def test_trade_buffer_keeps_the_newest_capacity_trades(batches: list[int], capacity: int) -> None:
+    buf = TradeBuffer(capacity)
+    model: list[float] = []
+    for size in batches:
+        prices = [float(len(model) + k + 1) for k in range(size)]
+        buf.apply(trades(*prices))
+        model += prices
+    kept = model[-capacity:] if model else []
+    assert [t.price for t in buf] == kept and buf.arrays().price.tolist() == kept
+    assert [t.id for t in buf] == [str(p) for p in kept] and buf.total == len(model)
+    assert buf.snapshot().trades() == buf.trades()

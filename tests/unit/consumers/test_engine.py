@@ -6,8 +6,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
+from hypothesis import given
+from hypothesis import strategies as st
 
-from marketbus.consumers.buffers import CandleBuffer
+from marketbus.consumers.buffers import CandleBuffer, TickerState, TradeBuffer
 from marketbus.consumers.engine import BufferSizes, Engine, Entry, Fetch
 from marketbus.consumers.events import Gap, Staleness, Update
 from marketbus.shared.codecs import encode
@@ -326,3 +328,98 @@ def test_dropped_feed_is_not_rediscovered_by_a_pattern_until_tracked_again() -> 
     engine.track(TRADES, BufferSizes())
     engine.on_live(TRADES, encode(trade(1, 3)))
     assert TRADES in engine.feeds
+
+
+# -- the batch path (on_live_batch) ---------------------------------------------------
+
+
+def _ready(feed: str) -> tuple[Engine, Recorder]:
+    engine, recorder = setup(feed, candles=4, trades=50)
+    engine.on_subscribed(feed)
+    engine.on_history(take(engine), [], done=True, stream_first=None)
+    return engine, recorder
+
+
+def _state_of(engine: Engine, recorder: Recorder, feed: str) -> tuple[object, ...]:
+    """Everything observable after live messages: counters, position, buffer, output."""
+    buffer = engine.feeds[feed].buffer
+    content: object
+    if isinstance(buffer, CandleBuffer):
+        content = buffer.rows()
+    elif isinstance(buffer, TradeBuffer):
+        content = buffer.trades()
+    else:
+        assert isinstance(buffer, TickerState)
+        content = buffer.latest
+    return (
+        msgspec.structs.asdict(engine.stats),
+        engine.feeds[feed].last,
+        engine.feeds[feed].syncing,
+        content,
+        [(f, m.position, must) for f, m, must in recorder.updates],
+        recorder.events,
+        [(f.feed, f.after, f.before, f.count) for f in engine.fetches],
+    )
+
+
+@given(
+    st.sampled_from([TRADES, TICKER, CANDLES]),
+    st.lists(
+        st.one_of(
+            st.tuples(st.integers(1, 2), st.integers(1, 12), st.booleans()),
+            st.just("garbage"),
+        ),
+        max_size=30,
+    ),
+    st.booleans(),
+)
+def test_inline_apply_matches_the_general_path(
+    feed: str, script: list[tuple[int, int, bool] | str], as_bytes: bool
+) -> None:
+    """Whatever arrives (in order, jumps, duplicates, new runs, garbage), applying a batch
+    inline ends exactly where the general per-message path ends."""
+    payloads = []
+    for item in script:
+        if isinstance(item, str):
+            payloads.append(b"{garbage")
+            continue
+        run, seq, closed = item
+        message: Message
+        if feed == TRADES:
+            message = trade(run, seq)
+        elif feed == TICKER:
+            message = ticker(run, seq)
+        else:
+            message = candle(run, seq, seq // 3, closed)
+        payloads.append(encode(message))
+    channel: str | bytes = feed.encode() if as_bytes else feed
+    fast, fast_recorder = _ready(feed)
+    fast.on_live_batch([(channel, None, p) for p in payloads])
+    general, general_recorder = _ready(feed)
+    general.feeds[feed].live_type = None  # never inline: every message takes _on_message
+    for payload in payloads:
+        general.on_live(feed, payload)
+    assert _state_of(fast, fast_recorder, feed) == _state_of(general, general_recorder, feed)
+
+
+def test_a_batch_applies_in_order_under_bytes_or_str_channel_names() -> None:
+    engine, recorder = _ready(TRADES)
+    engine.on_live_batch(
+        [
+            (TRADES.encode(), None, encode(trade(1, 1))),
+            (TRADES, b"md:*", encode(trade(1, 2))),
+            (TRADES.encode(), None, b""),  # empty: undecodable, skipped
+            (TRADES.encode(), None, encode(trade(1, 3))),
+        ]
+    )
+    assert prices(engine) == [1.0, 2.0, 3.0]
+    assert engine.stats.received == 4 and engine.stats.applied == 3
+    assert engine.stats.undecodable == 1
+    assert [must for _, _, must in recorder.updates] == [True, True, True]
+
+
+def test_dropped_feed_leaves_the_channel_index() -> None:
+    engine, _ = _ready(TRADES)
+    engine.drop([TRADES])
+    engine.on_live_batch([(TRADES.encode(), None, encode(trade(1, 1)))])
+    assert TRADES not in engine.feeds and engine.stats.applied == 0
