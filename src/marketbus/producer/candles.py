@@ -24,7 +24,8 @@ CLOSED_MEMORY = 64
 class CandleTracker:
     """Turns ccxt OHLCV rows of one feed into forming and closed `OHLCV` messages."""
 
-    __slots__ = ("_close_grace_ms", "_closed", "_forming", "_holes", "_memory", "_newest",
+    __slots__ = ("_clock_closed", "_close_grace_ms", "_closed", "_forming", "_holes", "_memory",
+                 "_newest",
                  "_period_ms", "exchange", "symbol", "timeframe")  # fmt: skip
 
     def __init__(
@@ -42,6 +43,7 @@ class CandleTracker:
         self._close_grace_ms = close_grace_ms
         self._memory = memory
         self._forming: Row | None = None
+        self._clock_closed: int | None = None  # oldest candle the clock closed since data
         self._closed: dict[int, Row] = {}
         self._newest: int | None = None
         self._holes: list[tuple[int, int]] = []
@@ -59,6 +61,42 @@ class CandleTracker:
     @property
     def period_ms(self) -> int:
         return self._period_ms
+
+    def missing(
+        self, rows: Iterable[Row], *, refetch_forming: bool = False
+    ) -> list[tuple[int, int]]:
+        """The periods *rows* would skip, as ``[start, end)`` ranges of open times: before
+        the first row (after the newest candle seen) and between rows. The caller fetches
+        them and passes them to `update` together with *rows*, so candles stay in order.
+
+        With *refetch_forming* (the socket was down) it is one range from the candle that
+        was forming up to the newest row: the forming candle's last updates were missed,
+        and what ccxt hands over first after a reconnect may be its cache from before.
+        """
+        stamps = sorted({r[0] for r in rows})
+        if not stamps:
+            return []
+        forming = self._forming
+        if refetch_forming:
+            # From the oldest candle whose final values the socket may not have delivered:
+            # one the clock closed since the last data (the outage had begun unnoticed),
+            # else the forming one, else the one after the newest closed.
+            start: int | None
+            if self._clock_closed is not None:
+                start = self._clock_closed
+            elif forming is not None:
+                start = forming[0]
+            else:
+                start = None if self._newest is None else self._newest + self._period_ms
+            return [(start, stamps[-1])] if start is not None and stamps[-1] > start else []
+        latest = forming[0] if forming is not None else self._newest
+        ranges: list[tuple[int, int]] = []
+        for ts in stamps:
+            if latest is not None and ts > latest + self._period_ms:
+                ranges.append((latest + self._period_ms, ts))
+            if latest is None or ts > latest:
+                latest = ts
+        return ranges
 
     def take_holes(self) -> list[tuple[int, int]]:
         """Periods skipped by the data (e.g. during a reconnect) as ``[start, end)`` ms
@@ -88,6 +126,7 @@ class CandleTracker:
         out: list[OHLCV] = []
         for row in sorted(rows, key=lambda r: r[0]):
             self._apply(row, now_ms, recv_ns, out)
+        self._clock_closed = None
         out.extend(self.tick(now_ms, recv_ns))
         return out
 
@@ -98,6 +137,8 @@ class CandleTracker:
             return []
         self._forming = None
         self._remember(forming)
+        if self._clock_closed is None:
+            self._clock_closed = forming[0]
         return [self._message(forming, closed=True, recv_ns=recv_ns)]
 
     def _ended(self, open_ms: int, now_ms: int) -> bool:

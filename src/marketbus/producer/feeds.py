@@ -34,7 +34,12 @@ class FeedHandler(Protocol):
 
 
 class OhlcvHandler:
-    """Candles: copies ccxt's rows and infers closes with a `CandleTracker`."""
+    """Candles: copies ccxt's rows and infers closes with a `CandleTracker`.
+
+    ``live`` is False while the feed's socket is down: the clock then closes nothing (the
+    forming candle's last updates are missing); its watch loop fetches the final values
+    over REST when data flows again.
+    """
 
     def __init__(self, feed: Feed, close_grace_ms: int) -> None:
         timeframe = feed.timeframe
@@ -42,13 +47,21 @@ class OhlcvHandler:
             raise ValueError(f"{feed.name} is not an ohlcv feed")
         self.feed = feed
         self.tracker = CandleTracker(feed.exchange, feed.symbol, timeframe, close_grace_ms)
+        self.live = True
 
     def on_data(self, data: Any, now_ms: int, recv_ns: int) -> list[MarketMessage]:
-        rows = normalize.ohlcv_rows(data, f"{self.feed.name} ohlcv")
+        return self.apply(self.rows(data), now_ms, recv_ns)
+
+    def rows(self, data: Any) -> list[normalize.Row]:
+        """ccxt's rows, copied (ccxt mutates them later)."""
+        return normalize.ohlcv_rows(data, f"{self.feed.name} ohlcv")
+
+    def apply(self, rows: list[normalize.Row], now_ms: int, recv_ns: int) -> list[MarketMessage]:
+        """Messages for *rows* (the socket's, after any fetched to fill what it skipped)."""
         return list(self.tracker.update(rows, now_ms, recv_ns))
 
     def on_clock(self, now_ms: int, recv_ns: int) -> list[MarketMessage]:
-        return list(self.tracker.tick(now_ms, recv_ns))
+        return list(self.tracker.tick(now_ms, recv_ns)) if self.live else []
 
     def take_holes(self) -> list[tuple[int, int]]:
         return self.tracker.take_holes()

@@ -15,16 +15,25 @@ from typing import Any
 from marketbus.shared.errors import NormalizeError
 from marketbus.shared.schema import Book, Level, Side, Ticker, Trade, Trades
 
+_isfinite = math.isfinite
+
 Row = tuple[int, float | None, float | None, float | None, float | None, float | None]
 """One OHLCV row copied out of ccxt: open time ms, open, high, low, close, volume."""
 
 
-def _float(value: Any, what: str, *, required: bool = False) -> float | None:
-    """A finite float, or None when absent; bool and strings that are not numbers fail."""
+def _float(value: Any, where: str, field: str, *, required: bool = False) -> float | None:
+    """A finite float, or None when absent; bool and strings that are not numbers fail.
+
+    The hot path (a finite float, what ccxt gives) builds no text: the error message
+    ``{where}: {field} ...`` is made only when the value is bad.
+    """
+    if type(value) is float and _isfinite(value):
+        return value
     if value is None:
         if required:
-            raise NormalizeError(f"{what} is missing")
+            raise NormalizeError(f"{where}: {field} is missing")
         return None
+    what = f"{where}: {field}"
     if isinstance(value, bool):
         raise NormalizeError(f"{what} is a bool ({value!r}), expected a number")
     if isinstance(value, int | float):
@@ -36,24 +45,26 @@ def _float(value: Any, what: str, *, required: bool = False) -> float | None:
             raise NormalizeError(f"{what} {value!r} is not a number") from None
     else:
         raise NormalizeError(f"{what} {value!r} is a {type(value).__name__}, expected a number")
-    if not math.isfinite(result):
+    if not _isfinite(result):
         raise NormalizeError(f"{what} {value!r} is not finite")
     return result
 
 
-def _required_float(value: Any, what: str) -> float:
-    result = _float(value, what, required=True)
+def _required_float(value: Any, where: str, field: str) -> float:
+    result = _float(value, where, field, required=True)
     assert result is not None
     return result
 
 
-def _ms(value: Any, what: str, *, required: bool = False) -> int | None:
+def _ms(value: Any, where: str, field: str, *, required: bool = False) -> int | None:
     """Epoch milliseconds as int (ccxt sometimes gives floats such as 1.7e12)."""
-    number = _float(value, what, required=required)
+    if type(value) is int and value >= 0:
+        return value
+    number = _float(value, where, field, required=required)
     if number is None:
         return None
     if number < 0 or number != int(number):
-        raise NormalizeError(f"{what} {value!r} is not a non-negative whole number of ms")
+        raise NormalizeError(f"{where}: {field} {value!r} is not a non-negative whole number of ms")
     return int(number)
 
 
@@ -61,15 +72,15 @@ def ohlcv_row(row: Any, where: str = "ohlcv row") -> Row:
     """Copy one ccxt OHLCV row ``[ts, o, h, l, c, v]`` (extra columns are ignored)."""
     if not isinstance(row, Sequence) or isinstance(row, str | bytes) or len(row) < 6:
         raise NormalizeError(f"{where}: {row!r} is not a list [ts, open, high, low, close, volume]")
-    ts = _ms(row[0], f"{where}: open time", required=True)
+    ts = _ms(row[0], where, "open time", required=True)
     assert ts is not None
     return (
         ts,
-        _float(row[1], f"{where}: open"),
-        _float(row[2], f"{where}: high"),
-        _float(row[3], f"{where}: low"),
-        _float(row[4], f"{where}: close"),
-        _float(row[5], f"{where}: volume"),
+        _float(row[1], where, "open"),
+        _float(row[2], where, "high"),
+        _float(row[3], where, "low"),
+        _float(row[4], where, "close"),
+        _float(row[5], where, "volume"),
     )
 
 
@@ -77,7 +88,9 @@ def ohlcv_rows(rows: Any, where: str = "ohlcv") -> list[Row]:
     """Copy every row of a ccxt OHLCV list, oldest first as ccxt returns them."""
     if not isinstance(rows, Sequence) or isinstance(rows, str | bytes):
         raise NormalizeError(f"{where}: expected a list of rows, got {type(rows).__name__}")
-    return [ohlcv_row(row, f"{where}[{i}]") for i, row in enumerate(rows)]
+    return [
+        ohlcv_row(row, where if len(rows) == 1 else f"{where}[{i}]") for i, row in enumerate(rows)
+    ]
 
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
@@ -93,21 +106,21 @@ def ticker(exchange: str, symbol: str, data: Any, recv_ns: int) -> Ticker:
     return Ticker(
         exchange=exchange,
         symbol=symbol,
-        ts_ms=_ms(t.get("timestamp"), f"{where}: timestamp"),
+        ts_ms=_ms(t.get("timestamp"), where, "timestamp"),
         recv_ns=recv_ns,
-        bid=_float(t.get("bid"), f"{where}: bid"),
-        bid_size=_float(t.get("bidVolume"), f"{where}: bidVolume"),
-        ask=_float(t.get("ask"), f"{where}: ask"),
-        ask_size=_float(t.get("askVolume"), f"{where}: askVolume"),
-        last=_float(t.get("last"), f"{where}: last"),
-        open=_float(t.get("open"), f"{where}: open"),
-        high=_float(t.get("high"), f"{where}: high"),
-        low=_float(t.get("low"), f"{where}: low"),
-        base_volume=_float(t.get("baseVolume"), f"{where}: baseVolume"),
-        quote_volume=_float(t.get("quoteVolume"), f"{where}: quoteVolume"),
-        change_pct=_float(t.get("percentage"), f"{where}: percentage"),
-        mark=_float(t.get("markPrice"), f"{where}: markPrice"),
-        index=_float(t.get("indexPrice"), f"{where}: indexPrice"),
+        bid=_float(t.get("bid"), where, "bid"),
+        bid_size=_float(t.get("bidVolume"), where, "bidVolume"),
+        ask=_float(t.get("ask"), where, "ask"),
+        ask_size=_float(t.get("askVolume"), where, "askVolume"),
+        last=_float(t.get("last"), where, "last"),
+        open=_float(t.get("open"), where, "open"),
+        high=_float(t.get("high"), where, "high"),
+        low=_float(t.get("low"), where, "low"),
+        base_volume=_float(t.get("baseVolume"), where, "baseVolume"),
+        quote_volume=_float(t.get("quoteVolume"), where, "quoteVolume"),
+        change_pct=_float(t.get("percentage"), where, "percentage"),
+        mark=_float(t.get("markPrice"), where, "markPrice"),
+        index=_float(t.get("indexPrice"), where, "indexPrice"),
     )
 
 
@@ -127,9 +140,9 @@ def trade(data: Any, where: str) -> Trade:
     trade_id = t.get("id")
     return Trade(
         id=None if trade_id is None else str(trade_id),
-        ts_ms=_ms(t.get("timestamp"), f"{where}: timestamp"),
-        price=_required_float(t.get("price"), f"{where}: price"),
-        amount=_required_float(t.get("amount"), f"{where}: amount"),
+        ts_ms=_ms(t.get("timestamp"), where, "timestamp"),
+        price=_required_float(t.get("price"), where, "price"),
+        amount=_required_float(t.get("amount"), where, "amount"),
         side=_side(t.get("side"), where),
     )
 
@@ -162,12 +175,17 @@ def _levels(side: Any, depth: int, where: str) -> tuple[Level, ...]:
         raise NormalizeError(f"{where}: expected a list of [price, amount], got {side!r:.60}")
     levels: list[Level] = []
     for i, level in enumerate(side[:depth]):
+        if type(level) is list and len(level) >= 2:  # ccxt's own levels: the fast path
+            price, amount = level[0], level[1]
+            if type(price) is float and type(amount) is float and _isfinite(price + amount):
+                levels.append((price, amount))
+                continue
         if not isinstance(level, Sequence) or isinstance(level, str | bytes) or len(level) < 2:
             raise NormalizeError(f"{where}[{i}]: {level!r} is not [price, amount]")
         levels.append(
             (
-                _required_float(level[0], f"{where}[{i}] price"),
-                _required_float(level[1], f"{where}[{i}] amount"),
+                _required_float(level[0], f"{where}[{i}]", "price"),
+                _required_float(level[1], f"{where}[{i}]", "amount"),
             )
         )
     return tuple(levels)
@@ -180,7 +198,7 @@ def book(exchange: str, symbol: str, data: Any, depth: int, recv_ns: int) -> Boo
     return Book(
         exchange=exchange,
         symbol=symbol,
-        ts_ms=_ms(b.get("timestamp"), f"{where}: timestamp"),
+        ts_ms=_ms(b.get("timestamp"), where, "timestamp"),
         recv_ns=recv_ns,
         depth=depth,
         bids=_levels(b.get("bids"), depth, f"{where}: bids"),

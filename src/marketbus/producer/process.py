@@ -5,12 +5,20 @@
 Every task it starts is supervised: a task that dies of an unexpected error is
 logged with its traceback and makes `Producer.wait` raise it, so the process
 exits non-zero instead of running on half-dead.
+
+Start-up order: connect Redis, load and validate markets, take the exchanges' leases
+(waiting as hot standby if another producer holds them), choose the run from the
+streams, then write. Losing a lease stops the writer before its next batch and fails
+the producer with FencedError; nothing is flushed or released then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import gc
+import io
 import logging
 import os
 import signal
@@ -20,19 +28,24 @@ from types import TracebackType
 from typing import Any, Final
 
 import ccxt
-import msgspec
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from marketbus.producer import watch
 from marketbus.producer.backoff import Backoff
 from marketbus.producer.feeds import FeedHandler, OhlcvHandler, handler_for
-from marketbus.producer.publisher import FeedCounters, Publisher
+from marketbus.producer.lease import LeaseKeeper
+from marketbus.producer.metrics import MetricsServer, MetricsSource
+from marketbus.producer.normalize import Row
+from marketbus.producer.publisher import Publisher
 from marketbus.producer.sequencing import choose_run, parse_entry_id
-from marketbus.producer.transport import RedisTransport, Transport
+from marketbus.producer.stats import FeedCounters, FeedStats, heartbeat_detail, snapshot
+from marketbus.producer.transport import RedisTransport
 from marketbus.shared.codecs import decode, encode_feed_info
 from marketbus.shared.config import ExchangeConfig, ProducerConfig
 from marketbus.shared.connection import connect
-from marketbus.shared.errors import ContractError, MarketbusError
+from marketbus.shared.errors import ContractError, FencedError, MarketbusError
 from marketbus.shared.names import Feed, catalog_key, status_name
 from marketbus.shared.schema import OHLCV, FeedInfo, MarketMessage, Status, StatusEvent
 
@@ -41,16 +54,12 @@ log = logging.getLogger(__name__)
 CLOCK_S: Final = 0.2
 """How often forming candles are checked for close and held books released."""
 LOAD_MARKETS_ATTEMPTS: Final = 3
+CANCEL_TIMEOUT_S: Final = 2.0
+"""How long a cancelled task may take to finish before stopping goes on without it."""
 
 
-class FeedStats(msgspec.Struct, frozen=True, kw_only=True):
-    """A snapshot of one feed's counters (`Producer.stats`)."""
-
-    published: int
-    last_message_ms: int | None
-    errors: int
-    reconnects: int
-    dropped: int
+BAD_FRAME_LOG_EVERY_S: Final = 60.0
+"""Bad frames are logged with a sample at most this often per exchange (all are counted)."""
 
 
 class _ExchangeRun:
@@ -61,12 +70,16 @@ class _ExchangeRun:
         self.exchange = exchange
         self.feeds: list[Feed] = []
         self.handlers: dict[str, FeedHandler] = {}  # by feed name
+        self.bad_frames = 0
+        self.bad_frame_logged_at: float | None = None
 
 
 class Producer:
     """Streams the configured exchanges into Redis until `stop`.
 
-    ``exchange_ids`` restricts the run to some of the config's exchanges.
+    ``exchange_ids`` restricts the run to some of the config's exchanges. `start`
+    returns once the producer writes; as hot standby (``on_conflict = "standby"``) that
+    is when the other producer's lease expires or is released.
     """
 
     def __init__(self, config: ProducerConfig, exchange_ids: Sequence[str] | None = None) -> None:
@@ -75,15 +88,21 @@ class Producer:
         self._exchange_configs = [config.exchange(i) for i in ids]
         self._ns = config.redis.namespace
         self._runs: list[_ExchangeRun] = []
-        self._transport: Transport | None = None
+        self._transport: RedisTransport | None = None
         self._publisher: Publisher | None = None
+        self._lease: LeaseKeeper | None = None
+        self._metrics: MetricsServer | None = None
         self._counters: dict[str, FeedCounters] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._writer: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
         self._failed = asyncio.Event()
         self._started = False
         self._stopped = False
+        self._catalog_failing = False
+        self.unflushed = 0
+        """Messages a `stop` could not write within ``shutdown_timeout_s`` (lost)."""
 
     # -- public API ----------------------------------------------------------------
 
@@ -101,23 +120,39 @@ class Producer:
 
     @property
     def stats(self) -> dict[str, FeedStats]:
-        """Per feed name: messages published, last publish time, errors, reconnects, drops."""
-        return {
-            name: FeedStats(
-                published=c.published,
-                last_message_ms=c.last_message_ms,
-                errors=c.errors,
-                reconnects=c.reconnects,
-                dropped=c.dropped,
-            )
-            for name, c in self._counters.items()
-        }
+        """Per feed name: state, messages published, last publish time, errors,
+        reconnects, drops."""
+        return {name: snapshot(c) for name, c in self._counters.items()}
+
+    @property
+    def publisher(self) -> Publisher:
+        """The writer (its outbox, sequencer and latency histogram), once started."""
+        if self._publisher is None:
+            raise RuntimeError("the producer is not started")
+        return self._publisher
+
+    @property
+    def holder(self) -> str | None:
+        """This producer's lease holder id (``host/pid/random``), once connected."""
+        return None if self._lease is None else self._lease.holder
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port the Prometheus endpoint listens on (``metrics_port = 0``: any)."""
+        return None if self._metrics is None else self._metrics.port
+
+    @property
+    def failure(self) -> BaseException | None:
+        """What a supervised task died of (FencedError when the lease was lost)."""
+        return self._failure
 
     async def start(self) -> None:
-        """Connect Redis, load and validate markets, backfill candles, start streaming.
+        """Connect Redis, load and validate markets, take the leases (standing by if
+        another producer holds them), backfill candles, start streaming.
 
         Raises RedisUnavailableError, ConfigError (unknown exchange, symbol, kind or
-        timeframe) or MarketbusError (markets cannot be loaded); cleans up on failure.
+        timeframe), FencedError (``on_conflict = "exit"`` and the lease is held) or
+        MarketbusError (markets cannot be loaded); cleans up on failure or cancellation.
         """
         if self._started:
             raise RuntimeError("a Producer can only be started once")
@@ -125,11 +160,13 @@ class Producer:
         try:
             await self._start()
         except BaseException:
+            self._stopped = True
             await self._close_resources()
             raise
 
     async def stop(self) -> None:
-        """Stop watching, flush what is queued, publish ``stopped``, close everything.
+        """Stop watching, flush what is queued, publish ``stopped``, release the leases,
+        close everything. After a lost lease nothing is written or released.
 
         Bounded by ``producer.shutdown_timeout_s``; safe to call more than once.
         """
@@ -139,13 +176,20 @@ class Producer:
         deadline = time.monotonic() + self.config.producer.shutdown_timeout_s
         await self._cancel(self._tasks)
         publisher = self._publisher
-        if publisher is not None and self._writer is not None and not self._writer.done():
+        if (
+            publisher is not None
+            and self._writer is not None
+            and not self._writer.done()
+            and not self.fenced
+        ):
             for run in self._runs:
                 self._status(run.config.id, "stopped", None, "producer stopping")
             if not await publisher.flush(max(0.0, deadline - time.monotonic())):
+                self.unflushed = len(publisher.outbox)
                 log.error(
-                    "shutdown: %d message(s) not written within shutdown_timeout_s=%g",
-                    len(publisher.outbox),
+                    "shutdown: %d message(s) not written within shutdown_timeout_s=%g; "
+                    "they are lost",
+                    self.unflushed,
                     self.config.producer.shutdown_timeout_s,
                 )
         await self._close_resources(deadline)
@@ -153,6 +197,11 @@ class Producer:
             exc = self._writer.exception()
             if exc is not None and self._failure is None:
                 self._failure = exc
+
+    @property
+    def fenced(self) -> bool:
+        """Whether another producer took over (lease lost or stream IDs refused)."""
+        return isinstance(self._failure, FencedError)
 
     async def wait(self) -> None:
         """Return when the producer failed, raising the error a supervised task died of."""
@@ -176,21 +225,37 @@ class Producer:
 
     async def _start(self) -> None:
         settings = self.config.producer
-        redis = await connect(self.config.redis)
+        # No retries hidden in redis-py: the writer retries itself and must know when a
+        # pipeline may have been applied twice.
+        redis = await connect(self.config.redis, retry=Retry(NoBackoff(), 0))
         self._transport = transport = RedisTransport(redis)
         for cfg in self._exchange_configs:
-            self._runs.append(_ExchangeRun(cfg, watch.create_exchange(cfg)))
+            exchange = watch.create_exchange(cfg)
+            run = _ExchangeRun(cfg, exchange)
+            watch.guard_frames(exchange, functools.partial(self._bad_frame, run))
+            self._runs.append(run)
         await asyncio.gather(*(self._prepare(run) for run in self._runs))
-
         for feed in self.feeds:
             self._counter(feed.name)  # every feed shows in stats from the start
+
+        self._lease = lease = LeaseKeeper(
+            transport,
+            self._ns,
+            [run.config.id for run in self._runs],
+            ttl_s=settings.lease_ttl_s,
+            on_conflict=settings.on_conflict,
+        )
+        await lease.acquire()
+        self._keeper = self._spawn(lease.keep(), "lease", track=False)
+
         streams = [f.name for f in self.feeds] + [
             status_name(self._ns, r.config.id) for r in self._runs
         ]
-        last = await asyncio.gather(*(transport.last_entry(s) for s in streams))
+        last = await transport.last_entries(streams)
         last_ids = [parse_entry_id(entry[0]) if entry else None for entry in last]
         run_id = choose_run(time.time_ns() // 1_000_000, last_ids)
         last_by_stream = dict(zip(streams, last, strict=True))
+        await lease.set_run(run_id)
 
         self._publisher = Publisher(
             transport,
@@ -202,16 +267,25 @@ class Producer:
             queue_max_messages=settings.queue_max_messages,
             backoff=Backoff(settings.backoff_initial_s, settings.backoff_max_s),
             counters=self._counter,
+            lease=lease,
         )
         self._writer = self._spawn(self._publisher.run(), "writer", track=False)
-        log.info("producer run %d: %d feed(s)", run_id, len(self.feeds))
+        log.info("producer run %d: %d feed(s), lease holder %s", run_id, len(self.feeds),
+                 lease.holder)  # fmt: skip
         for run in self._runs:
-            self._status(run.config.id, "started", None, f"run {run_id}, {len(run.feeds)} feeds")
+            detail = f"run {run_id}, {len(run.feeds)} feeds, lease holder {lease.holder}"
+            previous = lease.previous.get(run.config.id)
+            if previous is not None:
+                detail += f"; took over from {previous} (its lease expired or was released)"
+            self._status(run.config.id, "started", None, detail)
+        if settings.metrics_port is not None:
+            self._metrics = MetricsServer(settings.metrics_port, self._metrics_source())
+            log.info("Prometheus metrics on port %d (/metrics)", self._metrics.port)
         await self._write_catalog()
         await asyncio.gather(*(self._backfill(run, last_by_stream) for run in self._runs))
         for run in self._runs:
             by_feed = run.handlers
-            for sub in watch.subscriptions(run.exchange, run.feeds):
+            for sub in watch.subscriptions(run.exchange, run.feeds, run.config.batch_watch):
                 loop = watch.WatchLoop(
                     run.exchange,
                     sub,
@@ -219,7 +293,7 @@ class Producer:
                     settings,
                     submit=self._submit,
                     status=self._status,
-                    observe=self._observe,
+                    counters=self._counters,
                     max_fill_candles=self.config.streams.ohlcv,
                 )
                 self._spawn(loop.run(), f"watch {sub.label}")
@@ -242,14 +316,19 @@ class Producer:
     async def _backfill(
         self, run: _ExchangeRun, last: dict[str, tuple[bytes, bytes | None] | None]
     ) -> None:
-        """Fill each candle stream from its last closed candle up to now, over REST."""
+        """Fill each candle stream from its last closed candle up to now, over REST.
+
+        The stream's last candle seeds the tracker too, so a candle that closed between
+        the previous run and this one's first live row shows as a hole and is fetched.
+        """
         if not run.exchange.has.get("fetchOHLCV"):
             return
         cap = self.config.streams.ohlcv
         for name, handler in run.handlers.items():
             if not isinstance(handler, OhlcvHandler):
                 continue
-            after_ms = _last_candle_ms(last.get(name))
+            newest = _last_candle(last.get(name))
+            after_ms = None if newest is None else newest[0]
             now_ms = time.time_ns() // 1_000_000
             try:
                 rows = await watch.fetch_closed_candles(
@@ -258,8 +337,8 @@ class Producer:
             except (ccxt.BaseError, ContractError) as exc:
                 log.error("%s: candle backfill failed, history may have a hole: %s", name, exc)
                 self._counter(name).errors += 1
-                continue
-            handler.tracker.seed_closed(rows)
+                rows = []
+            handler.tracker.seed_closed(rows if newest is None else [newest, *rows])
             recv_ns = time.time_ns()
             for row in rows:
                 ts, o, h, low, c, v = row
@@ -291,13 +370,24 @@ class Producer:
         )  # fmt: skip
         self._submit(status_name(self._ns, exchange), message)
 
-    def _observe(self, feeds: Sequence[Feed], what: str) -> None:
-        for feed in feeds:
-            counters = self._counter(feed.name)
-            if what == "reconnect":
-                counters.reconnects += 1
-            else:
-                counters.errors += 1
+    def _bad_frame(self, run: _ExchangeRun, url: str, frame: str, exc: BaseException) -> None:
+        """ccxt could not handle a frame (the socket is failed and resubscribed): counted
+        on the exchange's status feed; logged and published with a sample of the frame at
+        most every `BAD_FRAME_LOG_EVERY_S` per exchange."""
+        exchange = run.config.id
+        run.bad_frames += 1
+        self._counter(status_name(self._ns, exchange)).errors += 1
+        now = time.monotonic()
+        logged = run.bad_frame_logged_at
+        if logged is None or now - logged >= BAD_FRAME_LOG_EVERY_S:
+            run.bad_frame_logged_at = now
+            what = f"ccxt could not handle a frame on {url} ({type(exc).__name__}: {exc})"
+            log.error(
+                "%s: %s; reconnecting that socket. Frame: %s (%d bad frame(s) so far; "
+                "logged at most every %gs)",
+                exchange, what, frame, run.bad_frames, BAD_FRAME_LOG_EVERY_S,
+            )  # fmt: skip
+            self._status(exchange, "error", None, f"{what}; frame: {frame}")
 
     async def _clock(self) -> None:
         handlers = [h for run in self._runs for h in run.handlers.values()]
@@ -310,19 +400,26 @@ class Producer:
                     self._submit(handler.feed.name, message)
 
     async def _heartbeat(self) -> None:
+        """Every ``heartbeat_s``: a heartbeat per exchange with every feed's stats (JSON
+        `Heartbeat` in ``detail``), and the catalog written again."""
         while True:
             await asyncio.sleep(self.config.producer.heartbeat_s)
             assert self._publisher is not None
             queued = len(self._publisher.outbox)
+            now_ms = time.time_ns() // 1_000_000
             for run in self._runs:
-                self._status(
-                    run.config.id, "heartbeat", None, f"{len(run.feeds)} feeds, {queued} queued"
-                )
+                detail = heartbeat_detail(
+                    self._counters, prefix=f"{self._ns}:{run.config.id}:", queued=queued,
+                    now_ms=now_ms, lease=self.holder,
+                )  # fmt: skip
+                self._status(run.config.id, "heartbeat", None, detail)
             await self._write_catalog()
 
     async def _write_catalog(self) -> None:
         """HSET every feed's FeedInfo into ``{ns}:feeds`` (at start and each heartbeat)."""
         assert self._transport is not None and self._publisher is not None
+        if self._lease is not None and not self._lease.valid():
+            return  # not ours to write while the lease is unconfirmed
         now_ms = time.time_ns() // 1_000_000
         fields = {
             feed.name: encode_feed_info(
@@ -337,7 +434,19 @@ class Producer:
         try:
             await self._transport.set_fields(catalog_key(self._ns), fields)
         except (RedisError, OSError) as exc:
-            log.warning("catalog update failed (will retry with the next heartbeat): %s", exc)
+            if not self._catalog_failing:
+                self._catalog_failing = True
+                log.warning("catalog update failed (retried every heartbeat): %s", exc)
+        else:
+            self._catalog_failing = False
+
+    def _metrics_source(self) -> MetricsSource:
+        return MetricsSource(
+            feeds=lambda: self._counters,
+            queue_depth=lambda: 0 if self._publisher is None else len(self._publisher.outbox),
+            latency=lambda: None if self._publisher is None else self._publisher.latency,
+            lease_held=lambda: self._lease is not None and self._lease.valid(),
+        )
 
     # -- supervision and cleanup ----------------------------------------------------
 
@@ -362,14 +471,24 @@ class Producer:
             log.error("%s died of an unexpected error", task.get_name(), exc_info=exc)
         if self._failure is None:
             self._failure = exc
+        if isinstance(exc, FencedError) and self._writer is not None:
+            self._writer.cancel()  # not one more batch once another producer owns the feeds
         self._failed.set()
 
     @staticmethod
-    async def _cancel(tasks: set[asyncio.Task[None]]) -> None:
+    async def _cancel(tasks: set[asyncio.Task[None]], timeout_s: float = CANCEL_TIMEOUT_S) -> None:
+        """Cancel *tasks* and wait for them, at most *timeout_s* (a task that ignores its
+        cancellation is logged, not waited for: stopping stays bounded)."""
         for task in tasks:
             task.cancel()
         # Results (failures) were already taken by _supervise.
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            for task in pending:
+                where = io.StringIO()
+                task.print_stack(limit=8, file=where)
+                log.error("%s did not stop within %gs of being cancelled; left behind at:\n%s",
+                          task.get_name(), timeout_s, where.getvalue())  # fmt: skip
         tasks.clear()
 
     async def _close_resources(self, deadline: float | None = None) -> None:
@@ -378,6 +497,17 @@ class Producer:
         await self._cancel(self._tasks)
         if self._writer is not None:
             await self._cancel({self._writer})
+        if self._keeper is not None:
+            await self._cancel({self._keeper})
+        if self._metrics is not None:
+            await asyncio.to_thread(self._metrics.close)
+            self._metrics = None
+        if self._lease is not None and not self.fenced:
+            try:
+                async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                    await self._lease.release()
+            except TimeoutError:
+                log.warning("releasing the lease timed out; it expires by itself")
         for run in self._runs:
             try:
                 async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
@@ -389,8 +519,8 @@ class Producer:
                 await self._transport.close()
 
 
-def _last_candle_ms(entry: tuple[bytes, bytes | None] | None) -> int | None:
-    """Open time of the candle in a stream's last entry, None if none or unreadable."""
+def _last_candle(entry: tuple[bytes, bytes | None] | None) -> Row | None:
+    """The candle in a stream's last entry as a row, None if none or unreadable."""
     if entry is None or entry[1] is None:
         return None
     try:
@@ -398,14 +528,20 @@ def _last_candle_ms(entry: tuple[bytes, bytes | None] | None) -> int | None:
     except ContractError as exc:
         log.warning("last stream entry does not decode, backfilling from scratch: %s", exc)
         return None
-    return message.ts_ms if isinstance(message, OHLCV) else None
+    if not isinstance(message, OHLCV) or message.ts_ms is None:
+        return None
+    m = message
+    return (m.ts_ms, m.open, m.high, m.low, m.close, m.volume)  # type: ignore[return-value]
 
 
 async def run(config: ProducerConfig, exchange_ids: Sequence[str] | None = None) -> int:
-    """Run a producer until SIGINT/SIGTERM; flush and return 0, or 1 if it failed.
+    """Run a producer until SIGINT/SIGTERM; flush and return 0, or 1 if it failed or
+    could not write everything within ``shutdown_timeout_s``.
 
-    A second signal exits the process at once (exit code 130). Startup errors
-    (ConfigError, RedisUnavailableError, MarketbusError) and FencedError propagate.
+    A signal while standing by or starting stops at once (0). A second signal exits
+    the process at once (exit code 130). Startup errors (ConfigError,
+    RedisUnavailableError, MarketbusError) and FencedError (lease held in exit mode,
+    or lost) propagate.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -424,23 +560,32 @@ async def run(config: ProducerConfig, exchange_ids: Sequence[str] | None = None)
     for signum in handled:
         loop.add_signal_handler(signum, on_signal, signum)
     producer = Producer(config, exchange_ids)
+    stopper = asyncio.ensure_future(stop.wait())
+    waiters: list[asyncio.Future[Any]] = [stopper]
     try:
-        await producer.start()
-        stopper = asyncio.ensure_future(stop.wait())
+        starting = asyncio.ensure_future(producer.start())
+        waiters.append(starting)
+        await asyncio.wait({stopper, starting}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            log.info("stopping before the producer started (it was standing by or starting)")
+            return 0
+        starting.result()
+        # What start-up built (markets, ccxt's tables) stays for good: out of the cyclic
+        # collector, full collections stop walking it (~170 ms -> ~40 ms at 800 feeds).
+        gc.freeze()
         failure = asyncio.ensure_future(producer.wait())
-        try:
-            await asyncio.wait({stopper, failure}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-            failure.cancel()
-            await asyncio.gather(stopper, failure, return_exceptions=True)
+        waiters.append(failure)
+        await asyncio.wait({stopper, failure}, return_when=asyncio.FIRST_COMPLETED)
         await producer.stop()
-        if producer._failure is not None:
-            if isinstance(producer._failure, MarketbusError):
-                raise producer._failure
+        if producer.failure is not None:
+            if isinstance(producer.failure, MarketbusError):
+                raise producer.failure
             return 1
-        return 0
+        return 1 if producer.unflushed else 0
     finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
         await producer.stop()
         for signum in handled:
             loop.remove_signal_handler(signum)

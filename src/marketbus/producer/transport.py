@@ -1,20 +1,43 @@
-"""The Redis boundary of the producer: every command it sends goes through `Transport`.
+"""The Redis boundary of the producer: every command it sends goes through here.
 
-`RedisTransport` is the redis-py implementation. A faster one (a raw asyncio RESP
-protocol with hiredis) can replace it by implementing the same `Transport` protocol;
-nothing else in the producer talks to Redis.
+`Transport` is what the writer needs; `RedisTransport` is its redis-py implementation
+and also the `LeaseStore` of `marketbus.producer.lease` (SET NX PX, and two small Lua
+scripts for compare-and-renew and compare-and-delete). A faster writer (a raw asyncio
+RESP protocol with hiredis) can replace `Transport.write`; nothing else in the producer
+talks to Redis.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from marketbus.producer.lease import Renewal
+
 STREAM_FIELD = b"d"
+
+RENEW_LEASE: Final = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] or current == ARGV[2] or not current then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  if current then return 1 end
+  return 2
+end
+return current
+"""
+"""Compare-and-renew: ours (the value we last set, or the new one when a renew's reply
+was lost) or gone -> set the new value with a fresh TTL and answer 1 (renewed) or 2
+(taken back); someone else's -> their value."""
+
+RELEASE_LEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+"""Compare-and-delete: 1 if the lease was ours and is gone, 0 otherwise."""
 
 
 class Outgoing(msgspec.Struct, frozen=True):
@@ -56,6 +79,9 @@ class RedisTransport:
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
+        # redis-py loads a script again when Redis answers NOSCRIPT (restart, SCRIPT FLUSH).
+        self._renew = redis.register_script(RENEW_LEASE)
+        self._release = redis.register_script(RELEASE_LEASE)
 
     async def write(self, batch: Sequence[Outgoing]) -> list[ResponseError | None]:
         pipe = self.redis.pipeline(transaction=False)
@@ -92,10 +118,51 @@ class RedisTransport:
         payload = (fields or {}).get(STREAM_FIELD)
         return _as_bytes(entry_id), None if payload is None else _as_bytes(payload)
 
+    async def last_entries(
+        self, streams: Sequence[str], chunk: int = 1000
+    ) -> list[tuple[bytes, bytes | None] | None]:
+        """`last_entry` of every stream, pipelined (a producer starts with hundreds)."""
+        found: list[tuple[bytes, bytes | None] | None] = []
+        for start in range(0, len(streams), chunk):
+            pipe = self.redis.pipeline(transaction=False)
+            for stream in streams[start : start + chunk]:
+                pipe.xrevrange(stream, "+", "-", count=1)
+            for entries in await pipe.execute():
+                if not entries:
+                    found.append(None)
+                    continue
+                entry_id, fields = entries[0]
+                payload = (fields or {}).get(STREAM_FIELD)
+                found.append((_as_bytes(entry_id), None if payload is None else _as_bytes(payload)))
+        return found
+
     async def set_fields(self, key: str, fields: Mapping[str, bytes]) -> None:
         if fields:
             mapping: dict[str | bytes, bytes] = {k: v for k, v in fields.items()}
             await self.redis.hset(key, mapping=mapping)  # type: ignore[arg-type]
+
+    async def lease_acquire(self, key: str, value: bytes, ttl_ms: int) -> bytes | None:
+        for _ in range(3):
+            if await self.redis.set(key, value, nx=True, px=ttl_ms):
+                return None
+            holder = await self.redis.get(key)
+            if holder is not None:
+                return _as_bytes(holder)
+            # It expired between SET and GET: try again.
+        return b"?"
+
+    async def lease_renew(
+        self, key: str, expected: bytes, value: bytes, ttl_ms: int
+    ) -> Renewal | bytes:
+        reply = await self._renew(keys=[key], args=[expected, value, ttl_ms])
+        if reply == 1:
+            return "renewed"
+        if reply == 2:
+            return "reacquired"
+        return _as_bytes(reply)
+
+    async def lease_release(self, key: str, value: bytes) -> bool:
+        return bool(await self._release(keys=[key], args=[value]))
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -3,9 +3,19 @@ subscription (one ``watch_*`` call pattern covering one or many feeds).
 
 This is the only module that calls ccxt. Each loop catches exactly what ccxt raises at
 the boundary (`ccxt.NetworkError`, `ccxt.ExchangeError`, ccxt's other errors) and its
-own staleness deadline, reports a status event once per state change, backs off with
-jitter and calls again; ccxt re-subscribes the topic on the next call. One loop's
-failure never stops another's.
+own staleness deadline, reports a status event once per state change (not once per
+retry), backs off with jitter and calls again; ccxt re-subscribes the topic on the next
+call. One loop's failure never stops another's.
+
+Two ccxt 4.5.90 behaviours are handled here (see /work/shared/CCXT_NOTES.md):
+
+- a frame that makes ccxt's message handler raise (bad JSON, a payload it cannot
+  parse) kills that socket's receive loop while the socket stays open: every watch on
+  it would wait forever. `guard_frames` catches it at that boundary, logs a sample of
+  the frame, and fails the socket (`BadFrameError`) so every loop on it resubscribes;
+- a silent socket (connected, nothing arriving) is failed with `StaleConnectionError`
+  after ``stale_after_s``; closing a ccxt client *cancels* the futures of the other
+  loops on it, so a loop treats a cancellation it did not ask for as a disconnect.
 """
 
 from __future__ import annotations
@@ -15,8 +25,9 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import ccxt
 import ccxt.pro
@@ -24,6 +35,7 @@ import ccxt.pro
 from marketbus.producer.backoff import Backoff
 from marketbus.producer.feeds import FeedHandler, OhlcvHandler
 from marketbus.producer.normalize import Row, ohlcv_rows
+from marketbus.producer.stats import FeedCounters, FeedState
 from marketbus.shared.config import ExchangeConfig, ProducerSettings
 from marketbus.shared.errors import ConfigError, MarketbusError, NormalizeError
 from marketbus.shared.names import Feed
@@ -38,13 +50,40 @@ StatusSink = Callable[[str, StatusEvent, str | None, str], None]
 """``(exchange, event, feed name or None, detail)``."""
 MessageSink = Callable[[str, MarketMessage], None]
 """``(feed name, message)``."""
-Observer = Callable[[Sequence[Feed], Literal["error", "reconnect"]], None]
+BadFrameSink = Callable[[str, str, BaseException], None]
+"""``(socket url, sample of the frame, what ccxt raised)``."""
 
 SINGLE = {"ticker": "watchTicker", "trades": "watchTrades", "book": "watchOrderBook"}
 BATCH = {"ticker": "watchTickers", "trades": "watchTradesForSymbols",
          "book": "watchOrderBookForSymbols"}  # fmt: skip
 OHLCV_SINGLE = "watchOHLCV"
 OHLCV_BATCH = "watchOHLCVForSymbols"
+SAMPLE_CHARS = 200
+"""How much of a bad frame or record is logged."""
+STALE_ESCALATE = 3
+"""Staleness deadlines in a row after which a quiet feed's live socket is failed too."""
+
+_WATCH_URLS: ContextVar[set[str] | None] = ContextVar("marketbus_watch_urls", default=None)
+"""The socket URLs the running watch loop's calls use (set per loop task)."""
+
+
+class StaleConnectionError(ccxt.NetworkError):  # type: ignore[misc]
+    """We failed a socket that delivered nothing for ``stale_after_s``."""
+
+
+class BadFrameError(ccxt.NetworkError):  # type: ignore[misc]
+    """ccxt's handler raised on a frame; we failed the socket to resubscribe cleanly."""
+
+
+def sample(data: object) -> str:
+    """The start of *data* as text, for logs: at most `SAMPLE_CHARS` characters."""
+    if isinstance(data, bytes):
+        text = data[: SAMPLE_CHARS * 4].decode("utf-8", "backslashreplace")
+    elif isinstance(data, str):
+        text = data
+    else:
+        text = repr(data)
+    return text if len(text) <= SAMPLE_CHARS else text[:SAMPLE_CHARS] + "..."
 
 
 def create_exchange(config: ExchangeConfig) -> Exchange:
@@ -56,6 +95,46 @@ def create_exchange(config: ExchangeConfig) -> Exchange:
             "(see ccxt.pro.exchanges for the ids)"
         )
     return cls(dict(config.ccxt))
+
+
+def guard_frames(exchange: Exchange, on_bad_frame: BadFrameSink) -> None:
+    """Make every websocket client *exchange* creates survive a frame ccxt cannot handle.
+
+    ccxt calls ``client.handle_message(frame)`` from a callback; if it raises, the
+    receive loop is gone and the socket stays open, silent. The guard catches it there
+    (the one place a catch-all is right: anything ccxt raises on wire data), reports
+    ``(url, sample, error)``, and fails the client with `BadFrameError`: the pending
+    watches fail, ccxt drops the client, and the loops dial and resubscribe.
+    """
+    make_client = exchange.client
+
+    def client(url: str) -> Any:
+        urls = _WATCH_URLS.get()
+        if urls is not None:
+            urls.add(url)  # which sockets the current watch loop's subscription is on
+        ws = make_client(url)
+        if not getattr(ws, "_marketbus_guarded", False):
+            _guard_client(ws, on_bad_frame)
+        return ws
+
+    exchange.client = client
+
+
+def _guard_client(ws: Any, on_bad_frame: BadFrameSink) -> None:
+    handle = ws.handle_message
+
+    def guarded(message: Any) -> None:
+        if isinstance(ws.error, BadFrameError):
+            return  # already failed: drain what is left without handling it
+        try:
+            handle(message)
+        except Exception as exc:  # ccxt's handler on wire data: see the docstring above
+            frame = sample(getattr(message, "data", message))
+            on_bad_frame(ws.url, frame, exc)
+            ws.on_error(BadFrameError(f"{type(exc).__name__}: {exc} in frame {frame}"))
+
+    ws.handle_message = guarded
+    ws._marketbus_guarded = True
 
 
 def _method_for(kind: str, batch: bool) -> str:
@@ -151,35 +230,41 @@ class Subscription:
         return [(book["symbol"], book)]
 
 
-BATCHED_KINDS: frozenset[str] = frozenset({"ohlcv", "ticker"})
-"""Kinds watched with ccxt's multi-symbol form when ``has`` offers it.
+def subscriptions(exchange: Exchange, feeds: Sequence[Feed], batch: bool) -> list[Subscription]:
+    """One single-symbol subscription per feed; with *batch* (``batch_watch``), one
+    multi-symbol subscription per kind where ``exchange.has`` offers it.
 
-Trades and books stay single-symbol: ccxt's ``watch*ForSymbols`` resolves each call with
-one symbol's data, and with frames arriving in a fixed order (okx, checked with ccxt
-4.5.90) the later symbol was starved (4 of 60 results). Single-symbol calls share the
-same socket anyway; each symbol then has its own future and none waits on another.
-"""
-
-
-def subscriptions(exchange: Exchange, feeds: Sequence[Feed]) -> list[Subscription]:
-    """Group feeds by kind into batch subscriptions where ``exchange.has`` offers them
-    (for `BATCHED_KINDS`), single-symbol subscriptions otherwise."""
+    Single-symbol calls are the default because ccxt 4.5.90's multi-symbol calls starve
+    symbols: each call races one future per symbol, the first symbol of a read always
+    wins, and a symbol whose future is not pending when its frame arrives is never
+    returned (ETH/USDT got one candle and no ticker in 6 s while BTC/USDT flowed).
+    Single-symbol calls share the same socket per URL; each has its own future.
+    """
     by_kind: dict[str, list[Feed]] = defaultdict(list)
     for feed in feeds:
         by_kind[feed.kind].append(feed)
     subs: list[Subscription] = []
     for kind, group in by_kind.items():
         exchange_id = group[0].exchange
-        batchable = kind.split(".")[0] in BATCHED_KINDS
-        if batchable and len(group) > 1 and exchange.has.get(_method_for(kind, batch=True)):
+        if batch and len(group) > 1 and exchange.has.get(_method_for(kind, batch=True)):
             subs.append(Subscription(exchange_id, kind, tuple(group), batch=True))
         else:
             subs.extend(Subscription(exchange_id, kind, (f,), batch=False) for f in group)
     return subs
 
 
+_STATE_OF: dict[str, FeedState] = {"stale": "stale", "disconnected": "disconnected",
+                                   "error": "error", "connected": "connected"}  # fmt: skip
+
+
 class WatchLoop:
-    """Runs one subscription forever: watch, normalize, submit; recover from failures."""
+    """Runs one subscription forever: watch, normalize, submit; recover from failures.
+
+    ``counters`` (by feed name) get this loop's state, errors and reconnects. A failure
+    is logged and published once per outage and kind (a loop alternating between
+    ``error`` and ``stale`` while a subscription is refused reports each once), and the
+    recovery once, with how long it took.
+    """
 
     def __init__(
         self,
@@ -190,8 +275,9 @@ class WatchLoop:
         *,
         submit: MessageSink,
         status: StatusSink,
-        observe: Observer,
+        counters: Mapping[str, FeedCounters],
         max_fill_candles: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.exchange = exchange
         self.sub = subscription
@@ -199,115 +285,198 @@ class WatchLoop:
         self.settings = settings
         self._submit = submit
         self._status = status
-        self._observe = observe
+        self._counters = [counters[f.name] for f in subscription.feeds]
+        self._clock = clock
         self.state: StatusEvent | None = None
         self.backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
         self._bad_data: set[str] = set()
+        self._reported: set[str] = set()
+        self._failing_since: float | None = None
+        self._retries = 0
+        self._quiet = 0
+        self._urls: set[str] = set()
         self.max_fill_candles = max_fill_candles
 
     def _transition(self, event: StatusEvent, detail: str) -> None:
-        """Report a state change once (not once per retry)."""
-        if event == self.state:
-            return
-        self.state = event
+        """Enter *event*: log and publish it once per outage and kind, or the recovery."""
+        for counters in self._counters:
+            counters.state = _STATE_OF.get(event, counters.state)
         feed = self.sub.feeds[0].name if len(self.sub.feeds) == 1 else None
-        text = detail if feed else f"{self.sub.label}: {detail}"
         if event == "connected":
-            log.info("%s: receiving data", self.sub.label)
+            if self.state == "connected":
+                return
+            if self._failing_since is None:
+                log.info("%s: receiving data", self.sub.label)
+            else:
+                took = self._clock() - self._failing_since
+                detail = f"receiving data again after {took:.1f}s ({self._retries} retries)"
+                log.warning("%s: %s", self.sub.label, detail)
+            self.state = event
+            self._failing_since = None
+            self._retries = 0
+            self._reported.clear()
         else:
+            self.state = event
+            if self._failing_since is None:
+                self._failing_since = self._clock()
+            self._retries += 1
+            if event in self._reported:
+                return
+            self._reported.add(event)
             log.warning("%s: %s: %s", self.sub.label, event, detail)
+        text = detail if feed else f"{self.sub.label}: {detail}"
         self._status(self.sub.exchange_id, event, feed, text)
+
+    def _failed(self, event: StatusEvent, detail: str, *, error: bool, down: bool = True) -> float:
+        """Count a failed attempt, report it, and return the backoff delay. *down*: the
+        socket failed, so candles stop closing by the clock until data flows again."""
+        for counters in self._counters:
+            counters.reconnects += 1
+            if error:
+                counters.errors += 1
+        if down:
+            for handler in self.handlers.values():
+                if isinstance(handler, OhlcvHandler):
+                    handler.live = False
+        self._transition(event, detail)
+        return self.backoff.failure()
 
     async def run(self) -> None:
         stale_s = self.settings.stale_after_s
+        _WATCH_URLS.set(self._urls)  # this task's context: guard_frames records our sockets
         while True:
             try:
                 async with asyncio.timeout(stale_s):
                     results = await self.sub.watch(self.exchange)
             except TimeoutError:
-                self._observe(self.sub.feeds, "reconnect")
                 await self._stale(stale_s)
                 continue
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # we are being stopped
+                # ccxt cancelled the future we awaited: its client was closed under us.
+                delay = self._failed("disconnected", "socket closed (ccxt cancelled the watch)",
+                                     error=False)  # fmt: skip
+            except StaleConnectionError as exc:
+                delay = self._failed("stale", str(exc), error=False)
+            except BadFrameError as exc:
+                delay = self._failed("error", f"bad frame from the exchange: {exc}", error=True)
             except ccxt.NetworkError as exc:
-                self._observe(self.sub.feeds, "reconnect")
-                self._transition("disconnected", f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(self.backoff.failure())
-                continue
+                delay = self._failed("disconnected", f"{type(exc).__name__}: {exc}", error=False)
             except ccxt.BaseError as exc:  # ExchangeError and ccxt's other refusals
-                self._observe(self.sub.feeds, "error")
-                self._transition("error", f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(self.backoff.failure())
+                delay = self._failed("error", f"{type(exc).__name__}: {exc}", error=True)
+            else:
+                recv_ns = time.time_ns()
+                self._quiet = 0
+                self.backoff.success(self._clock())
+                self._transition("connected", "receiving data")
+                await self._deliver(results, recv_ns)
                 continue
-            recv_ns = time.time_ns()
-            self.backoff.success(time.monotonic())
-            self._transition("connected", "receiving data")
-            self._handle(results, recv_ns)
-            await self._fill_holes()
+            await asyncio.sleep(delay)
 
-    def _handle(self, results: list[tuple[str, Any]], recv_ns: int) -> None:
+    async def _deliver(self, results: list[tuple[str, Any]], recv_ns: int) -> None:
+        """Normalize each symbol's data and submit its messages, in order."""
         now_ms = recv_ns // 1_000_000
         for symbol, data in results:
             handler = self.handlers.get(symbol)
             if handler is None:
                 continue  # a batch call may report a symbol we did not ask for
+            name = handler.feed.name
             try:
-                messages = handler.on_data(data, now_ms, recv_ns)
+                if isinstance(handler, OhlcvHandler):
+                    rows = handler.rows(data)  # copied before any await: ccxt mutates them
+                    missed = handler.tracker.missing(rows, refetch_forming=not handler.live)
+                    if missed:
+                        # Closed candles over REST are final: they win over ccxt's rows.
+                        fetched = {r[0]: r for r in await self._fetch_missed(handler, missed)}
+                        rows = [r for r in rows if r[0] not in fetched] + list(fetched.values())
+                    messages = handler.apply(rows, now_ms, recv_ns)
+                    handler.take_holes()  # what is still missing was reported by the fetch
+                    handler.live = True
+                else:
+                    messages = handler.on_data(data, now_ms, recv_ns)
             except NormalizeError as exc:
-                self._observe((handler.feed,), "error")
-                if handler.feed.name not in self._bad_data:
-                    self._bad_data.add(handler.feed.name)
-                    log.error("%s: skipping malformed data: %s", handler.feed.name, exc)
-                    self._status(self.sub.exchange_id, "error", handler.feed.name, str(exc))
+                self._counters_of(name).errors += 1
+                if name not in self._bad_data:
+                    self._bad_data.add(name)
+                    log.error("%s: skipping malformed data: %s; data: %s", name, exc, sample(data))
+                    self._status(self.sub.exchange_id, "error", name, f"malformed data: {exc}")
                 continue
-            self._bad_data.discard(handler.feed.name)
+            self._bad_data.discard(name)
             for message in messages:
-                self._submit(handler.feed.name, message)
+                self._submit(name, message)
 
-    async def _fill_holes(self) -> None:
-        """Fetch candles the socket skipped (reconnect, startup race) over REST."""
-        for handler in self.handlers.values():
-            if not isinstance(handler, OhlcvHandler):
+    def _counters_of(self, feed_name: str) -> FeedCounters:
+        for feed, counters in zip(self.sub.feeds, self._counters, strict=True):
+            if feed.name == feed_name:
+                return counters
+        raise KeyError(feed_name)
+
+    async def _fetch_missed(
+        self, handler: OhlcvHandler, missed: list[tuple[int, int]]
+    ) -> list[Row]:
+        """Closed candles the socket skipped (a reconnect, the start-up race), over REST,
+        fetched before the socket's rows are applied so the stream stays in order."""
+        period = handler.tracker.period_ms
+        name = handler.feed.name
+        fetched: list[Row] = []
+        for start, end in missed:
+            try:
+                rows = await fetch_closed_candles(
+                    self.exchange, handler.feed, start - period, end, self.max_fill_candles
+                )
+            except (ccxt.BaseError, NormalizeError) as exc:
+                self._counters_of(name).errors += 1
+                detail = f"candles {start}..{end - period} missed and not fetched: {exc}"
+                log.error("%s: %s", name, detail)
+                self._status(self.sub.exchange_id, "error", name, detail)
                 continue
-            for start, end in handler.take_holes():
-                period = handler.tracker.period_ms
-                try:
-                    rows = await fetch_closed_candles(
-                        self.exchange, handler.feed, start - period, end, self.max_fill_candles
-                    )
-                except (ccxt.BaseError, NormalizeError) as exc:
-                    self._observe((handler.feed,), "error")
-                    detail = f"candles {start}..{end - period} missed and not fetched: {exc}"
-                    log.error("%s: %s", handler.feed.name, detail)
-                    self._status(self.sub.exchange_id, "error", handler.feed.name, detail)
-                    continue
-                for message in handler.tracker.fill(rows, time.time_ns()):
-                    self._submit(handler.feed.name, message)
+            got = [r for r in rows if start <= r[0] < end]
+            expected = (end - start) // period
+            log.info("%s: candles %d..%d missed by the socket: %d of %d fetched over REST",
+                     name, start, end - period, len(got), expected)  # fmt: skip
+            if len(got) < expected:
+                self._counters_of(name).errors += 1
+                detail = (f"candles {start}..{end - period}: the socket skipped {expected}, "
+                          f"REST had {len(got)}: the stream has a hole")  # fmt: skip
+                log.error("%s: %s", name, detail)
+                self._status(self.sub.exchange_id, "error", name, detail)
+            fetched.extend(got)
+        return fetched
 
     async def _stale(self, stale_s: float) -> None:
-        """No data for *stale_s*: reconnect sockets that went silent, else keep waiting.
+        """No data for *stale_s*: fail sockets that went silent, else keep waiting.
 
-        ccxt has no staleness timeout, and a handler exception kills its receive loop
-        while the socket stays open; both look like a silent client, which we close so
-        the next watch call dials again. A live socket with a quiet feed (an illiquid
-        symbol) is reported ``stale`` but not torn down.
+        ccxt has no staleness timeout, so a stuck feed behind a live gateway looks like a
+        silent client: we fail it (every loop on it sees `StaleConnectionError` and
+        resubscribes). A live socket with a quiet feed (an illiquid symbol) is reported
+        ``stale`` but not torn down, until it stayed quiet for `STALE_ESCALATE` deadlines
+        in a row: then the subscription itself may be dead (a lost subscribe reply, while
+        other topics keep the socket busy), and this feed's own sockets are failed.
         """
         now_ms = time.time_ns() // 1_000_000
+        clients = dict(getattr(self.exchange, "clients", None) or {})
         silent = [
             client
-            for client in list(getattr(self.exchange, "clients", {}).values())
+            for client in clients.values()
             if (client.last_message_at or 0) < now_ms - stale_s * 1000
         ]
-        detail = f"no data for {stale_s:g}s"
+        self._quiet += 1
+        targets = silent
+        detail = f"no data for {stale_s * self._quiet:g}s"
         if silent:
             detail += f"; reconnecting {len(silent)} silent socket(s)"
-        self._transition("stale", detail)
-        for client in silent:
-            try:
-                await client.close()
-            except (ccxt.BaseError, OSError) as exc:
-                log.debug("%s: closing a silent socket failed: %s", self.sub.label, exc)
-        if silent:
-            await asyncio.sleep(self.backoff.failure())
+        elif self._quiet >= STALE_ESCALATE:
+            targets = [client for url, client in clients.items() if url in self._urls]
+            if targets:
+                detail += " on a live socket; resubscribing"
+                self._quiet = 0
+        delay = self._failed("stale", detail, error=False, down=bool(targets))
+        for client in targets:
+            client.on_error(StaleConnectionError(f"{detail} ({client.url})"))
+        if targets:
+            await asyncio.sleep(delay)
 
 
 async def load_markets(exchange: Exchange, attempts: int, backoff: Backoff) -> None:

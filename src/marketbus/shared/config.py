@@ -12,7 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
@@ -69,7 +69,14 @@ class StreamCaps(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class ExchangeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One exchange: what to watch and how to construct its ccxt.pro client."""
+    """One exchange: what to watch and how to construct its ccxt.pro client.
+
+    ``batch_watch = true`` watches each kind of all symbols with one ccxt multi-symbol
+    call (``watchTickers``, ``watchOHLCVForSymbols``...) where the exchange has it.
+    Off by default: in ccxt 4.5.90 those calls starve symbols (when frames for several
+    symbols arrive in one read, the first symbol always wins ccxt's race and the others'
+    data is never returned), while single-symbol calls share the same socket anyway.
+    """
 
     id: str
     symbols: Annotated[list[str], Meta(min_length=1)]
@@ -80,6 +87,7 @@ class ExchangeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     book_depth: PositiveInt = 20
     book_interval_ms: NonNegativeInt = 0
     strict: bool = False
+    batch_watch: bool = False
 
     def __post_init__(self) -> None:
         check_part("exchange id", self.id)
@@ -88,7 +96,14 @@ class ExchangeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class ProducerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """How the producer runs: timing, batching and memory bounds."""
+    """How the producer runs: timing, batching, memory bounds, fencing and metrics.
+
+    One producer per exchange holds the lease ``{ns}:{exchange}:lease`` (renewed every
+    third of ``lease_ttl_s``). A second one for the same exchange either waits as a hot
+    standby and takes over when the lease expires (``on_conflict = "standby"``) or
+    exits with FencedError naming the holder (``"exit"``). ``metrics_port`` serves
+    Prometheus metrics on that port (0: any free port) with the ``metrics`` extra.
+    """
 
     close_grace_ms: NonNegativeInt = 2_000
     heartbeat_s: PositiveFloat = 5.0
@@ -98,6 +113,9 @@ class ProducerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     backoff_initial_s: PositiveFloat = 0.5
     backoff_max_s: PositiveFloat = 30.0
     shutdown_timeout_s: PositiveFloat = 10.0
+    on_conflict: Literal["standby", "exit"] = "standby"
+    lease_ttl_s: Annotated[float, Meta(ge=0.3)] = 10.0
+    metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
 
 
 class ProducerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

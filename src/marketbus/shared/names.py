@@ -114,6 +114,12 @@ def status_name(ns: str, exchange: str) -> str:
     return f"{check_part('namespace', ns)}:{check_part('exchange', exchange)}:{STATUS}"
 
 
+def lease_key(ns: str, exchange: str) -> str:
+    """The string key whose holder is the one producer writing *exchange*'s feeds:
+    ``{ns}:{exchange}:lease``."""
+    return f"{check_part('namespace', ns)}:{check_part('exchange', exchange)}:lease"
+
+
 def catalog_key(ns: str) -> str:
     """Hash listing every feed: field = feed name, value = JSON FeedInfo."""
     return f"{check_part('namespace', ns)}:feeds"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from marketbus.producer.stats import FeedCounters, heartbeat_detail
 from marketbus.shared import codecs
 from marketbus.shared.schema import FeedInfo, Status, Ticker
 from tests.support.redis_process import free_port
@@ -95,7 +98,29 @@ async def test_status_shows_feeds_age_and_state(redis_url: str) -> None:
     result = await asyncio.to_thread(run_cli, "status", "--redis", redis_url)
     assert result.returncode == 0, result.stderr
     header, row = result.stdout.splitlines()[:2]
-    assert header.split() == ["FEED", "RUN", "STREAM", "LAST", "STATE", "ERRORS"]
+    assert header.split() == [
+        "FEED", "RUN", "STREAM", "LAST", "STATE", "MSGS", "ERRORS", "RECONN", "DROPPED"
+    ]  # fmt: skip
     assert row.split()[:3] == [feed, "7", "1"]
-    assert row.split()[-2:] == ["error", "1"]
+    # No heartbeat with stats (an older producer): state and errors from the events.
+    assert row.split()[4:] == ["error", "-", "1", "-", "-"]
+    assert "binance: no heartbeat" in result.stdout
     assert "1 feed(s)" in result.stdout
+
+    # A heartbeat carries every feed's state and counters, and the lease holder.
+    counters = FeedCounters()
+    counters.state, counters.published, counters.errors = "stale", 42, 2
+    counters.reconnects, counters.dropped, counters.last_message_ms = 3, 4, 1_000
+    detail = heartbeat_detail({feed: counters}, prefix="md:binance:", queued=5, now_ms=3_500,
+                              lease="host/12/abcd")  # fmt: skip
+    beat = Status(exchange="binance", run=7, seq=4, ts_ms=None, recv_ns=time.time_ns(),
+                  event="heartbeat", detail=detail)  # fmt: skip
+    redis = aioredis.Redis.from_url(redis_url)
+    await redis.xadd("md:binance:status", {"d": codecs.encode(beat)}, id="7-4")
+    await redis.aclose()
+    result = await asyncio.to_thread(run_cli, "status", "--redis", redis_url)
+    assert result.returncode == 0, result.stderr
+    row = result.stdout.splitlines()[1]
+    assert row.split()[4:] == ["stale", "42", "2", "3", "4"]
+    assert re.search(r"binance: heartbeat \d+\.\ds ago, 5 queued, lease held by host/12/abcd",
+                     result.stdout), result.stdout  # fmt: skip

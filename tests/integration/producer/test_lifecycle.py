@@ -1,11 +1,11 @@
-"""Process-level behaviour: SIGTERM flushes and exits 0; Redis restarts are survived."""
+"""Process-level behaviour: SIGTERM flushes and exits 0, a shutdown is bounded even with
+Redis gone, a second signal exits at once; Redis restarts are survived."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
-import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,35 +15,19 @@ from marketbus.producer import Producer
 from marketbus.shared.codecs import decode
 from marketbus.shared.schema import Status
 from marketbus.sim import SimServer
-from tests.integration.producer.conftest import producer_config
+from tests.integration.producer.conftest import ProducerProcess, producer_config, write_toml
 from tests.support.redis_process import RedisProcess
 from tests.support.waiting import wait_until
 
-
-def _toml(value: object) -> str:
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return json.dumps(value)
+Processes = Callable[[Path, str], ProducerProcess]
 
 
 async def test_sigterm_flushes_publishes_stopped_and_exits_zero(
-    redis_url: str, binance_sim: SimServer, tmp_path: Path
+    redis_url: str, binance_sim: SimServer, tmp_path: Path, producer_processes: Processes
 ) -> None:
-    ccxt_options = binance_sim.url_overrides("binance")
-    config = tmp_path / "producer.toml"
-    config.write_text(
-        f'[redis]\nurl = "{redis_url}"\n[producer]\nclose_grace_ms = 300\nheartbeat_s = 0.5\n'
-        f'[[exchanges]]\nid = "binance"\nsymbols = ["BTC/USDT"]\nkinds = ["ohlcv.1s", "trades"]\n'
-        f"ccxt = {_toml(ccxt_options)}\n"
-    )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "marketbus.producer", "--config", str(config),
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    config = producer_config(redis_url, binance_sim, symbols=["BTC/USDT"],
+                             kinds=["ohlcv.1s", "trades"])  # fmt: skip
+    producer = await producer_processes(write_toml(config, tmp_path / "p.toml")).start("--log-json")
     redis = aioredis.Redis.from_url(redis_url)
     try:
 
@@ -51,17 +35,56 @@ async def test_sigterm_flushes_publishes_stopped_and_exits_zero(
             return int(await redis.xlen("md:binance:trades:BTC/USDT")) > 5
 
         await wait_until(trading, timeout_s=15, what="the subprocess producing trades")
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(proc.communicate(), 15)
-        assert proc.returncode == 0, stderr.decode()[-2000:]
+        producer.signal(signal.SIGTERM)
+        assert await producer.wait() == 0, producer.stderr
         last = await redis.xrevrange("md:binance:status", count=1)
         status = decode(last[0][1][b"d"])
         assert isinstance(status, Status) and status.event == "stopped"
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
         await redis.aclose()
+    records = [json.loads(line) for line in producer.lines]  # --log-json: every line
+    assert {"ts", "level", "logger", "msg"} <= set(records[0])
+    assert any("released the lease" in r["msg"] for r in records)
+
+
+async def test_shutdown_is_bounded_without_redis_and_a_second_signal_exits_at_once(
+    make_redis_server: Callable[..., RedisProcess],
+    binance_sim: SimServer,
+    tmp_path: Path,
+    producer_processes: Processes,
+) -> None:
+    server = make_redis_server()
+    kinds = ["trades"]
+    bounded = producer_config(server.url, binance_sim, symbols=["BTC/USDT"], kinds=kinds,
+                              shutdown_timeout_s=1.0)  # fmt: skip
+    patient = producer_config(server.url, binance_sim, symbols=["BTC/USDT"], kinds=kinds,
+                              shutdown_timeout_s=60.0)  # fmt: skip
+    first = producer_processes(write_toml(bounded, tmp_path / "bounded.toml"), "bounded")
+    await first.start()
+    await first.wait_logged("receiving data")
+    server.kill()
+    await first.wait_logged("Redis write failed")
+
+    # SIGTERM with Redis gone: gives up after shutdown_timeout_s, says what was lost.
+    first.signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert await first.wait() == 1, first.stderr
+    assert time.monotonic() - started < 1.0 + 3.0
+    assert first.logged(r"not written within shutdown_timeout_s=1; they are lost")
+
+    server.start()
+    second = producer_processes(write_toml(patient, tmp_path / "patient.toml"), "patient")
+    await second.start()
+    await second.wait_logged("receiving data")
+    server.kill()
+    await second.wait_logged("Redis write failed")
+    second.signal(signal.SIGINT)
+    await second.wait_logged("signal SIGINT: stopping")
+    second.signal(signal.SIGINT)  # the flush would wait 60 s: the operator insists
+    started = time.monotonic()
+    assert await second.wait() == 130, second.stderr
+    assert time.monotonic() - started < 2.0
+    assert second.logged("second signal: exiting without flushing")
 
 
 async def test_a_redis_restart_is_survived_with_the_same_run_and_growing_seqs(

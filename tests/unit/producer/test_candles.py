@@ -118,3 +118,33 @@ def test_each_candle_closes_once_when_data_moves_forward(
     assert len(keys) == len(set(keys))
     final = {m.ts_ms: m.close for m in closed}
     assert final == last_values
+
+
+def test_missing_periods_are_found_before_and_between_rows() -> None:
+    t = tracker()
+    t.update([row(0)], now_ms=10, recv_ns=1)
+    assert t.missing([row(P)]) == []
+    assert t.missing([row(3 * P), row(5 * P)]) == [(P, 3 * P), (4 * P, 5 * P)]
+    assert tracker().missing([row(9 * P)]) == [], "nothing to measure from"
+
+
+def test_after_an_outage_the_forming_candle_is_fetched_again() -> None:
+    t = tracker()
+    t.update([row(0)], now_ms=10, recv_ns=1)
+    # ccxt may hand over its cached (stale) row of the forming candle first.
+    assert t.missing([row(0), row(2 * P)], refetch_forming=True) == [(0, 2 * P)]
+    assert t.missing([row(0)], refetch_forming=True) == []
+    closed = tracker()
+    closed.seed_closed([row(0)])
+    assert closed.missing([row(3 * P)], refetch_forming=True) == [(P, 3 * P)]
+
+
+def test_a_candle_the_clock_closed_during_an_unnoticed_outage_is_fetched_again() -> None:
+    t = tracker()
+    t.update([row(0)], now_ms=10, recv_ns=1)
+    assert summary(t.tick(P + GRACE, 1)) == [(0, 1.0, True)]  # no final row: socket dead
+    assert t.missing([row(3 * P)], refetch_forming=True) == [(0, 3 * P)]
+    # The fetched final values correct it (re-sent closed), then the rest follows in order.
+    out = t.update([row(0, 2.0), row(P), row(2 * P), row(3 * P)], now_ms=3 * P + 1, recv_ns=1)
+    assert [s for s in summary(out) if s[2]] == [(0, 2.0, True), (P, 1.0, True), (2 * P, 1.0, True)]
+    assert t.missing([row(4 * P)], refetch_forming=True) == [(3 * P, 4 * P)]

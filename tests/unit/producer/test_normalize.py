@@ -157,7 +157,7 @@ def test_short_book_keeps_what_exists() -> None:
     [
         ({"bids": None, "asks": []}, "bids: expected a list"),
         ({"bids": [[1]], "asks": []}, r"bids\[0\]: \[1\] is not \[price, amount\]"),
-        ({"bids": [], "asks": [[1, None]]}, r"asks\[0\] amount is missing"),
+        ({"bids": [], "asks": [[1, None]]}, r"asks\[0\]: amount is missing"),
         ("book", "expected a dict"),
     ],
 )

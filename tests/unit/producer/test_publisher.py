@@ -32,6 +32,7 @@ class MemoryTransport:
         self.failures: list[Exception] = []
         self.replies: list[list[ResponseError | None]] = []
         self.gate: asyncio.Event | None = None
+        self.tops: dict[str, bytes] = {}
 
     async def write(self, batch: Sequence[Outgoing]) -> list[ResponseError | None]:
         if self.gate is not None:
@@ -44,7 +45,8 @@ class MemoryTransport:
         return [None] * len(batch)
 
     async def last_entry(self, stream: str) -> tuple[bytes, bytes | None] | None:
-        return None
+        top = self.tops.get(stream)
+        return None if top is None else (top, b"{}")
 
     async def set_fields(self, key: str, fields: Mapping[str, bytes]) -> None:
         return None
@@ -147,19 +149,21 @@ async def test_readonly_replies_after_failover_are_retried() -> None:
     assert len(transport.batches) == 2 and counters[TRADES].published == 1
 
 
-async def test_an_id_collision_on_first_write_is_fencing() -> None:
+async def test_an_id_collision_with_a_newer_run_is_fencing() -> None:
     transport = MemoryTransport()
     transport.replies = [[ResponseError(TOO_SMALL)]]
+    transport.tops[TRADES] = b"2000-1"
     publisher, _ = make(transport)
     publisher.submit(TRADES, trades(1))
-    with pytest.raises(FencedError, match="another producer"):
+    with pytest.raises(FencedError, match="another producer writes this feed with run 2000"):
         await asyncio.wait_for(publisher.run(), 5)
 
 
-async def test_an_id_collision_on_a_retry_means_the_first_attempt_landed() -> None:
+async def test_an_id_collision_with_our_own_run_means_an_earlier_attempt_landed() -> None:
     transport = MemoryTransport()
     transport.failures = [RedisConnectionError("reply lost")]
     transport.replies = [[ResponseError(TOO_SMALL)]]
+    transport.tops[TRADES] = b"1000-1"
     publisher, counters = make(transport)
     publisher.submit(TRADES, trades(1))
     await run_until_flushed(publisher)
@@ -212,3 +216,28 @@ async def test_drops_not_followed_by_data_are_announced_on_flush() -> None:
         await asyncio.gather(writer, return_exceptions=True)
     gaps = [decode(i.payload) for i in transport.items() if i.channel == STATUS]
     assert len(gaps) == 1 and "seq 3..3" in gaps[0].detail  # type: ignore[union-attr]
+
+
+async def test_drops_of_the_status_feed_itself_keep_its_ids_increasing() -> None:
+    transport = MemoryTransport()
+    transport.gate = asyncio.Event()
+    publisher, _ = make(transport, queue_max=1, batch=10)
+    writer = asyncio.create_task(publisher.run())
+    status = Status(exchange="x", ts_ms=None, recv_ns=0, event="heartbeat")
+    try:
+        publisher.submit(STATUS, status)
+        await asyncio.sleep(0)  # taken by the writer, which blocks on the gate
+        for _ in range(4):
+            publisher.submit(STATUS, status)  # 1 queued, 3 dropped
+        transport.gate.set()
+        assert await publisher.flush(5)
+        publisher.submit(STATUS, status)
+        assert await publisher.flush(5)
+    finally:
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+    ids = [i.entry_id for i in transport.items() if i.stream == STATUS]
+    seqs = [int(i.split("-")[1]) for i in ids]
+    assert seqs == [1, 2, 6, 7]  # 3..5 dropped, 6 announces them
+    gap = decode(next(i.payload for i in transport.items() if b'"gap"' in i.payload))
+    assert isinstance(gap, Status) and "seq 3..5" in gap.detail and gap.seq == 6

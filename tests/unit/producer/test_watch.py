@@ -1,0 +1,228 @@
+"""Subscription planning and the watch loop's failure reporting, without sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import ccxt
+import pytest
+
+from marketbus.producer.feeds import TickerHandler
+from marketbus.producer.stats import FeedCounters
+from marketbus.producer.watch import (
+    BadFrameError,
+    StaleConnectionError,
+    Subscription,
+    WatchLoop,
+    guard_frames,
+    sample,
+    subscriptions,
+)
+from marketbus.shared.config import ProducerSettings
+from marketbus.shared.names import Feed
+from marketbus.shared.schema import StatusEvent
+from tests.support.waiting import wait_until
+
+SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+KINDS = ["ohlcv.1m", "ticker", "trades", "book"]
+HAS = {"watchOHLCV": True, "watchOHLCVForSymbols": True, "watchTicker": True,
+       "watchTickers": True, "watchTrades": True, "watchTradesForSymbols": True,
+       "watchOrderBook": True, "watchOrderBookForSymbols": True}  # fmt: skip
+
+
+def feeds() -> list[Feed]:
+    return [Feed("md", "binance", kind, symbol) for kind in KINDS for symbol in SYMBOLS]
+
+
+def test_single_symbol_watches_are_the_default() -> None:
+    subs = subscriptions(SimpleNamespace(has=HAS), feeds(), batch=False)
+    assert len(subs) == 12
+    assert all(not s.batch and len(s.feeds) == 1 for s in subs)
+
+
+def test_batch_watches_are_an_opt_in_where_ccxt_has_them() -> None:
+    has = HAS | {"watchTradesForSymbols": False}
+    subs = subscriptions(SimpleNamespace(has=has), feeds(), batch=True)
+    batched = {s.kind: len(s.feeds) for s in subs if s.batch}
+    assert batched == {"ohlcv.1m": 3, "ticker": 3, "book": 3}
+    assert sum(1 for s in subs if s.kind == "trades") == 3
+
+
+def test_a_sample_is_short_text() -> None:
+    assert sample(b"{bad") == "{bad"
+    assert sample("x" * 500) == "x" * 200 + "..."
+    assert sample({"a": 1}) == "{'a': 1}"
+
+
+class ScriptedExchange:
+    """Answers watch_ticker from a script: exceptions are raised, anything else returned."""
+
+    def __init__(self, script: list[Any]) -> None:
+        self.script = script
+        self.clients: dict[str, Any] = {}
+        self.done = asyncio.Event()
+
+    async def watch_ticker(self, symbol: str) -> Any:
+        if not self.script:
+            self.done.set()
+            await asyncio.Event().wait()
+        item = self.script.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+TICKER = {"symbol": "BTC/USDT", "bid": 1.0, "ask": 2.0, "last": 1.5, "timestamp": 1}
+
+
+async def run_script(script: list[Any]) -> tuple[list[tuple[StatusEvent, str]], FeedCounters]:
+    feed = Feed("md", "binance", "ticker", "BTC/USDT")
+    counters = {feed.name: FeedCounters()}
+    events: list[tuple[StatusEvent, str]] = []
+    exchange = ScriptedExchange(script)
+    loop = WatchLoop(
+        exchange,
+        Subscription("binance", "ticker", (feed,), batch=False),
+        {"BTC/USDT": TickerHandler(feed)},
+        ProducerSettings(backoff_initial_s=0.001, backoff_max_s=0.001),
+        submit=lambda name, message: None,
+        status=lambda exchange, event, name, detail: events.append((event, detail)),
+        counters=counters,
+    )
+    task = asyncio.create_task(loop.run())
+    await asyncio.wait_for(exchange.done.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return events, counters[feed.name]
+
+
+async def test_each_failure_kind_is_reported_once_per_outage_and_the_recovery_once() -> None:
+    refused = ccxt.ExchangeError("subscription refused")
+    stale = StaleConnectionError("no frame for 1s")
+    events, counters = await run_script(
+        [TICKER, refused, stale, refused, stale, refused, TICKER, TICKER,
+         ccxt.NetworkError("closed"), TICKER]
+    )  # fmt: skip
+    assert [e for e, _ in events] == [
+        "connected", "error", "stale", "connected", "disconnected", "connected"
+    ]  # fmt: skip
+    assert "after" in events[3][1] and "5 retries" in events[3][1]
+    assert (counters.errors, counters.reconnects, counters.state) == (3, 6, "connected")
+
+
+async def test_a_bad_frame_counts_as_an_error() -> None:
+    events, counters = await run_script([BadFrameError("TypeError in frame {..."), TICKER])
+    assert events[0][0] == "error" and "bad frame" in events[0][1]
+    assert counters.errors == 1
+
+
+async def test_a_cancellation_from_ccxt_is_a_disconnect_not_the_end() -> None:
+    cancelled = asyncio.get_running_loop().create_future()
+    cancelled.cancel()
+
+    class Cancelling(ScriptedExchange):
+        async def watch_ticker(self, symbol: str) -> Any:
+            if self.script and self.script[0] == "cancel":
+                self.script.pop(0)
+                await cancelled  # what ccxt's client.close() does to pending futures
+            return await super().watch_ticker(symbol)
+
+    feed = Feed("md", "binance", "ticker", "BTC/USDT")
+    counters = {feed.name: FeedCounters()}
+    events: list[str] = []
+    exchange = Cancelling(["cancel", TICKER])
+    loop = WatchLoop(
+        exchange, Subscription("binance", "ticker", (feed,), batch=False),
+        {"BTC/USDT": TickerHandler(feed)},
+        ProducerSettings(backoff_initial_s=0.001, backoff_max_s=0.001),
+        submit=lambda name, message: None,
+        status=lambda exchange, event, name, detail: events.append(event), counters=counters,
+    )  # fmt: skip
+    task = asyncio.create_task(loop.run())
+    await asyncio.wait_for(exchange.done.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert events == ["disconnected", "connected"]
+
+
+class FakeClient:
+    url = "ws://x/0"
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+        self.handled: list[Any] = []
+
+    def handle_message(self, message: Any) -> None:
+        if message == "poison":
+            raise TypeError("can only concatenate str")
+        self.handled.append(message)
+
+    def on_error(self, error: BaseException) -> None:
+        self.error = error
+
+
+def test_the_frame_guard_reports_a_sample_and_fails_the_socket() -> None:
+    ws = FakeClient()
+    exchange = SimpleNamespace(client=lambda url: ws)
+    reported: list[tuple[str, str, str]] = []
+    guard_frames(exchange, lambda url, frame, exc: reported.append((url, frame, str(exc))))
+    client = exchange.client("ws://x/0")
+    client.handle_message("ok")
+    client.handle_message("poison")
+    client.handle_message("after")  # drained, not handled: the socket is failing
+    assert ws.handled == ["ok"]
+    assert reported == [("ws://x/0", "poison", "can only concatenate str")]
+    assert isinstance(ws.error, BadFrameError) and "poison" in str(ws.error)
+    assert exchange.client("ws://x/0") is ws  # guarded once
+
+
+async def test_a_feed_quiet_on_a_live_socket_is_resubscribed_after_a_few_deadlines() -> None:
+    class LiveClient(FakeClient):
+        url = "ws://x/1"
+
+        @property
+        def last_message_at(self) -> int:
+            return time.time_ns() // 1_000_000  # other topics keep the socket busy
+
+    live = LiveClient()
+
+    class Quiet:
+        """Subscribed on a live socket, but its own topic never delivers (a lost ack)."""
+
+        def __init__(self) -> None:
+            self.clients = {live.url: live}
+
+        def client(self, url: str) -> Any:
+            return self.clients[url]
+
+        async def watch_ticker(self, symbol: str) -> Any:
+            self.client(live.url)
+            await asyncio.Event().wait()
+
+    exchange = Quiet()
+    guard_frames(exchange, lambda url, frame, exc: None)
+    feed = Feed("md", "binance", "ticker", "BTC/USDT")
+    counters = {feed.name: FeedCounters()}
+    events: list[str] = []
+    loop = WatchLoop(
+        exchange, Subscription("binance", "ticker", (feed,), batch=False),
+        {"BTC/USDT": TickerHandler(feed)},
+        ProducerSettings(stale_after_s=0.02, backoff_initial_s=0.001, backoff_max_s=0.001),
+        submit=lambda name, message: None,
+        status=lambda exchange, event, name, detail: events.append(detail), counters=counters,
+    )  # fmt: skip
+    task = asyncio.create_task(loop.run())
+    try:
+        await wait_until(lambda: live.error is not None, timeout_s=5, what="resubscribe")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert isinstance(live.error, StaleConnectionError)
+    assert "on a live socket; resubscribing" in str(live.error)
+    assert events == ["no data for 0.02s"], "reported stale once"
+    assert counters[feed.name].reconnects >= 3
