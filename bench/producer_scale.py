@@ -199,8 +199,11 @@ async def measure(symbols: int, seconds: float, rate: float) -> int:
 
     print(f"  startup (markets, backfill, {feeds} subscriptions): {startup_s:.1f} s")
     print(f"  published:    {rate_out:,.0f} messages/s")
-    print(f"  producer CPU: {cpu:.0f} % of one core")
-    print(f"  lag recv->Redis ack: p50 {ms(p50)}, p99 {ms(p99)}")
+    per_message = cpu / 100 / rate_out * 1e6 if rate_out else float("nan")
+    print(f"  producer CPU: {cpu:.0f} % of one core ({per_message:.0f} us per message, "
+          f"~{1e6 / per_message:,.0f} messages/s per core)")  # fmt: skip
+    print(f"  lag recv->Redis ack: p50 {ms(p50)}, p99 {ms(p99)} (the simulator trades all "
+          f"symbols in one tick: {len(KINDS)} x {symbols} messages arrive at once)")  # fmt: skip
     print(f"  writer backlog: {first.queue:.0f} at the start, {last.queue:.0f} at the end; "
           f"dropped {dropped:.0f}")  # fmt: skip
     print(f"  simulator CPU (this process): {100 * sim_cpu / window:.0f} % of one core")

@@ -14,8 +14,11 @@ from typing import Any
 
 import msgspec
 import pytest
+import redis.asyncio as aioredis
 
+from marketbus.shared.codecs import decode
 from marketbus.shared.config import ProducerConfig, build_config
+from marketbus.shared.schema import Message
 from marketbus.sim import SimServer
 from tests.support.waiting import wait_until
 
@@ -49,6 +52,27 @@ def producer_config(
         },
         environ={},
     )
+
+
+async def stream(
+    redis: aioredis.Redis, key: str, *, newest: int | None = None
+) -> list[tuple[bytes, Message]]:
+    """``(entry id, decoded message)`` of stream *key*, oldest first (the *newest* n)."""
+    if newest is None:
+        raw = await redis.xrange(key) or []
+    else:
+        raw = list(reversed(await redis.xrevrange(key, count=newest) or []))
+    found: list[tuple[bytes, Message]] = []
+    for entry_id, fields in raw:
+        payload = (fields or {}).get(b"d")
+        assert isinstance(entry_id, bytes) and isinstance(payload, bytes), (entry_id, fields)
+        found.append((entry_id, decode(payload)))
+    return found
+
+
+async def messages(redis: aioredis.Redis, key: str, *, newest: int | None = None) -> list[Message]:
+    """The decoded messages of stream *key*, oldest first."""
+    return [message for _, message in await stream(redis, key, newest=newest)]
 
 
 def _toml_value(value: object) -> str:

@@ -12,12 +12,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from marketbus.producer import Producer
-from marketbus.shared.codecs import decode
 from marketbus.shared.names import timeframe_ms
 from marketbus.shared.schema import OHLCV, Book, Ticker, Trades
 from marketbus.sim import SUPPORTED_EXCHANGES, SimServer
 from marketbus.sim.server import accelerated_clock
-from tests.integration.producer.conftest import producer_config
+from tests.integration.producer.conftest import messages, producer_config
 from tests.support.waiting import wait_until
 
 SPOT = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
@@ -78,8 +77,8 @@ async def test_every_symbols_feeds_flow_and_match_the_simulated_market(
                             if await redis.xlen(feed.name) < 3:
                                 return False
                             continue
-                        newest = await redis.xrevrange(feed.name, count=1)
-                        candle = decode(newest[0][1][b"d"]) if newest else None
+                        newest = await messages(redis, feed.name, newest=1)
+                        candle = newest[0] if newest else None
                         if candle is None or (candle.ts_ms or 0) < live_from:
                             return False
                     return True
@@ -96,37 +95,33 @@ async def _check_symbol(
 ) -> None:
     sim_trades = {str(t.id): t for t in sim.market.trades(symbol)}
     ids: list[str] = []
-    for _, fields in await redis.xrange(f"md:{exchange}:trades:{symbol}"):
-        message = decode(fields[b"d"])
+    for message in await messages(redis, f"md:{exchange}:trades:{symbol}"):
         assert isinstance(message, Trades)
         for trade in message.trades:
             assert trade.id is not None
-            truth = sim_trades[trade.id]
+            sim_trade = sim_trades[trade.id]
             assert (trade.price, trade.amount, trade.side) == (
-                truth.price, truth.amount, truth.side,
+                sim_trade.price, sim_trade.amount, sim_trade.side,
             ), symbol  # fmt: skip
             assert trade.ts_ms is not None
-            assert 0 <= truth.ts_ms - trade.ts_ms <= TRADE_TS_TOLERANCE_MS.get(exchange, 0)
+            assert 0 <= sim_trade.ts_ms - trade.ts_ms <= TRADE_TS_TOLERANCE_MS.get(exchange, 0)
             ids.append(trade.id)
     assert len(ids) == len(set(ids)), f"{symbol}: a trade was published twice"
     numeric = sorted(int(i) for i in ids)
     assert numeric == list(range(numeric[0], numeric[-1] + 1)), f"{symbol}: a trade is missing"
 
-    for _, fields in await redis.xrange(f"md:{exchange}:book:{symbol}"):
-        book = decode(fields[b"d"])
+    for book in await messages(redis, f"md:{exchange}:book:{symbol}"):
         assert isinstance(book, Book) and book.depth == 20
         assert 0 < len(book.bids) <= 20 and 0 < len(book.asks) <= 20
         assert [p for p, _ in book.bids] == sorted((p for p, _ in book.bids), reverse=True)
         assert [p for p, _ in book.asks] == sorted(p for p, _ in book.asks)
         assert book.bids[0][0] < book.asks[0][0]
 
-    tickers = await redis.xrange(f"md:{exchange}:ticker:{symbol}")
-    assert tickers and all(isinstance(decode(f[b"d"]), Ticker) for _, f in tickers), symbol
+    tickers = await messages(redis, f"md:{exchange}:ticker:{symbol}")
+    assert tickers and all(isinstance(t, Ticker) for t in tickers), symbol
 
     truth_candles = {c.ts_ms: c for c in sim.market.candles(symbol, timeframe) if c.closed}
-    candles = [
-        decode(f[b"d"]) for _, f in await redis.xrange(f"md:{exchange}:ohlcv.{timeframe}:{symbol}")
-    ]
+    candles = await messages(redis, f"md:{exchange}:ohlcv.{timeframe}:{symbol}")
     final: dict[int, OHLCV] = {}  # a correction re-sends a candle: the last one counts
     for candle in candles:
         assert isinstance(candle, OHLCV) and candle.closed and candle.ts_ms is not None

@@ -16,10 +16,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from marketbus.producer import Producer
-from marketbus.shared.codecs import decode
 from marketbus.shared.config import ProducerConfig, build_config
 from marketbus.shared.schema import OHLCV, Status
 from marketbus.sim import SimServer
+from tests.integration.producer.conftest import messages
 from tests.support.waiting import wait_until
 
 STALE_S = 0.4
@@ -55,12 +55,8 @@ class Rig:
         )  # fmt: skip
 
     async def events(self, event: str) -> list[Status]:
-        found = []
-        for _, fields in await self.redis.xrange("md:binance:status"):
-            message = decode(fields[b"d"])
-            if isinstance(message, Status) and message.event == event:
-                found.append(message)
-        return found
+        found = await messages(self.redis, "md:binance:status")
+        return [m for m in found if isinstance(m, Status) and m.event == event]
 
     async def wait_events(self, event: str) -> list[Status]:
         """One *event* status per binance feed."""
@@ -76,7 +72,7 @@ class Rig:
         """Every period of the candle stream is there, and its last entry (a correction
         re-sends a candle closed too early) is the simulator's candle."""
         name = "md:binance:ohlcv.1s:BTC/USDT"
-        candles = [decode(f[b"d"]) for _, f in await self.redis.xrange(name)]
+        candles = await messages(self.redis, name)
         truth = {c.ts_ms: c for c in self.faulted.market.candles("BTC/USDT", "1s") if c.closed}
         final: dict[int, OHLCV] = {}
         for c in candles:

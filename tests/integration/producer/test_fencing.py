@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -17,7 +18,12 @@ from marketbus.producer.lease import describe
 from marketbus.shared.codecs import decode
 from marketbus.shared.schema import Message, Status, Trades
 from marketbus.sim import SimServer
-from tests.integration.producer.conftest import ProducerProcess, producer_config, write_toml
+from tests.integration.producer.conftest import (
+    ProducerProcess,
+    messages,
+    producer_config,
+    write_toml,
+)
 from tests.support.waiting import wait_until
 
 LEASE = "md:binance:lease"
@@ -28,16 +34,12 @@ HOLDER = r"holding the lease md:binance:lease as (\S+)"
 Processes = Callable[[Path, str], ProducerProcess]
 
 
-def config_file(redis_url: str, sim: SimServer, path: Path, **settings: object) -> Path:
+def config_file(redis_url: str, sim: SimServer, path: Path, **settings: Any) -> Path:
     config = producer_config(
         redis_url, sim, symbols=["BTC/USDT"], kinds=["trades", "ticker"],
         lease_ttl_s=TTL_S, **settings,
     )  # fmt: skip
     return write_toml(config, path)
-
-
-async def stream(redis: aioredis.Redis, key: str) -> list[Message]:
-    return [decode(fields[b"d"]) for _, fields in await redis.xrange(key)]
 
 
 async def test_a_second_producer_exits_naming_the_holder_or_stands_by_until_stopped(
@@ -67,7 +69,7 @@ async def test_a_second_producer_exits_naming_the_holder_or_stands_by_until_stop
             await standby.wait_logged(f"standing by: .* held by {re.escape(holder)}")
             standby.signal(signal.SIGTERM)
             assert await standby.wait() == 0, standby.stderr
-            runs = {m.run for m in await stream(redis, "md:binance:status")}
+            runs = {m.run for m in await messages(redis, "md:binance:status")}
             assert runs == {leader.run_id}, "only the leader wrote"
             assert leader.failure is None
         assert await redis.get(LEASE) is None, "a clean stop releases the lease"
@@ -109,15 +111,15 @@ async def test_the_standby_takes_over_after_kill_9_without_interleaving(
 
         await wait_until(leader_writing, what="the leader's trades")
         held = await redis.get(LEASE)
-        assert held is not None and describe(held).startswith(leader_id)
-        leader_run = (await stream(redis, TRADES))[0].run
+        assert isinstance(held, bytes) and describe(held).startswith(leader_id)
+        leader_run = (await messages(redis, TRADES))[0].run
 
         leader.proc.kill()  # type: ignore[union-attr]  # kill -9: no release, no flush
         killed_at = time.monotonic()
         await leader.wait()
 
         async def taken_over() -> bool:
-            events = await stream(redis, "md:binance:status")
+            events = await messages(redis, "md:binance:status")
             return any(
                 isinstance(e, Status) and e.event == "started" and e.run != leader_run
                 for e in events
@@ -128,14 +130,14 @@ async def test_the_standby_takes_over_after_kill_9_without_interleaving(
         assert took_s < TTL_S + 2.5, f"takeover took {took_s:.1f}s"
         standby_id = (await standby.wait_logged(HOLDER)).group(1)
         started = [
-            e for e in await stream(redis, "md:binance:status")
+            e for e in await messages(redis, "md:binance:status")
             if isinstance(e, Status) and e.event == "started"
         ]  # fmt: skip
         assert f"took over from {leader_id}" in started[-1].detail
         standby_run = started[-1].run
         assert standby_run > leader_run
         held = await redis.get(LEASE)
-        assert held is not None and describe(held) == f"{standby_id} (run {standby_run})"
+        assert isinstance(held, bytes) and describe(held) == f"{standby_id} (run {standby_run})"
 
         async def standby_writing() -> bool:
             return sum(1 for m in live if m.run == standby_run) >= 20
@@ -146,11 +148,11 @@ async def test_the_standby_takes_over_after_kill_9_without_interleaving(
     finally:
         collector.cancel()
         await asyncio.gather(collector, return_exceptions=True)
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     try:
         # The stream: the leader's run, then the standby's, each without a hole.
-        entries = await stream(redis, TRADES)
+        entries = await messages(redis, TRADES)
         runs = [m.run for m in entries]
         assert runs == sorted(runs) and set(runs) == {leader_run, standby_run}
         for run in (leader_run, standby_run):

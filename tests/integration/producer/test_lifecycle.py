@@ -12,10 +12,14 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from marketbus.producer import Producer
-from marketbus.shared.codecs import decode
 from marketbus.shared.schema import Status
 from marketbus.sim import SimServer
-from tests.integration.producer.conftest import ProducerProcess, producer_config, write_toml
+from tests.integration.producer.conftest import (
+    ProducerProcess,
+    messages,
+    producer_config,
+    write_toml,
+)
 from tests.support.redis_process import RedisProcess
 from tests.support.waiting import wait_until
 
@@ -27,7 +31,8 @@ async def test_sigterm_flushes_publishes_stopped_and_exits_zero(
 ) -> None:
     config = producer_config(redis_url, binance_sim, symbols=["BTC/USDT"],
                              kinds=["ohlcv.1s", "trades"])  # fmt: skip
-    producer = await producer_processes(write_toml(config, tmp_path / "p.toml")).start("--log-json")
+    path = write_toml(config, tmp_path / "p.toml")
+    producer = await producer_processes(path, "producer").start("--log-json")
     redis = aioredis.Redis.from_url(redis_url)
     try:
 
@@ -37,8 +42,7 @@ async def test_sigterm_flushes_publishes_stopped_and_exits_zero(
         await wait_until(trading, timeout_s=15, what="the subprocess producing trades")
         producer.signal(signal.SIGTERM)
         assert await producer.wait() == 0, producer.stderr
-        last = await redis.xrevrange("md:binance:status", count=1)
-        status = decode(last[0][1][b"d"])
+        [status] = await messages(redis, "md:binance:status", newest=1)
         assert isinstance(status, Status) and status.event == "stopped"
     finally:
         await redis.aclose()
@@ -103,10 +107,9 @@ async def test_a_redis_restart_is_survived_with_the_same_run_and_growing_seqs(
         )
     redis = aioredis.Redis.from_url(server.url)
     try:
-        entries = await redis.xrange(feed)
-        messages = [decode(fields[b"d"]) for _, fields in entries]
-        assert messages and all(m.run == run for m in messages)
-        seqs = [m.seq for m in messages]
+        written = await messages(redis, feed)
+        assert written and all(m.run == run for m in written)
+        seqs = [m.seq for m in written]
         assert seqs == sorted(seqs) and seqs[0] > 1, "seq continued after the restart"
     finally:
         await redis.aclose()

@@ -11,12 +11,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from marketbus.producer import Producer
 from marketbus.producer.stats import parse_heartbeat
-from marketbus.shared.codecs import decode
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.schema import Status
 from marketbus.sim import SimServer
 from marketbus.status_report import print_status
-from tests.integration.producer.conftest import SYMBOLS, producer_config
+from tests.integration.producer.conftest import SYMBOLS, messages, producer_config
 from tests.support.waiting import wait_until
 
 KINDS = ("ohlcv.1s", "ticker", "trades")
@@ -82,8 +81,7 @@ async def test_metrics_heartbeats_and_status_show_every_feed(
                 assert {labels["feed"] for labels, _ in samples} >= set(names)
 
             async def heartbeat_with_stats() -> bool:
-                for _, fields in await redis.xrevrange("md:binance:status", count=20):
-                    event = decode(fields[b"d"])
+                for event in reversed(await messages(redis, "md:binance:status", newest=20)):
                     if isinstance(event, Status) and event.event == "heartbeat":
                         beat = parse_heartbeat(event.detail)
                         return beat is not None and all(

@@ -9,11 +9,10 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 
 from marketbus.producer import Producer
-from marketbus.shared.codecs import decode
 from marketbus.shared.names import timeframe_ms
 from marketbus.shared.schema import OHLCV, Status
 from marketbus.sim import SimServer
-from tests.integration.producer.conftest import SYMBOLS, producer_config
+from tests.integration.producer.conftest import SYMBOLS, messages, producer_config
 from tests.support.redis_process import RedisProcess
 from tests.support.waiting import wait_until
 
@@ -63,9 +62,7 @@ async def test_an_outage_loses_nothing_silently_and_the_run_continues(
         stamped = {name: publisher.sequencer.peek(name) - 1 for name in producer.stats}
 
         gaps: dict[str, set[int]] = {}
-        status_entries = await redis.xrange(STATUS)
-        for _, fields in status_entries:
-            event = decode(fields[b"d"])
+        for event in await messages(redis, STATUS):
             if isinstance(event, Status) and event.event == "gap":
                 found = GAP.search(event.detail)
                 assert found and event.feed and int(found.group(3)) == run, event.detail
@@ -74,7 +71,7 @@ async def test_an_outage_loses_nothing_silently_and_the_run_continues(
         assert gaps.get(trades), "trades were dropped and announced"
 
         for name, total in stamped.items():
-            entries = [decode(fields[b"d"]) for _, fields in await redis.xrange(name)]
+            entries = await messages(redis, name)
             assert all(m.run == run for m in entries), f"{name}: a run changed"
             seqs = [m.seq for m in entries]
             assert seqs == sorted(set(seqs)), f"{name}: out of order or twice"
@@ -92,7 +89,7 @@ async def test_an_outage_loses_nothing_silently_and_the_run_continues(
                 assert not announced, f"{name}: state is conflated, never dropped"
         for symbol in SYMBOLS:
             assert f"md:binance:trades:{symbol}" in stamped
-        after = [decode(f[b"d"]).seq for _, f in await redis.xrevrange(trades, count=1)]
+        after = [m.seq for m in await messages(redis, trades, newest=1)]
         assert after[0] >= seq_at_kill + 100, "the same run went on after the restart"
     finally:
         await redis.aclose()

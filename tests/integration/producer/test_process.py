@@ -20,7 +20,12 @@ OHLCV_FEED = "md:binance:ohlcv.1s:BTC/USDT"
 
 
 async def _stream(redis: aioredis.Redis, key: str) -> list[tuple[bytes, bytes]]:
-    return [(entry_id, fields[b"d"]) for entry_id, fields in await redis.xrange(key)]
+    found: list[tuple[bytes, bytes]] = []
+    for entry_id, fields in await redis.xrange(key) or []:
+        payload = (fields or {}).get(b"d")
+        assert isinstance(entry_id, bytes) and isinstance(payload, bytes)
+        found.append((entry_id, payload))
+    return found
 
 
 async def _closed_live_candles(redis: aioredis.Redis, run: int) -> int:
@@ -82,7 +87,10 @@ async def test_streams_hold_closed_candles_equal_to_the_sim_and_the_published_by
             tickers = await _stream(redis, f"md:binance:ticker:{symbol}")
             assert tickers and all(isinstance(decode(p), Ticker) for _, p in tickers)
         catalog = {
-            k.decode(): decode_feed_info(v) for k, v in (await redis.hgetall("md:feeds")).items()
+            (k.decode() if isinstance(k, bytes) else k): decode_feed_info(
+                v if isinstance(v, bytes) else v.encode()
+            )
+            for k, v in (await redis.hgetall("md:feeds")).items()
         }
         assert set(catalog) == {
             f"md:binance:{kind}:{s}" for kind in ("ohlcv.1s", "ticker") for s in SYMBOLS
@@ -94,7 +102,7 @@ async def test_streams_hold_closed_candles_equal_to_the_sim_and_the_published_by
     finally:
         collector.cancel()
         await asyncio.gather(collector, return_exceptions=True)
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
         await redis.aclose()
 
 

@@ -65,10 +65,11 @@ def test_handler_for_picks_by_kind() -> None:
 def test_candles_do_not_close_by_the_clock_while_the_socket_is_down() -> None:
     from marketbus.producer.feeds import OhlcvHandler
     from marketbus.shared.names import Feed
+    from marketbus.shared.schema import OHLCV
 
     h = OhlcvHandler(Feed("md", "binance", "ohlcv.1m", "BTC/USDT"), close_grace_ms=0)
     h.on_data([[0, 1.0, 1.0, 1.0, 1.0, 1.0]], now_ms=1, recv_ns=1)
     h.live = False
     assert h.on_clock(120_000, 1) == []
     h.live = True
-    assert [m.closed for m in h.on_clock(120_000, 1)] == [True]
+    assert [isinstance(m, OHLCV) and m.closed for m in h.on_clock(120_000, 1)] == [True]
