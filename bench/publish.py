@@ -17,12 +17,11 @@ import time
 import msgspec
 import redis.asyncio as aioredis
 
-from bench.adapters import FastTransport
 from bench.report import Row
 from bench.workload import RUN, Workload
 from marketbus.producer.backoff import Backoff
 from marketbus.producer.publisher import FeedCounters, Publisher
-from marketbus.producer.transport import RedisTransport, Transport
+from marketbus.producer.transport import FastTransport, RedisTransport, Transport
 from marketbus.shared.codecs import encoder_for
 from marketbus.shared.config import RedisConfig, StreamCaps
 from marketbus.shared.resp import FeedCommands

@@ -41,7 +41,7 @@ from marketbus.producer.normalize import Row
 from marketbus.producer.publisher import Publisher
 from marketbus.producer.sequencing import choose_run, parse_entry_id
 from marketbus.producer.stats import FeedCounters, FeedStats, heartbeat_detail, snapshot
-from marketbus.producer.transport import RedisTransport
+from marketbus.producer.transport import FastTransport, RedisTransport
 from marketbus.shared.codecs import decode, encode_feed_info
 from marketbus.shared.config import ExchangeConfig, ProducerConfig
 from marketbus.shared.connection import connect
@@ -228,7 +228,7 @@ class Producer:
         # No retries hidden in redis-py: the writer retries itself and must know when a
         # pipeline may have been applied twice.
         redis = await connect(self.config.redis, retry=Retry(NoBackoff(), 0))
-        self._transport = transport = RedisTransport(redis)
+        self._transport = transport = FastTransport(self.config.redis, redis)
         for cfg in self._exchange_configs:
             exchange = watch.create_exchange(cfg)
             run = _ExchangeRun(cfg, exchange)

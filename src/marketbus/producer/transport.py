@@ -14,9 +14,14 @@ from typing import Final, Protocol
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from marketbus.producer.lease import Renewal
+from marketbus.shared.config import RedisConfig
+from marketbus.shared.errors import CommandError, RedisUnavailableError
+from marketbus.shared.resp import FeedCommands, pack_command
+from marketbus.shared.transport import PipelineWriter
 
 STREAM_FIELD = b"d"
 
@@ -170,3 +175,73 @@ class RedisTransport:
 
 def _as_bytes(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
+
+
+def _response_error(message: str) -> ResponseError:
+    """The redis-py class redis-py itself would raise for *message*, so the publisher
+    tells READONLY (failover) and LOADING (restart) apart whichever transport ran."""
+    if message.startswith("READONLY"):
+        return ReadOnlyError(message)
+    if message.startswith("LOADING"):
+        return BusyLoadingError(message)  # type: ignore[return-value]
+    return ResponseError(message)
+
+
+class FastTransport(RedisTransport):
+    """`RedisTransport` whose hot `write` goes over a `PipelineWriter` (asyncio + hiredis).
+
+    Same contract: one round trip per batch, PUBLISH then XADD per item, per-item errors
+    returned, link failures raised as redis-py ``ConnectionError`` (the next `write`
+    reconnects). Everything else (tails, catalog, lease scripts) stays on redis-py.
+    """
+
+    def __init__(self, config: RedisConfig, redis: aioredis.Redis) -> None:
+        super().__init__(redis)
+        self._config = config
+        self._writer: PipelineWriter | None = None
+        self._feeds: dict[tuple[str, int], FeedCommands] = {}
+
+    async def _connected(self) -> PipelineWriter:
+        if self._writer is None or not self._writer.is_connected:
+            try:
+                self._writer = await PipelineWriter.open(self._config)
+            except RedisUnavailableError as exc:
+                raise RedisConnectionError(str(exc)) from exc
+        return self._writer
+
+    async def write(self, batch: Sequence[Outgoing]) -> list[ResponseError | None]:
+        writer = await self._connected()
+        out: list[bytes] = []
+        owner: list[int] = []  # the batch item of each expected reply
+        for index, item in enumerate(batch):
+            commands = self._feeds.get((item.channel, item.maxlen))
+            if commands is None:
+                commands = FeedCommands(item.channel, item.maxlen)
+                self._feeds[(item.channel, item.maxlen)] = commands
+            commands.append_publish(out, item.payload)
+            owner.append(index)
+            if item.stream is None:
+                continue
+            if item.stream == item.channel:
+                commands.append_xadd(out, item.entry_id.encode(), item.payload)
+            else:
+                out.append(
+                    pack_command(
+                        "XADD", item.stream, "MAXLEN", "~", item.maxlen, item.entry_id,
+                        STREAM_FIELD, item.payload,
+                    )
+                )  # fmt: skip
+            owner.append(index)
+        errors: list[ResponseError | None] = [None] * len(batch)
+        writer.send_parts(out, len(owner), tag=owner)
+        try:
+            await writer.flush()
+        except CommandError as exc:
+            for failure in exc.failures:
+                errors[owner[failure.index]] = _response_error(failure.message)
+        return errors
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.aclose()
+        await super().close()
