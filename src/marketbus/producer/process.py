@@ -41,7 +41,8 @@ from marketbus.producer.normalize import Row
 from marketbus.producer.publisher import Publisher
 from marketbus.producer.sequencing import choose_run, parse_entry_id
 from marketbus.producer.stats import FeedCounters, FeedStats, heartbeat_detail, snapshot
-from marketbus.producer.transport import FastTransport, RedisTransport
+from marketbus.producer.transport import ClusterTransport, FastTransport, RedisTransport
+from marketbus.shared.cluster import connect_cluster, is_cluster
 from marketbus.shared.codecs import decode, encode_feed_info
 from marketbus.shared.config import ExchangeConfig, ProducerConfig
 from marketbus.shared.connection import connect
@@ -227,8 +228,13 @@ class Producer:
         settings = self.config.producer
         # No retries hidden in redis-py: the writer retries itself and must know when a
         # pipeline may have been applied twice.
-        redis = await connect(self.config.redis, retry=Retry(NoBackoff(), 0))
-        self._transport = transport = FastTransport(self.config.redis, redis)
+        transport: RedisTransport
+        if is_cluster(self.config.redis):
+            transport = ClusterTransport(await connect_cluster(self.config.redis))
+        else:
+            redis = await connect(self.config.redis, retry=Retry(NoBackoff(), 0))
+            transport = FastTransport(self.config.redis, redis)
+        self._transport = transport
         for cfg in self._exchange_configs:
             exchange = watch.create_exchange(cfg)
             run = _ExchangeRun(cfg, exchange)

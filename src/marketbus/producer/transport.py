@@ -14,10 +14,12 @@ from typing import Final, Protocol
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from marketbus.producer.lease import Renewal
+from marketbus.shared.cluster import has_sharded_pubsub, publish_batch
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.errors import CommandError, RedisUnavailableError
 from marketbus.shared.resp import FeedCommands, pack_command
@@ -245,3 +247,17 @@ class FastTransport(RedisTransport):
         if self._writer is not None:
             await self._writer.aclose()
         await super().close()
+
+
+class ClusterTransport(RedisTransport):
+    """`Transport` over a Redis Cluster: each feed's channel and stream share one slot, so
+    `publish_batch` sends one pipeline per node, SPUBLISH where the cluster has sharded
+    pub/sub. Tails, catalog and lease go through the same cluster client."""
+
+    def __init__(self, cluster: RedisCluster) -> None:
+        super().__init__(cluster)  # type: ignore[arg-type]
+        self._cluster = cluster
+        self._sharded = has_sharded_pubsub(cluster)
+
+    async def write(self, batch: Sequence[Outgoing]) -> list[ResponseError | None]:
+        return await publish_batch(self._cluster, batch, sharded=self._sharded)
