@@ -19,9 +19,9 @@ import redis.asyncio as aioredis
 
 from bench.report import Row
 from bench.workload import RUN, Workload
-from marketbus.producer.backoff import Backoff
 from marketbus.producer.publisher import FeedCounters, Publisher
 from marketbus.producer.transport import FastTransport, RedisTransport, Transport
+from marketbus.shared.backoff import BackoffState
 from marketbus.shared.codecs import encoder_for
 from marketbus.shared.config import RedisConfig, StreamCaps
 from marketbus.shared.resp import FeedCommands
@@ -96,7 +96,7 @@ async def publisher_rate(transport: Transport, work: Workload, run: int) -> floa
         caps=StreamCaps(ohlcv=CAP),
         batch_size=BATCH,
         queue_max_messages=work.count + 1,
-        backoff=Backoff(0.1, 1.0),
+        backoff=BackoffState(0.1, 1.0),
         counters=lambda feed: counters.setdefault(feed, FeedCounters()),
     )
     messages = work.messages()

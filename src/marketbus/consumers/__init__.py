@@ -5,7 +5,6 @@ streams, repair gaps, resume after reconnects and report what cannot be recovere
 Importing this package needs neither ccxt nor numpy (numpy/pandas are optional).
 """
 
-from marketbus.consumers.backoff import Backoff
 from marketbus.consumers.buffers import (
     BookState,
     Candle,
@@ -19,6 +18,7 @@ from marketbus.consumers.engine import BufferSizes
 from marketbus.consumers.events import Event, Gap, Staleness, Stats, Update
 from marketbus.consumers.subscriber import Subscriber
 from marketbus.consumers.sync import SyncSubscriber
+from marketbus.shared.backoff import Backoff
 from marketbus.shared.errors import NotSubscribedError, SubscriberClosedError, SubscriberError
 from marketbus.shared.schema import OHLCV, Book, Ticker, Trade, Trades
 

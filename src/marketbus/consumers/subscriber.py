@@ -32,7 +32,6 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from marketbus.consumers.backoff import Backoff
 from marketbus.consumers.buffers import BookState, CandleBuffer, TickerState, TradeBuffer
 from marketbus.consumers.delivery import Mailbox
 from marketbus.consumers.engine import (
@@ -53,6 +52,7 @@ from marketbus.consumers.transport import (
     ShardedPubSubTransport,
     Transport,
 )
+from marketbus.shared.backoff import Backoff
 from marketbus.shared.cluster import connect_cluster, has_sharded_pubsub
 from marketbus.shared.codecs import decode, decode_feed_info
 from marketbus.shared.config import RedisConfig

@@ -33,7 +33,6 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from marketbus.producer import watch
-from marketbus.producer.backoff import Backoff
 from marketbus.producer.feeds import FeedHandler, OhlcvHandler, handler_for
 from marketbus.producer.lease import LeaseKeeper
 from marketbus.producer.metrics import MetricsServer, MetricsSource
@@ -42,6 +41,7 @@ from marketbus.producer.publisher import Publisher
 from marketbus.producer.sequencing import choose_run, parse_entry_id
 from marketbus.producer.stats import FeedCounters, FeedStats, heartbeat_detail, snapshot
 from marketbus.producer.transport import ClusterTransport, FastTransport, RedisTransport
+from marketbus.shared.backoff import BackoffState
 from marketbus.shared.cluster import connect_cluster, is_cluster
 from marketbus.shared.codecs import decode, encode_feed_info
 from marketbus.shared.config import ExchangeConfig, ProducerConfig
@@ -271,7 +271,7 @@ class Producer:
             caps=self.config.streams,
             batch_size=settings.publish_batch,
             queue_max_messages=settings.queue_max_messages,
-            backoff=Backoff(settings.backoff_initial_s, settings.backoff_max_s),
+            backoff=BackoffState(settings.backoff_initial_s, settings.backoff_max_s),
             counters=self._counter,
             lease=lease,
         )
@@ -308,7 +308,7 @@ class Producer:
 
     async def _prepare(self, run: _ExchangeRun) -> None:
         settings = self.config.producer
-        backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
+        backoff = BackoffState(settings.backoff_initial_s, settings.backoff_max_s)
         await watch.load_markets(run.exchange, LOAD_MARKETS_ATTEMPTS, backoff)
         run.feeds = watch.plan_feeds(run.exchange, run.config, self._ns)
         for feed in run.feeds:

@@ -25,12 +25,12 @@ from redis.exceptions import BusyLoadingError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from marketbus.producer.backoff import Backoff
 from marketbus.producer.lease import LeaseKeeper
 from marketbus.producer.outbox import Entry, Outbox
 from marketbus.producer.sequencing import Sequencer, entry_id, parse_entry_id
 from marketbus.producer.stats import FeedCounters, LatencyHistogram
 from marketbus.producer.transport import Outgoing, Transport
+from marketbus.shared.backoff import BackoffState
 from marketbus.shared.codecs import Encoding, encoder_for
 from marketbus.shared.config import StreamCaps
 from marketbus.shared.errors import FencedError
@@ -68,7 +68,7 @@ class Publisher:
         caps: StreamCaps,
         batch_size: int,
         queue_max_messages: int,
-        backoff: Backoff,
+        backoff: BackoffState,
         counters: Callable[[str], FeedCounters],
         lease: LeaseKeeper | None = None,
     ) -> None:

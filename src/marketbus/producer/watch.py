@@ -32,10 +32,10 @@ from typing import Any
 import ccxt
 import ccxt.pro
 
-from marketbus.producer.backoff import Backoff
 from marketbus.producer.feeds import FeedHandler, OhlcvHandler
 from marketbus.producer.normalize import Row, ohlcv_rows
 from marketbus.producer.stats import FeedCounters, FeedState
+from marketbus.shared.backoff import BackoffState
 from marketbus.shared.config import ExchangeConfig, ProducerSettings
 from marketbus.shared.errors import ConfigError, MarketbusError, NormalizeError
 from marketbus.shared.names import Feed
@@ -288,7 +288,7 @@ class WatchLoop:
         self._counters = [counters[f.name] for f in subscription.feeds]
         self._clock = clock
         self.state: StatusEvent | None = None
-        self.backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
+        self.backoff = BackoffState(settings.backoff_initial_s, settings.backoff_max_s)
         self._bad_data: set[str] = set()
         self._reported: set[str] = set()
         self._failing_since: float | None = None
@@ -479,7 +479,7 @@ class WatchLoop:
             await asyncio.sleep(delay)
 
 
-async def load_markets(exchange: Exchange, attempts: int, backoff: Backoff) -> None:
+async def load_markets(exchange: Exchange, attempts: int, backoff: BackoffState) -> None:
     """``load_markets`` with a few retries; MarketbusError naming the exchange if it fails."""
     for attempt in range(1, attempts + 1):
         try:

@@ -9,9 +9,9 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, ResponseError
 
-from marketbus.producer.backoff import Backoff
 from marketbus.producer.publisher import FeedCounters, Publisher
 from marketbus.producer.transport import Outgoing
+from marketbus.shared.backoff import BackoffState
 from marketbus.shared.codecs import decode
 from marketbus.shared.config import StreamCaps
 from marketbus.shared.errors import FencedError
@@ -71,7 +71,7 @@ def make(
         caps=StreamCaps(ticker=50, trades=60, ohlcv=70),
         batch_size=batch,
         queue_max_messages=queue_max,
-        backoff=Backoff(0.001, 0.002),
+        backoff=BackoffState(0.001, 0.002),
         counters=lambda feed: counters.setdefault(feed, FeedCounters()),
     )
     return publisher, counters
