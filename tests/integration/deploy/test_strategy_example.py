@@ -12,9 +12,6 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from marketbus.shared.codecs import encode_feed_info
-from marketbus.shared.names import catalog_key
-from marketbus.shared.schema import FeedInfo
 from tests.support.redis_process import RedisProcess
 from tests.support.waiting import wait_until
 from tests.support.wire_writer import WireWriter
@@ -36,12 +33,6 @@ async def test_example_strategy_prints_tickers_as_the_consumer_user(
     feed = writer.feed("ticker", SYM)
     trades = writer.feed("trades", SYM)
     await writer.write(feed, writer.ticker(SYM, 1.5))  # history: backfilled, not printed
-    # As a producer does: the catalog lists the feeds, so the strategy finds them at start
-    # (a feed found only by its first live message would take that message as history).
-    for name, kind in ((feed, "ticker"), (trades, "trades")):
-        info = FeedInfo(exchange="binance", symbol=SYM, kind=kind, timeframe=None, run=1,
-                        stream_maxlen=1000, updated_ms=0)  # fmt: skip
-        await admin.hset(catalog_key("md"), name, encode_feed_info(info))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(DEPLOY / "strategy_example.py"), "--pattern", "md:*", "--count", "2",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
