@@ -391,12 +391,15 @@ class Subscriber:
         candles: int | None = None,
         trades: int | None = None,
         discover: bool = True,
+        wait: bool = True,
     ) -> list[str]:
         """Follow every feed whose name matches the glob *pattern* (``md:binance:*``).
 
         Feeds are discovered as their first message arrives, and each is backfilled
         then. With *discover*, feeds listed in the catalog ``{ns}:feeds`` that match
-        are backfilled right away. Returns the feeds known so far.
+        are backfilled right away; with *wait* (default) this returns once they are,
+        so what arrives afterwards reaches listeners as live data, not as history.
+        Returns the feeds known so far.
         """
         self._check_open()
         engine = self._engine
@@ -404,12 +407,16 @@ class Subscriber:
         assert self._transport is not None
         await self._transport.psubscribe([pattern])
         if discover:
+            found = []
             for name in await self._catalog():
                 fresh = fnmatch.fnmatchcase(name, pattern) and name not in engine.feeds
                 if fresh and engine.discover(name) is not None:
                     engine.resync(name)
+                    found.append(name)
             self._pump()
             await self._subscribe_requested()
+            if wait and found:
+                await self.ready(found)
         return [n for n in engine.feeds if fnmatch.fnmatchcase(n, pattern)]
 
     async def discover(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import redis.asyncio as aioredis
 
 from marketbus.consumers import BufferSizes, Gap, Staleness, Subscriber
@@ -102,3 +104,30 @@ async def test_pattern_not_covering_status_still_follows_each_exchanges_status(
             assert sorted(sub.feeds) == sorted(w.feed("ticker", SYM) for w in (binance, okx))
     finally:
         await redis.aclose()
+
+
+async def test_catalogued_feeds_are_backfilled_before_subscribe_pattern_returns(
+    redis_url: str,
+) -> None:
+    """What is published once subscribe_pattern returned is live data for listeners, not
+    history swallowed by a backfill still running (it used to be, for catalogued feeds)."""
+    admin = aioredis.Redis.from_url(redis_url)
+    writer = WireWriter(admin, run=1)
+    feed = writer.feed("ticker", "BTC/USDT")
+    await writer.write(feed, writer.ticker("BTC/USDT", 1.5))
+    info = FeedInfo(exchange="binance", symbol="BTC/USDT", kind="ticker", timeframe=None,
+                    run=1, stream_maxlen=1000, updated_ms=0)  # fmt: skip
+    await admin.hset(catalog_key("md"), feed, encode_feed_info(info))
+    try:
+        async with Subscriber(redis_url) as sub:
+            assert feed in await sub.subscribe_pattern("md:*")
+            events = sub.events()
+            first = asyncio.ensure_future(anext(events))
+            await asyncio.sleep(0)  # the listener's mailbox exists from here on
+            await writer.write(feed, writer.ticker("BTC/USDT", 2.5))
+            event = await asyncio.wait_for(first, 10)
+            assert event.last == 2.5  # type: ignore[union-attr]
+            assert sub.stats.duplicates == 0 and sub.stats.backfilled == 1
+            await events.aclose()
+    finally:
+        await admin.aclose()
