@@ -22,7 +22,7 @@ from marketbus.sim import SimServer
 from tests.integration.producer.conftest import messages
 from tests.support.waiting import wait_until
 
-STALE_S = 0.8  # short for fast tests, long enough that a loaded CI box never trips it on okx
+STALE_S = 0.4
 BINANCE = ["ohlcv.1s", "ticker", "trades", "book"]
 
 
