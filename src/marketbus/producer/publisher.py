@@ -7,6 +7,11 @@ writer retries the same stamped batch with backoff and the outbox absorbs new da
 by its policy (conflate state, bound history, count drops); dropped seq ranges are
 announced as ``gap`` status events once the writer gets going again.
 
+Up to `IN_FLIGHT` batches are on the wire at once: the writer stamps and sends the
+next batch while Redis works on the previous one, then settles them in order. When the
+link fails, every batch in flight is written again, oldest first, one at a time, so
+stream IDs still only go up and nothing is counted before Redis acknowledged it.
+
 With a `LeaseKeeper` the writer asks it before every attempt whether it may write
 (`LeaseKeeper.ready`), tells it when the Redis link failed (the lease must then be
 confirmed again), and stops with FencedError when the lease is lost. Each written
@@ -18,10 +23,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import msgspec
-from redis.exceptions import BusyLoadingError, ReadOnlyError
+from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -29,7 +35,7 @@ from marketbus.producer.lease import LeaseKeeper
 from marketbus.producer.outbox import Entry, Outbox
 from marketbus.producer.sequencing import Sequencer, entry_id, parse_entry_id
 from marketbus.producer.stats import FeedCounters, LatencyHistogram
-from marketbus.producer.transport import Outgoing, Transport
+from marketbus.producer.transport import Outgoing, Receipt, ReplyErrors, Transport
 from marketbus.shared.backoff import BackoffState
 from marketbus.shared.codecs import Encoding, encoder_for
 from marketbus.shared.config import StreamCaps
@@ -52,7 +58,21 @@ QUIET_GATE_S = 0.5
 """After a link failure, how long the lease may take to be confirmed before the writer
 counts as failed (a restart's stale pooled connections are confirmed within ms)."""
 
+IN_FLIGHT = 2
+"""Batches sent but not yet acknowledged: two keep Python and Redis busy at once."""
+
 _ID_TOO_SMALL = "equal or smaller than the target stream top item"
+
+
+class _Flight:
+    """A stamped batch, the entries it came from, and its receipt once sent."""
+
+    __slots__ = ("batch", "entries", "receipt")
+
+    def __init__(self, batch: list[Outgoing], entries: list[Entry]) -> None:
+        self.batch = batch
+        self.entries = entries
+        self.receipt: Receipt | None = None
 
 
 class Publisher:
@@ -80,6 +100,7 @@ class Publisher:
         self._batch_size = batch_size
         self._backoff = backoff
         self._counters = counters
+        self._feed_counters: dict[str, FeedCounters] = {}
         self._lease = lease
         self.sequencer = Sequencer(run)
         self.outbox = Outbox(queue_max_messages)
@@ -112,14 +133,37 @@ class Publisher:
 
     async def run(self) -> None:
         """The writer task: runs until cancelled; raises FencedError on an ID collision."""
+        flights: deque[_Flight] = deque()
         while True:
-            if not self.outbox:
-                self._idle.set()
-                self._wake.clear()
-                await self._wake.wait()
+            if self.outbox and len(flights) < IN_FLIGHT:
+                entries = self.outbox.take(self._batch_size)
+                flight = _Flight(self._stamp(entries), entries)
+                flights.append(flight)
+                await self._gate(None)
+                try:
+                    flight.receipt = await self._transport.send(flight.batch)
+                except RETRYABLE as exc:
+                    await self._write_again(flights, exc)
                 continue
-            entries = self.outbox.take(self._batch_size)
-            await self._write(self._stamp(entries), entries)
+            if flights:
+                flight = flights[0]
+                assert flight.receipt is not None
+                try:
+                    errors = await flight.receipt.confirm()
+                except RETRYABLE as exc:
+                    await self._write_again(flights, exc)
+                    continue
+                transient = _transient(errors)
+                if transient is not None:
+                    await self._failed(f"{type(transient).__name__}: {transient}")
+                    await self._write_again(flights, None)
+                    continue
+                flights.popleft()
+                await self._settle(flight.batch, flight.entries, errors)
+                continue
+            self._idle.set()
+            self._wake.clear()
+            await self._wake.wait()
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait until everything queued is written, announcing pending drops; False on timeout."""
@@ -159,25 +203,37 @@ class Publisher:
         by the ``gap`` event announcing them; seqs are taken in write order, so even when
         the dropped feed is the status feed itself its stream IDs only go up."""
         run = self.sequencer.run
+        next_seq = self.sequencer.next
+        encode = self._encoder.encode
+        replace = msgspec.structs.replace
+        caps = self._maxlen
         out: list[Outgoing] = []
         for entry in entries:
+            feed = entry.feed
             if entry.skip:
-                self._dropping.discard(entry.feed)
-                first = self.sequencer.reserve(entry.feed, entry.skip)
-                gap = self._gap(entry.feed, first, entry.skip)
-                out.append(self._outgoing(self._status_feed_of(entry.feed), gap, True, run))
-            out.append(self._outgoing(entry.feed, entry.message, entry.stream, run))
+                self._dropping.discard(feed)
+                first = self.sequencer.reserve(feed, entry.skip)
+                out.append(
+                    self._outgoing(self._status_feed_of(feed), self._gap(feed, first, entry.skip))
+                )
+            seq = next_seq(feed)
+            out.append(
+                Outgoing(
+                    feed,
+                    encode(replace(entry.message, run=run, seq=seq)),
+                    feed if entry.stream else None,
+                    f"{run}-{seq}",
+                    caps.get(feed) or self._cap(feed),
+                )
+            )
         return out
 
-    def _outgoing(
-        self, feed: str, message: Message, stream: bool, run: int, seq: int | None = None
-    ) -> Outgoing:
-        if seq is None:
-            seq = self.sequencer.next(feed)
+    def _outgoing(self, feed: str, message: Message) -> Outgoing:
+        """One stored message (a status event) stamped with the feed's next seq."""
+        run = self.sequencer.run
+        seq = self.sequencer.next(feed)
         payload = self._encoder.encode(msgspec.structs.replace(message, run=run, seq=seq))
-        return Outgoing(
-            feed, payload, feed if stream else None, entry_id(run, seq), self._cap(feed)
-        )
+        return Outgoing(feed, payload, feed, entry_id(run, seq), self._cap(feed))
 
     def _cap(self, feed: str) -> int:
         cap = self._maxlen.get(feed)
@@ -186,10 +242,24 @@ class Publisher:
             cap = self._maxlen[feed] = self._caps.for_kind(kind)
         return cap
 
-    async def _write(self, batch: list[Outgoing], entries: Sequence[Entry] = ()) -> None:
-        """Write *batch* until Redis takes it; only FencedError or cancellation end it."""
-        quiet = 0
-        failure: str | None = None
+    async def _write_again(self, flights: deque[_Flight], exc: Exception | None) -> None:
+        """The link failed (*exc*) or Redis answered READONLY/LOADING with batches in
+        flight: write each of them again, oldest first, one at a time."""
+        failure = None if exc is None else f"{type(exc).__name__}: {exc}"
+        if failure is not None and self._lease is not None:
+            self._lease.suspect()  # Redis may have restarted: confirm the lease first
+        while flights:
+            flight = flights[0]
+            await self._write(flight.batch, flight.entries, failure)
+            flights.popleft()
+            failure = None
+
+    async def _write(
+        self, batch: list[Outgoing], entries: Sequence[Entry] = (), failure: str | None = None
+    ) -> None:
+        """Write *batch* until Redis takes it; only FencedError or cancellation end it.
+        *failure*: why the previous attempt at it failed, if there was one."""
+        quiet = 0 if failure is None else 1
         while True:
             await self._gate(failure)
             try:
@@ -203,14 +273,19 @@ class Publisher:
                     continue
                 await self._failed(failure)
                 continue
-            transient = next(
-                (e for e in errors if isinstance(e, ReadOnlyError | BusyLoadingError)), None
-            )
+            transient = _transient(errors)
             if transient is not None:
                 # Failover (READONLY: we reached a replica) or a restart (LOADING): retry.
                 await self._failed(f"{type(transient).__name__}: {transient}")
                 continue
             break
+        await self._settle(batch, entries, errors)
+
+    async def _settle(
+        self, batch: list[Outgoing], entries: Sequence[Entry], errors: ReplyErrors
+    ) -> None:
+        """Count what Redis acknowledged; an XADD refused for its ID is either our own
+        earlier attempt (fine) or a newer producer's run (FencedError)."""
         if not self.redis_ok:
             self.redis_ok = True
             self._backoff.success(time.monotonic())
@@ -218,11 +293,12 @@ class Publisher:
         self.batches += 1
         now_ns = time.time_ns()
         now_ms = now_ns // 1_000_000
-        observe = self.latency.observe
-        for entry in entries:
-            observe((now_ns - entry.message.recv_ns) / 1e9)
+        self.latency.observe_many([(now_ns - entry.message.recv_ns) / 1e9 for entry in entries])
+        known = self._feed_counters
         for item, error in zip(batch, errors, strict=True):
-            counters = self._counters(item.channel)
+            counters = known.get(item.channel)
+            if counters is None:
+                counters = known[item.channel] = self._counters(item.channel)
             if error is not None:
                 if _ID_TOO_SMALL not in str(error):
                     counters.errors += 1
@@ -277,3 +353,11 @@ class Publisher:
     async def _failed(self, why: str) -> None:
         self._down(why)
         await asyncio.sleep(self._backoff.failure())
+
+
+def _transient(errors: ReplyErrors) -> ResponseError | None:
+    """The first READONLY (failover: we reached a replica) or LOADING (restart) reply."""
+    for error in errors:
+        if error is not None and isinstance(error, ReadOnlyError | BusyLoadingError):
+            return error
+    return None

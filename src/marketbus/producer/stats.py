@@ -79,6 +79,19 @@ class LatencyHistogram:
         if seconds > self.maximum:
             self.maximum = seconds
 
+    def observe_many(self, values: list[float]) -> None:
+        """`observe` each of *values* (the writer's per-batch call, one loop in here)."""
+        if not values:
+            return
+        counts = self.counts
+        bounds = self.bounds
+        bisect_left = bisect.bisect_left
+        for seconds in values:
+            counts[bisect_left(bounds, seconds)] += 1
+        self.count += len(values)
+        self.sum += sum(values)
+        self.maximum = max(self.maximum, max(values))
+
     def quantile(self, q: float) -> float | None:
         """The upper bound of the bucket holding quantile *q* (the maximum for the
         +Inf bucket); None before any observation."""

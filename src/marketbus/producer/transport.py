@@ -2,15 +2,16 @@
 
 `Transport` is what the writer needs; `RedisTransport` is its redis-py implementation
 and also the `LeaseStore` of `marketbus.producer.lease` (SET NX PX, and two small Lua
-scripts for compare-and-renew and compare-and-delete). A faster writer (a raw asyncio
-RESP protocol with hiredis) can replace `Transport.write`; nothing else in the producer
-talks to Redis.
+scripts for compare-and-renew and compare-and-delete). `FastTransport` replaces the hot
+write with a raw asyncio RESP connection (`PipelineWriter`, hiredis) and lets the
+writer keep a batch in flight while it prepares the next (`Transport.send` now,
+`Receipt.confirm` later); nothing else in the producer talks to Redis.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Final, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Final, Protocol, TypeAlias
 
 import msgspec
 import redis.asyncio as aioredis
@@ -21,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from marketbus.producer.lease import Renewal
 from marketbus.shared.cluster import has_sharded_pubsub, publish_batch
 from marketbus.shared.config import RedisConfig
-from marketbus.shared.errors import CommandError, RedisUnavailableError
+from marketbus.shared.errors import RedisUnavailableError
 from marketbus.shared.resp import FeedCommands, pack_command
 from marketbus.shared.transport import PipelineWriter
 
@@ -58,10 +59,30 @@ class Outgoing(msgspec.Struct, frozen=True):
     maxlen: int
 
 
+ReplyErrors: TypeAlias = list[ResponseError | None]
+"""Per batch item, the error Redis answered to its XADD (None if fine or no XADD)."""
+
+
+class Receipt(Protocol):
+    """A batch handed to `Transport.send`: `confirm` waits until Redis answered it."""
+
+    async def confirm(self) -> ReplyErrors:
+        """The batch's per-item errors, as `Transport.write` returns them. Raises redis
+        ConnectionError/TimeoutError when the link failed before every reply came;
+        then any prefix of this batch, and of batches sent after it, may be applied."""
+        ...
+
+
 class Transport(Protocol):
     """What the producer needs from Redis."""
 
-    async def write(self, batch: Sequence[Outgoing]) -> list[ResponseError | None]:
+    async def send(self, batch: Sequence[Outgoing]) -> Receipt:
+        """Start writing *batch* (after every batch sent before it) and return at once
+        or once the link has room; `Receipt.confirm` gives the result. A transport
+        that cannot pipeline batches writes it in `confirm` instead."""
+        ...
+
+    async def write(self, batch: Sequence[Outgoing]) -> ReplyErrors:
         """PUBLISH (and XADD) every item in one pipelined round trip, in order.
 
         Returns, per item, the error Redis answered to its XADD (None if fine or no
@@ -81,6 +102,22 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
+class WriteOnConfirm:
+    """The `Receipt` of a transport that writes one batch at a time: `confirm` writes."""
+
+    __slots__ = ("_batch", "_write")
+
+    def __init__(
+        self, write: Callable[[Sequence[Outgoing]], Awaitable[ReplyErrors]],
+        batch: Sequence[Outgoing],
+    ) -> None:  # fmt: skip
+        self._write = write
+        self._batch = batch
+
+    async def confirm(self) -> ReplyErrors:
+        return await self._write(self._batch)
+
+
 class RedisTransport:
     """`Transport` over a redis-py asyncio client (non-transactional pipelines)."""
 
@@ -90,7 +127,10 @@ class RedisTransport:
         self._renew = redis.register_script(RENEW_LEASE)
         self._release = redis.register_script(RELEASE_LEASE)
 
-    async def write(self, batch: Sequence[Outgoing]) -> list[ResponseError | None]:
+    async def send(self, batch: Sequence[Outgoing]) -> Receipt:
+        return WriteOnConfirm(self.write, batch)  # redis-py: one batch at a time
+
+    async def write(self, batch: Sequence[Outgoing]) -> ReplyErrors:
         pipe = self.redis.pipeline(transaction=False)
         for item in batch:
             pipe.publish(item.channel, item.payload)
@@ -189,19 +229,39 @@ def _response_error(message: str) -> ResponseError:
     return ResponseError(message)
 
 
-class FastTransport(RedisTransport):
-    """`RedisTransport` whose hot `write` goes over a `PipelineWriter` (asyncio + hiredis).
+class _Pending:
+    """A batch on a `PipelineWriter`: its replies end at ``mark``."""
 
-    Same contract: one round trip per batch, PUBLISH then XADD per item, per-item errors
-    returned, link failures raised as redis-py ``ConnectionError`` (the next `write`
-    reconnects). Everything else (tails, catalog, lease scripts) stays on redis-py.
+    __slots__ = ("_owner", "_size", "_writer", "mark")
+
+    def __init__(self, writer: PipelineWriter, owner: list[int], size: int) -> None:
+        self._writer = writer
+        self._owner = owner
+        self._size = size
+        self.mark = writer.sent
+
+    async def confirm(self) -> ReplyErrors:
+        errors: ReplyErrors = [None] * self._size
+        for failure in await self._writer.confirm(self.mark):
+            if failure.tag is self._owner:
+                errors[self._owner[failure.index]] = _response_error(failure.message)
+        return errors
+
+
+class FastTransport(RedisTransport):
+    """`RedisTransport` whose hot path goes over a `PipelineWriter` (asyncio + hiredis).
+
+    Same contract: PUBLISH then XADD per item, in order, per-item errors returned,
+    link failures raised as redis-py ``ConnectionError`` (the next `send` reconnects).
+    `send` only writes, so the writer can prepare the next batch while Redis works on
+    this one. Everything else (tails, catalog, lease scripts) stays on redis-py.
     """
 
     def __init__(self, config: RedisConfig, redis: aioredis.Redis) -> None:
         super().__init__(redis)
         self._config = config
         self._writer: PipelineWriter | None = None
-        self._feeds: dict[tuple[str, int], FeedCommands] = {}
+        self._feeds: dict[str, FeedCommands] = {}
 
     async def _connected(self) -> PipelineWriter:
         if self._writer is None or not self._writer.is_connected:
@@ -211,15 +271,15 @@ class FastTransport(RedisTransport):
                 raise RedisConnectionError(str(exc)) from exc
         return self._writer
 
-    async def write(self, batch: Sequence[Outgoing]) -> list[ResponseError | None]:
+    async def send(self, batch: Sequence[Outgoing]) -> Receipt:
         writer = await self._connected()
+        feeds = self._feeds
         out: list[bytes] = []
         owner: list[int] = []  # the batch item of each expected reply
         for index, item in enumerate(batch):
-            commands = self._feeds.get((item.channel, item.maxlen))
-            if commands is None:
-                commands = FeedCommands(item.channel, item.maxlen)
-                self._feeds[(item.channel, item.maxlen)] = commands
+            commands = feeds.get(item.channel)
+            if commands is None or commands.maxlen != item.maxlen:
+                commands = feeds[item.channel] = FeedCommands(item.channel, item.maxlen)
             commands.append_publish(out, item.payload)
             owner.append(index)
             if item.stream is None:
@@ -234,14 +294,13 @@ class FastTransport(RedisTransport):
                     )
                 )  # fmt: skip
             owner.append(index)
-        errors: list[ResponseError | None] = [None] * len(batch)
         writer.send_parts(out, len(owner), tag=owner)
-        try:
-            await writer.flush()
-        except CommandError as exc:
-            for failure in exc.failures:
-                errors[owner[failure.index]] = _response_error(failure.message)
-        return errors
+        pending = _Pending(writer, owner, len(batch))
+        await writer.push()
+        return pending
+
+    async def write(self, batch: Sequence[Outgoing]) -> ReplyErrors:
+        return await (await self.send(batch)).confirm()
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -259,5 +318,5 @@ class ClusterTransport(RedisTransport):
         self._cluster = cluster
         self._sharded = has_sharded_pubsub(cluster)
 
-    async def write(self, batch: Sequence[Outgoing]) -> list[ResponseError | None]:
+    async def write(self, batch: Sequence[Outgoing]) -> ReplyErrors:
         return await publish_batch(self._cluster, batch, sharded=self._sharded)

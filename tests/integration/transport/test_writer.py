@@ -80,6 +80,25 @@ async def test_xadd_id_collision_surfaces_with_the_callers_tag(redis_url: str) -
     await writer.aclose()
 
 
+async def test_confirm_gives_each_batch_in_flight_its_own_error_replies(redis_url: str) -> None:
+    writer = await PipelineWriter.open(RedisConfig(url=redis_url))
+    commands = FeedCommands(FEED + ":confirm", 1_000)
+    marks: list[int] = []
+    for tag, ids in (("one", [b"7-1", b"7-1"]), ("two", [b"7-2"]), ("three", [b"7-3", b"7-2"])):
+        out: list[bytes] = []
+        for entry_id in ids:
+            commands.append_xadd(out, entry_id, b"x")
+        writer.send_parts(out, replies=len(ids), tag=tag)
+        marks.append(writer.sent)
+        await writer.push()  # on the wire; nothing waits for its replies yet
+    first, second, third = [await writer.confirm(mark) for mark in marks]
+    assert [(f.tag, f.index, f.is_xadd_id_error) for f in first] == [("one", 1, True)]
+    assert second == ()
+    assert [(f.tag, f.index) for f in third] == [("three", 1)]
+    await writer.flush()  # nothing left to raise: confirm took every error reply
+    await writer.aclose()
+
+
 async def test_execute_returns_values_and_raises_error_replies(redis_url: str) -> None:
     writer = await PipelineWriter.open(RedisConfig(url=redis_url))
     writer.send(pack_command("SET", "k", "v"))

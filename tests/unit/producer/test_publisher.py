@@ -10,7 +10,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, ResponseError
 
 from marketbus.producer.publisher import FeedCounters, Publisher
-from marketbus.producer.transport import Outgoing
+from marketbus.producer.transport import Outgoing, Receipt, WriteOnConfirm
 from marketbus.shared.backoff import BackoffState
 from marketbus.shared.codecs import decode
 from marketbus.shared.config import StreamCaps
@@ -33,6 +33,9 @@ class MemoryTransport:
         self.replies: list[list[ResponseError | None]] = []
         self.gate: asyncio.Event | None = None
         self.tops: dict[str, bytes] = {}
+
+    async def send(self, batch: Sequence[Outgoing]) -> Receipt:
+        return WriteOnConfirm(self.write, batch)
 
     async def write(self, batch: Sequence[Outgoing]) -> list[ResponseError | None]:
         if self.gate is not None:
@@ -241,3 +244,91 @@ async def test_drops_of_the_status_feed_itself_keep_its_ids_increasing() -> None
     assert seqs == [1, 2, 6, 7]  # 3..5 dropped, 6 announces them
     gap = decode(next(i.payload for i in transport.items() if b'"gap"' in i.payload))
     assert isinstance(gap, Status) and "seq 3..5" in gap.detail and gap.seq == 6
+
+
+class WireTransport(MemoryTransport):
+    """A pipelining transport: `send` puts a batch on the wire at once (recorded in
+    ``wire``); its receipt fails with the next of ``lost`` (if any) or answers the next
+    of ``answers`` (if any, else all fine). Batches written again after a failure go
+    through `write` (``batches``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wire: list[list[Outgoing]] = []
+        self.lost: list[Exception] = []
+        self.answers: list[list[ResponseError | None]] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def send(self, batch: Sequence[Outgoing]) -> Receipt:
+        self.wire.append(list(batch))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        return _WireReceipt(self, len(batch))
+
+
+class _WireReceipt:
+    def __init__(self, transport: WireTransport, size: int) -> None:
+        self._transport = transport
+        self._size = size
+
+    async def confirm(self) -> list[ResponseError | None]:
+        transport = self._transport
+        transport.in_flight -= 1
+        await asyncio.sleep(0)  # the reply takes a loop turn, like a socket read
+        if transport.lost:
+            transport.in_flight = 0  # the link is gone: nothing else will answer
+            raise transport.lost.pop(0)
+        if transport.answers:
+            return transport.answers.pop(0)
+        return [None] * self._size
+
+
+async def test_two_batches_are_in_flight_and_settle_in_order() -> None:
+    transport = WireTransport()
+    publisher, counters = make(transport, batch=2)
+    for i in range(1, 9):
+        publisher.submit(TRADES, trades(i))
+    await run_until_flushed(publisher)
+    assert transport.most_in_flight == 2
+    assert [i.entry_id for b in transport.wire for i in b] == [f"1000-{n}" for n in range(1, 9)]
+    assert transport.batches == [] and counters[TRADES].published == 8
+
+
+async def test_a_link_lost_with_batches_in_flight_writes_each_again_oldest_first() -> None:
+    transport = WireTransport()
+    transport.lost = [RedisConnectionError("connection lost")]
+    publisher, counters = make(transport, batch=2)
+    for i in range(1, 7):
+        publisher.submit(TRADES, trades(i))
+    await run_until_flushed(publisher)
+    wire = [[i.entry_id for i in b] for b in transport.wire]
+    rewritten = [[i.entry_id for i in b] for b in transport.batches]
+    assert wire[:2] == [["1000-1", "1000-2"], ["1000-3", "1000-4"]]  # both lost in flight
+    assert rewritten == wire[:2]  # written again, oldest first, same stamps
+    assert wire[2:] == [["1000-5", "1000-6"]]  # then the writer goes on pipelining
+    assert counters[TRADES].published == 6 and counters[TRADES].errors == 0
+
+
+async def test_a_lost_reply_whose_batch_landed_is_recognised_on_the_rewrite() -> None:
+    transport = WireTransport()
+    transport.lost = [RedisConnectionError("connection lost")]
+    # Redis applied both batches before the link died: the rewrites are refused.
+    transport.replies = [[ResponseError(TOO_SMALL)] * 2, [ResponseError(TOO_SMALL)] * 2]
+    transport.tops[TRADES] = b"1000-4"
+    publisher, counters = make(transport, batch=2)
+    for i in range(1, 5):
+        publisher.submit(TRADES, trades(i))
+    await run_until_flushed(publisher)
+    assert counters[TRADES].published == 4 and counters[TRADES].errors == 0
+
+
+async def test_readonly_with_batches_in_flight_writes_them_again() -> None:
+    transport = WireTransport()
+    transport.answers = [[ReadOnlyError("READONLY You can't write against a read only replica")]]
+    publisher, counters = make(transport, batch=1)
+    publisher.submit(TRADES, trades(1))
+    publisher.submit(TRADES, trades(2))
+    await run_until_flushed(publisher)
+    assert [[i.entry_id for i in b] for b in transport.batches] == [["1000-1"], ["1000-2"]]
+    assert counters[TRADES].published == 2

@@ -5,6 +5,12 @@ large chunks) and `await drain()` once per batch. Replies are parsed by hiredis 
 only counted, unless one is an error: then the next `drain`/`flush` raises
 `CommandError` naming the failed commands by the caller's ``tag``.
 
+A caller that keeps several batches in flight (the producer's writer) marks each one
+with `sent` after sending it, writes it out with `push`, and later awaits
+`confirm(mark)`: that waits for the replies up to the mark and returns the error
+replies among them, so each batch learns exactly its own failures while the next one
+is already on the wire.
+
 Bounds and policies:
 - Buffered bytes: `send` hands the buffer to the transport once it reaches
   ``write_chunk_bytes``; `drain` blocks while the transport is over its high-water mark.
@@ -34,8 +40,8 @@ from marketbus.shared.transport.endpoint import Endpoint
 
 DEFAULT_MAX_PENDING_REPLIES = 100_000
 DEFAULT_WRITE_CHUNK_BYTES = 256 * 1024
-MAX_FAILURES_KEPT = 1_000
-"""Error replies kept until the next drain; later ones are counted, not kept."""
+MAX_FAILURES_KEPT = 100_000
+"""Error replies kept until the next drain or confirm; later ones are counted, not kept."""
 
 
 class _Expect:
@@ -73,7 +79,8 @@ class PipelineWriter(RespConnection):
         self._received = 0  # replies read so far
         self._expect: deque[_Expect] = deque()
         self._calls = 0  # entries in _expect that want reply values (execute)
-        self._failures: list[ReplyFailure] = []
+        self._failures: list[tuple[int, ReplyFailure]] = []
+        """Error replies not yet raised or confirmed, with their ordinal (in reply order)."""
         self._failures_dropped = 0
         self._reply_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
@@ -133,6 +140,46 @@ class PipelineWriter(RespConnection):
         if self._sent - self._received > self.max_pending_replies:
             await self._wait_received(self._sent - self.max_pending_replies // 2, "replies")
         self._raise_failures()
+
+    async def push(self) -> None:
+        """`drain` without raising error replies: they stay kept for `confirm`."""
+        if self._lost is not None:
+            raise self._lost
+        self._write_out()
+        if self._write_paused:
+            await self._wait_writable()
+        if self._sent - self._received > self.max_pending_replies:
+            await self._wait_received(self._sent - self.max_pending_replies // 2, "replies")
+
+    @property
+    def sent(self) -> int:
+        """Replies owed for everything sent so far: the mark `confirm` waits for."""
+        return self._sent
+
+    async def confirm(self, mark: int) -> tuple[ReplyFailure, ...]:
+        """Wait for the replies of everything sent up to *mark* (a past `sent`); return,
+        and forget, the error replies among them.
+
+        Raises ConnectionLostError once the connection is gone (commands since the last
+        confirmed mark may or may not have been applied), and CommandError if more
+        error replies came than are kept (they cannot be told apart by mark).
+        """
+        if self._lost is not None:
+            raise self._lost
+        self._write_out()
+        if self._received < mark:
+            await self._wait_received(mark, "confirm")
+        if self._failures_dropped:
+            self._raise_failures()
+        failures = self._failures
+        count = 0
+        while count < len(failures) and failures[count][0] < mark:
+            count += 1
+        if not count:
+            return ()
+        taken = tuple(failure for _, failure in failures[:count])
+        del failures[:count]
+        return taken
 
     async def flush(self) -> None:
         """`drain`, then wait until every command sent so far has its reply."""
@@ -233,14 +280,13 @@ class PipelineWriter(RespConnection):
                 continue
             for entry in self._expect:
                 if entry.start <= ordinal < entry.end:
-                    self._failures.append(
-                        ReplyFailure(entry.tag, ordinal - entry.start, str(reply))
-                    )
+                    failure = ReplyFailure(entry.tag, ordinal - entry.start, str(reply))
+                    self._failures.append((ordinal, failure))
                     break
 
     def _raise_failures(self) -> None:
         if self._failures:
-            failures = tuple(self._failures)
+            failures = tuple(failure for _, failure in self._failures)
             dropped = self._failures_dropped
             self._failures.clear()
             self._failures_dropped = 0
