@@ -73,7 +73,8 @@ class Outbox:
                 slot.stream = stream
                 self.conflated += 1
                 return True
-            entry = Entry(feed, message, stream, True, self._pending_skip.pop(feed, 0))
+            skip = self._pending_skip.pop(feed, 0) if self._pending_skip else 0
+            entry = Entry(feed, message, stream, True, skip)
             self._slots[feed] = entry
             self._entries.append(entry)
             return True
@@ -82,7 +83,8 @@ class Outbox:
             self._pending_skip[feed] = self._pending_skip.get(feed, 0) + 1
             self.dropped[feed] = self.dropped.get(feed, 0) + 1
             return False
-        self._entries.append(Entry(feed, message, stream, False, self._pending_skip.pop(feed, 0)))
+        skip = self._pending_skip.pop(feed, 0) if self._pending_skip else 0
+        self._entries.append(Entry(feed, message, stream, False, skip))
         self._history += 1
         return True
 

@@ -280,20 +280,20 @@ class FastTransport(RedisTransport):
             commands = feeds.get(item.channel)
             if commands is None or commands.maxlen != item.maxlen:
                 commands = feeds[item.channel] = FeedCommands(item.channel, item.maxlen)
+            if item.stream == item.channel:
+                commands.append_publish_xadd(out, item.entry_id.encode(), item.payload)
+                owner += (index, index)
+                continue
             commands.append_publish(out, item.payload)
             owner.append(index)
-            if item.stream is None:
-                continue
-            if item.stream == item.channel:
-                commands.append_xadd(out, item.entry_id.encode(), item.payload)
-            else:
+            if item.stream is not None:
                 out.append(
                     pack_command(
                         "XADD", item.stream, "MAXLEN", "~", item.maxlen, item.entry_id,
                         STREAM_FIELD, item.payload,
                     )
                 )  # fmt: skip
-            owner.append(index)
+                owner.append(index)
         writer.send_parts(out, len(owner), tag=owner)
         pending = _Pending(writer, owner, len(batch))
         await writer.push()

@@ -82,6 +82,16 @@ def test_feed_commands_xadd_publish_follows_the_spec_entry_layout() -> None:
     ]
 
 
+def test_feed_commands_publish_xadd_is_the_same_pair_publish_first() -> None:
+    feed = "md:okx:trades:ETH/USDT"
+    out: list[bytes] = []
+    FeedCommands(feed, 7).append_publish_xadd(out, b"1-2", b"p")
+    assert parse_all(b"".join(out)) == [
+        [b"PUBLISH", feed.encode(), b"p"],
+        [b"XADD", feed.encode(), b"MAXLEN", b"~", b"7", b"1-2", b"d", b"p"],
+    ]
+
+
 def test_feed_commands_single_commands_and_a_new_run() -> None:
     commands = FeedCommands("md:okx:trades:ETH/USDT", 5)
     out: list[bytes] = []
