@@ -119,7 +119,7 @@ class _Collector:
 class MetricsServer:
     """The HTTP endpoint (``/metrics``) on its own thread; `close` stops it."""
 
-    def __init__(self, port: int, source: MetricsSource, addr: str = "0.0.0.0") -> None:
+    def __init__(self, port: int, source: MetricsSource, addr: str = "127.0.0.1") -> None:
         try:
             from prometheus_client import CollectorRegistry, start_http_server
         except ImportError:
@@ -132,7 +132,9 @@ class MetricsServer:
         try:
             self._httpd, self._thread = start_http_server(port, addr=addr, registry=registry)
         except OSError as exc:
-            raise ConfigError(f"producer.metrics_port {port}: cannot listen: {exc}") from None
+            raise ConfigError(
+                f"producer.metrics_port {port} on metrics_host {addr!r}: cannot listen: {exc}"
+            ) from None
         self.port: int = self._httpd.server_port
 
     def close(self) -> None:

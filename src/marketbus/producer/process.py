@@ -285,7 +285,9 @@ class Producer:
                 detail += f"; took over from {previous} (its lease expired or was released)"
             self._status(run.config.id, "started", None, detail)
         if settings.metrics_port is not None:
-            self._metrics = MetricsServer(settings.metrics_port, self._metrics_source())
+            self._metrics = MetricsServer(
+                settings.metrics_port, self._metrics_source(), settings.metrics_host
+            )
             log.info("Prometheus metrics on port %d (/metrics)", self._metrics.port)
         await self._write_catalog()
         await asyncio.gather(*(self._backfill(run, last_by_stream) for run in self._runs))

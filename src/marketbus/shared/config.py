@@ -102,7 +102,9 @@ class ProducerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     third of ``lease_ttl_s``). A second one for the same exchange either waits as a hot
     standby and takes over when the lease expires (``on_conflict = "standby"``) or
     exits with FencedError naming the holder (``"exit"``). ``metrics_port`` serves
-    Prometheus metrics on that port (0: any free port) with the ``metrics`` extra.
+    Prometheus metrics on that port (0: any free port) with the ``metrics`` extra, on
+    ``metrics_host`` only: loopback by default, ``"0.0.0.0"`` in a container that a
+    Prometheus outside it scrapes.
     """
 
     close_grace_ms: NonNegativeInt = 2_000
@@ -116,6 +118,7 @@ class ProducerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     on_conflict: Literal["standby", "exit"] = "standby"
     lease_ttl_s: Annotated[float, Meta(ge=0.3)] = 10.0
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
+    metrics_host: Annotated[str, Meta(min_length=1)] = "127.0.0.1"
 
 
 class ProducerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
