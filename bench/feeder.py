@@ -1,9 +1,22 @@
 """The producer side of the latency benchmark, run as its own process.
 
 ``python -m bench.feeder URL RATE SECONDS MODE`` publishes SPEC candles (XADD +
-PUBLISH) at RATE messages/s for SECONDS, in ~1 ms ticks, stamping each message's
-``recv_ns`` with the wall clock right before its publish call. MODE is ``marketbus``
-(PipelineWriter) or ``redis-py`` (a pipeline per tick).
+PUBLISH) at RATE messages/s over `FEEDS` feeds for SECONDS. MODE:
+
+- ``marketbus``: the real producer path, `marketbus.producer.publisher.Publisher` on
+  `FastTransport` with its writer task (`Publisher.run`) running; the publish call is
+  `Publisher.submit` (it stamps run/seq, encodes and writes in the writer task; its
+  connection opens with the first batch, within the consumer's warm-up);
+- ``writer``: the bare transport, `FeedCommands` + `PipelineWriter`, no Publisher (the
+  latency floor's feeder: what the socket path alone costs);
+- ``redis-py``: the baseline, one redis-py pipeline per tick.
+
+Spacing: like a producer fed by websockets, the feeder sends in ~1 ms ticks whatever is
+due by then (5-8 messages a tick at 5k msg/s, 50-70 at 50k msg/s: a tick takes a bit
+over 1 ms), then sleeps; asyncio's timers have millisecond resolution (epoll), so finer
+spacing would need a busy loop taking a core from Redis and the subscriber.
+``recv_ns`` is the wall clock right before each message's publish call, so a message
+that waits behind others of its tick is charged for it.
 """
 
 from __future__ import annotations
@@ -16,38 +29,104 @@ import msgspec
 import redis.asyncio as aioredis
 
 from bench.workload import RUN, Workload
+from marketbus.producer.publisher import FeedCounters, Publisher
+from marketbus.producer.transport import FastTransport
+from marketbus.shared.backoff import BackoffState
 from marketbus.shared.codecs import encoder_for
-from marketbus.shared.config import RedisConfig
+from marketbus.shared.config import RedisConfig, StreamCaps
 from marketbus.shared.resp import FeedCommands
 from marketbus.shared.transport import PipelineWriter
 
 FEEDS = 10
+CAP = 10_000
 TICK_S = 0.001
-"""Like the producer's writer task, send whatever is due, then yield for about 1 ms."""
+"""Send whatever is due, then yield for about 1 ms (see the module docstring)."""
+MODES = ("marketbus", "writer", "redis-py")
 
 
-async def feed(url: str, rate: float, seconds: float, mode: str) -> None:
-    work = Workload(int(rate * seconds) + 1, feeds=FEEDS)
+class _Behind:
+    """Warns once per run when the feeder cannot keep its schedule."""
+
+    def __init__(self, mode: str, rate: float, seconds: float) -> None:
+        self.mode, self.rate, self.seconds = mode, rate, seconds
+        self.start = time.perf_counter()
+
+    def due(self, total: int) -> int:
+        return min(total, int((time.perf_counter() - self.start) * self.rate) + 1)
+
+    def report(self) -> None:
+        behind = time.perf_counter() - self.start - self.seconds
+        if behind > 0.1 * self.seconds + 0.05:
+            print(
+                f"feeder: {self.mode} at {self.rate:.0f}/s ran {behind:.2f}s behind schedule",
+                file=sys.stderr,
+            )
+
+
+async def feed_publisher(url: str, work: Workload, rate: float, seconds: float) -> None:
+    """The real producer: `Publisher.submit` per message, its writer task writing."""
+    names = work.feed_names()
+    messages = work.messages()
+    replace = msgspec.structs.replace
+    counters: dict[str, FeedCounters] = {}
+    transport = FastTransport(RedisConfig(url=url), aioredis.Redis.from_url(url))
+    publisher = Publisher(
+        transport,
+        namespace="md",
+        run=RUN,
+        encoding="json",
+        caps=StreamCaps(ohlcv=CAP),
+        batch_size=512,
+        queue_max_messages=len(messages) + 1,
+        backoff=BackoffState(0.1, 1.0),
+        counters=lambda feed: counters.setdefault(feed, FeedCounters()),
+    )
+    writer = asyncio.create_task(publisher.run())
+    submit = publisher.submit
+    clock = _Behind("marketbus", rate, seconds)
+    sent = 0
+    try:
+        while sent < len(messages):
+            due = clock.due(len(messages))
+            while sent < due:
+                index, message = messages[sent]
+                submit(names[index], replace(message, recv_ns=time.time_ns()))
+                sent += 1
+            await asyncio.sleep(TICK_S)
+        clock.report()
+        if not await publisher.flush(timeout_s=30.0):
+            raise RuntimeError("feeder: the Publisher did not flush within 30 s")
+    finally:
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+        await transport.close()
+    published = sum(c.published for c in counters.values())
+    if published != len(messages):
+        raise RuntimeError(f"feeder: published {published} of {len(messages)} messages")
+
+
+async def feed_direct(url: str, work: Workload, rate: float, seconds: float, mode: str) -> None:
+    """The bare `PipelineWriter` (``writer``) or a redis-py pipeline per tick."""
     names = work.feed_names()
     encode = encoder_for("json").encode
     replace = msgspec.structs.replace
     messages = work.messages()
-    commands = [FeedCommands(name, 10_000) for name in names]
-    writer = await PipelineWriter.open(RedisConfig(url=url)) if mode == "marketbus" else None
+    commands = [FeedCommands(name, CAP) for name in names]
+    writer = await PipelineWriter.open(RedisConfig(url=url)) if mode == "writer" else None
     redis = aioredis.Redis.from_url(url) if writer is None else None
-    seqs = [0] * FEEDS
+    seqs = [0] * len(names)
+    clock = _Behind(mode, rate, seconds)
     sent = 0
-    start = time.perf_counter()
+    out: list[bytes] = []
     while sent < len(messages):
-        due = min(len(messages), int((time.perf_counter() - start) * rate) + 1)
-        out: list[bytes] = []
+        due = clock.due(len(messages))
         pipe = redis.pipeline(transaction=False) if redis is not None else None
         while sent < due:
             index, message = messages[sent]
             seq = seqs[index] = seqs[index] + 1
             payload = encode(replace(message, run=RUN, seq=seq, recv_ns=time.time_ns()))
             if pipe is not None:
-                pipe.xadd(names[index], {b"d": payload}, id=f"{RUN}-{seq}", maxlen=10_000,
+                pipe.xadd(names[index], {b"d": payload}, id=f"{RUN}-{seq}", maxlen=CAP,
                           approximate=True)  # fmt: skip
                 pipe.publish(names[index], payload)
             else:
@@ -62,14 +141,22 @@ async def feed(url: str, rate: float, seconds: float, mode: str) -> None:
         elif pipe is not None and len(pipe):
             await pipe.execute()
         await asyncio.sleep(TICK_S)
-    behind = time.perf_counter() - start - seconds
-    if behind > 0.1 * seconds + 0.05:
-        print(f"feeder: {mode} at {rate:.0f}/s ran {behind:.2f}s behind schedule", file=sys.stderr)
+    clock.report()
     if writer is not None:
         await writer.flush()
         await writer.aclose()
     if redis is not None:
         await redis.aclose()
+
+
+async def feed(url: str, rate: float, seconds: float, mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"feeder mode must be one of {', '.join(MODES)}, not {mode!r}")
+    work = Workload(int(rate * seconds) + 1, feeds=FEEDS)
+    if mode == "marketbus":
+        await feed_publisher(url, work, rate, seconds)
+    else:
+        await feed_direct(url, work, rate, seconds, mode)
 
 
 if __name__ == "__main__":

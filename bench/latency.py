@@ -1,14 +1,19 @@
 """Target 3: latency from the producer's publish call to the consumer's callback.
 
-A feeder process (`bench.feeder`) publishes at a fixed rate, stamping ``recv_ns`` with
-the wall clock just before each publish call; this process receives, decodes, applies
-to a `CandleBuffer` and records ``time.time_ns() - recv_ns`` in the callback. Both
-processes share the machine's clock. marketbus = PipelineWriter -> the real consumer
-SDK: ``Subscriber(url, on_message=...)`` (fast transport, Engine, the listener's
-mailbox and task); baseline = redis-py pipeline -> redis-py PubSub -> decode + apply.
-The "floor" rows time the socket path alone (PipelineWriter -> `SubscriberConnection`
-callback -> decode + apply, no Engine, no listener task), so what the SDK adds and
-what the machine costs can be told apart. The first 10% of samples are warm-up.
+A feeder process (`bench.feeder`, its docstring has the spacing) publishes at a fixed
+rate, stamping ``recv_ns`` with the wall clock just before each publish call; this
+process receives, decodes, applies to a `CandleBuffer` and records
+``time.time_ns() - recv_ns`` in the callback. Both processes share the machine's clock.
+The first 10% of samples are warm-up. Rows, interleaved run by run:
+
+- marketbus, default: the real producer (`Publisher.submit` on `FastTransport`) -> the
+  real SDK, ``Subscriber(url, on_message=...)`` (fast transport, Engine, the
+  listener's mailbox and task: ``delivery="queued"``);
+- marketbus, inline: the same with ``delivery="inline"`` (the callback is called from
+  the socket handler as the Engine applies each message);
+- baseline: redis-py pipeline per tick -> redis-py PubSub -> decode + apply;
+- floor: bare `PipelineWriter` -> `SubscriberConnection` callback -> decode + apply (no
+  Publisher, no Engine, no listener): what the machine's socket path alone costs.
 """
 
 from __future__ import annotations
@@ -26,12 +31,16 @@ from bench.report import Row
 from bench.workload import Workload
 from marketbus.consumers import BufferSizes, Subscriber, Update
 from marketbus.consumers.buffers import CandleBuffer
+from marketbus.consumers.subscriber import DeliveryMode
 from marketbus.shared.codecs import decode
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.schema import OHLCV
 from marketbus.shared.transport import PubSubMessage, SubscriberConnection
 
 ROOT = Path(__file__).resolve().parent.parent
+CONSUMERS = {"queued": "marketbus", "inline": "marketbus", "floor": "writer",
+             "redis-py": "redis-py"}  # fmt: skip
+"""Consumer side of `measure` -> its feeder's mode (`bench.feeder.MODES`)."""
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -50,8 +59,18 @@ async def start_feeder(
     )
 
 
-async def measure(url: str, rate: float, seconds: float, mode: str) -> list[float]:
-    """Latencies in microseconds of every message of one feeder run."""
+async def measure(
+    url: str, rate: float, seconds: float, consumer: str, feeder_mode: str | None = None
+) -> list[float]:
+    """Latencies in microseconds of every message of one feeder run.
+
+    *consumer*: ``queued`` / ``inline`` (`Subscriber` with that delivery), ``floor``
+    (bare `SubscriberConnection` callback) or ``redis-py``. *feeder_mode* defaults to
+    the consumer's own (`CONSUMERS`).
+    """
+    if consumer not in CONSUMERS:
+        raise ValueError(f"consumer must be one of {', '.join(CONSUMERS)}, not {consumer!r}")
+    feeder_mode = feeder_mode or CONSUMERS[consumer]
     admin = aioredis.Redis.from_url(url)
     await admin.flushall()  # the feeder restarts its entry IDs at seq 1
     await admin.aclose()
@@ -70,7 +89,7 @@ async def measure(url: str, rate: float, seconds: float, mode: str) -> list[floa
             complete.set()
 
     deadline = seconds * 3 + 30
-    if mode == "marketbus":
+    if consumer in ("queued", "inline"):
 
         def on_message(update: Update) -> None:
             samples.append((time.time_ns() - update.recv_ns) / 1_000)
@@ -78,13 +97,14 @@ async def measure(url: str, rate: float, seconds: float, mode: str) -> list[floa
                 complete.set()
 
         sizes = BufferSizes(candles=1_000, stale_after_s=None)
-        async with Subscriber(url, sizes=sizes, on_message=on_message) as sub:
+        delivery: DeliveryMode = "inline" if consumer == "inline" else "queued"
+        async with Subscriber(url, sizes=sizes, on_message=on_message, delivery=delivery) as sub:
             await sub.subscribe(*names)
-            feeder = await start_feeder(url, rate, seconds, mode)
+            feeder = await start_feeder(url, rate, seconds, feeder_mode)
             async with asyncio.timeout(deadline):
                 await feeder.wait()
                 await complete.wait()
-    elif mode == "floor":
+    elif consumer == "floor":
 
         def on_batch(batch: list[PubSubMessage]) -> None:
             for channel, _pattern, payload in batch:
@@ -92,7 +112,7 @@ async def measure(url: str, rate: float, seconds: float, mode: str) -> list[floa
 
         conn = await SubscriberConnection.open(RedisConfig(url=url), on_batch=on_batch)
         await conn.subscribe(*buffers)
-        feeder = await start_feeder(url, rate, seconds, "marketbus")
+        feeder = await start_feeder(url, rate, seconds, feeder_mode)
         try:
             async with asyncio.timeout(deadline):
                 await feeder.wait()
@@ -103,7 +123,7 @@ async def measure(url: str, rate: float, seconds: float, mode: str) -> list[floa
         redis = aioredis.Redis.from_url(url)
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(*buffers)
-        feeder = await start_feeder(url, rate, seconds, mode)
+        feeder = await start_feeder(url, rate, seconds, feeder_mode)
         async with asyncio.timeout(deadline):
             while len(samples) < expected:
                 got = await pubsub.get_message(timeout=1.0)
@@ -117,36 +137,55 @@ async def measure(url: str, rate: float, seconds: float, mode: str) -> list[floa
     return samples[len(samples) // 10 :]
 
 
+def _rows(rate: int, label: str, target50: str, target99: str) -> tuple[Row, Row]:
+    k = f"{rate // 1000}k" if rate >= 1000 else str(rate)
+    base = "redis-py pipeline + PubSub"
+    return (
+        Row(f"latency p50 at {k} msg/s, {label}", "us", higher_is_better=False,
+            baseline_name=base, target=target50),
+        Row(f"latency p99 at {k} msg/s, {label}", "us", higher_is_better=False,
+            baseline_name=base, target=target99),
+    )  # fmt: skip
+
+
+def _add(rows: tuple[Row, Row], samples: list[float], baseline: bool = False) -> None:
+    p50, p99 = rows
+    (p50.baseline if baseline else p50.marketbus).append(percentile(samples, 0.50))
+    (p99.baseline if baseline else p99.marketbus).append(percentile(samples, 0.99))
+
+
 async def run(
     url: str, runs: int, seconds: float, rates: tuple[int, ...] = (5_000, 50_000)
 ) -> list[Row]:
+    """Per rate: the SDK's default (queued) and inline delivery next to redis-py, and at
+    the first rate the floor.
+
+    On a shared 2-core VM the figures drift by tens of microseconds from one second to
+    the next, as much as the two deliveries differ, so each run measures them in two
+    halves in ABBA order (queued, inline, inline, queued) and pools each one's samples.
+    """
     rows: list[Row] = []
+    floor = _rows(rates[0], "floor: PipelineWriter -> SubscriberConnection callback", "", "")
+    for row in floor:
+        row.baseline_name = ""
     for rate in rates:
-        p50 = Row(f"latency p50 at {rate // 1000}k msg/s", "us", higher_is_better=False,
-                  baseline_name="redis-py pipeline + PubSub",
-                  target="<= 100 us" if rate == 5_000 else "")  # fmt: skip
-        p99 = Row(f"latency p99 at {rate // 1000}k msg/s", "us", higher_is_better=False,
-                  baseline_name="redis-py pipeline + PubSub",
-                  target="<= 500 us" if rate == 5_000 else "<= 5 ms")  # fmt: skip
+        low = rate <= 5_000
+        queued = _rows(rate, "Subscriber default (queued)", "<= 100 us" if low else "",
+                       "<= 500 us" if low else "<= 5 ms")  # fmt: skip
+        inline = _rows(rate, 'Subscriber delivery="inline"', queued[0].target, queued[1].target)
         for _ in range(runs):
-            for mode, p50s, p99s in (
-                ("marketbus", p50.marketbus, p99.marketbus),
-                ("redis-py", p50.baseline, p99.baseline),
-            ):
-                # redis-py saturates near 20k msg/s (issue #6): its backlog only grows,
-                # so a short run tells as much and keeps the benchmark bounded.
-                span = min(seconds, 1.0) if mode == "redis-py" and rate > 20_000 else seconds
-                samples = await measure(url, rate, span, mode)
-                p50s.append(percentile(samples, 0.50))
-                p99s.append(percentile(samples, 0.99))
-        rows += [p50, p99]
-    rate = rates[0]
-    floor_p50 = Row(f"latency floor p50 at {rate // 1000}k msg/s (socket path alone)", "us",
-                    higher_is_better=False)  # fmt: skip
-    floor_p99 = Row(f"latency floor p99 at {rate // 1000}k msg/s (socket path alone)", "us",
-                    higher_is_better=False)  # fmt: skip
-    for _ in range(runs):
-        samples = await measure(url, rate, seconds, "floor")
-        floor_p50.marketbus.append(percentile(samples, 0.50))
-        floor_p99.marketbus.append(percentile(samples, 0.99))
-    return [*rows, floor_p50, floor_p99]
+            pooled: dict[str, list[float]] = {"queued": [], "inline": []}
+            for consumer in ("queued", "inline", "inline", "queued"):
+                pooled[consumer] += await measure(url, rate, seconds / 2, consumer)
+            _add(queued, pooled["queued"])
+            _add(inline, pooled["inline"])
+            # redis-py saturates near 20k msg/s (issue #6): its backlog only grows, so a
+            # short run tells as much and keeps the benchmark bounded.
+            span = min(seconds, 1.0) if rate > 20_000 else seconds
+            samples = await measure(url, rate, span, "redis-py")
+            _add(queued, samples, baseline=True)
+            _add(inline, samples, baseline=True)
+            if rate == rates[0]:
+                _add(floor, await measure(url, rate, seconds, "floor"))
+        rows += [queued[0], inline[0], queued[1], inline[1]]
+    return [*rows, *floor]

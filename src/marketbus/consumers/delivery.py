@@ -1,4 +1,4 @@
-"""Handing updates to one listener (a callback or an ``async for``) at its own pace.
+"""Handing updates to one listener: at its own pace (`Mailbox`) or at once (`InlineListener`).
 
 A listener slower than the feed must never slow the read loop (Redis would drop the
 pub/sub connection at its output-buffer limit) nor grow memory without bound. Each
@@ -12,18 +12,25 @@ listener owns a `Mailbox` with this policy, per feed and in feed order:
   reported as a `Gap` (reason ``delivery``), never skipped silently;
 - events (gaps, staleness) come first; at most ``max_events`` wait, the oldest
   staleness flips are dropped first (the current state is in `Subscriber.is_stale`).
+
+A listener that asked for ``delivery="inline"`` has no mailbox: `InlineListener` calls
+its plain callbacks right in the read path, before the next update is applied, with
+no task switch. It never falls behind by construction; a slow inline callback holds
+up the socket instead (see `InlineListener`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from marketbus.consumers.events import Event, Gap, Staleness, Stats, Update
 from marketbus.consumers.sequencing import Position
+from marketbus.shared.errors import ConfigError
 from marketbus.shared.schema import OHLCV
 
 log = logging.getLogger("marketbus.consumers")
@@ -33,6 +40,9 @@ ReadBack: TypeAlias = Callable[[str, Position, Position, int], Awaitable[list[Up
 ``after < position <= upto`` from its stream, oldest first."""
 
 READ_BACK_PAGE = 1000
+
+Failure: TypeAlias = Callable[[Event, Exception], None]
+"""``(item, error)``: what to do when a callback raised on *item* (the error policy)."""
 
 
 class _FeedBox:
@@ -254,3 +264,105 @@ class Mailbox:
             self._stats.gaps += 1
             self._stats.missing += seq - first
             self._boxes[feed].skipped -= seq - first
+
+
+class InlineListener:
+    """A listener whose plain callbacks run inline, as the engine applies each update.
+
+    It is an engine sink like `Mailbox`, but `push` and `push_event` call the callback
+    right away: on the transport's socket handler for live data (before the next update
+    of the read is applied, and before the next socket read), on the fetch task for
+    repaired history, on the health task for staleness. Nothing waits, so nothing is
+    conflated or read back; a callback sees every update, and the buffer it reads is
+    exactly at that update.
+
+    The cost is the caller's: while a callback runs, nothing is read. A slow one backs
+    up the socket until Redis drops the connection at its pub/sub output limit; the
+    subscriber then reconnects and resumes from the streams, and whatever the streams
+    evicted meanwhile is reported as a `Gap`. An exception from a callback goes to
+    *failed* (the listener's error policy); after `close`, callbacks are not called.
+    """
+
+    __slots__ = ("_closed", "_failed", "_feeds", "_on_gap", "_on_message", "_on_stale")
+
+    def __init__(
+        self,
+        on_message: Callable[[Update], Any] | None,
+        on_gap: Callable[[Gap], Any] | None,
+        on_stale: Callable[[Staleness], Any] | None,
+        *,
+        failed: Failure,
+        feeds: frozenset[str] | None = None,
+    ) -> None:
+        check_inline(on_message, on_gap, on_stale)
+        self._on_message = on_message
+        self._on_gap = on_gap
+        self._on_stale = on_stale
+        self._feeds = feeds
+        self._failed = failed
+        self._closed = False
+
+    def close(self) -> None:
+        """No callback is called from now on."""
+        self._closed = True
+
+    def push(self, feed: str, message: Update, must: bool) -> None:
+        callback = self._on_message
+        if callback is None or self._closed:
+            return
+        if self._feeds is not None and feed not in self._feeds:
+            return
+        try:
+            result = callback(message)
+        except Exception as exc:  # the strategy's own code: its policy decides
+            self._failed(message, exc)
+            return
+        if result is not None:
+            self._returned(message, result)
+
+    def push_event(self, event: Gap | Staleness) -> None:
+        if self._closed:
+            return
+        if isinstance(event, Gap):
+            callback: Callable[[Any], Any] | None = self._on_gap
+        else:
+            if self._feeds is not None and event.feed not in self._feeds:
+                return  # as `Mailbox.push_event` filters
+            callback = self._on_stale
+        if callback is None:
+            return
+        try:
+            result = callback(event)
+        except Exception as exc:
+            self._failed(event, exc)
+            return
+        if result is not None:
+            self._returned(event, result)
+
+    def _returned(self, item: Event, result: object) -> None:
+        """A callback returned something: an awaitable would never run, so it is an error."""
+        if not inspect.isawaitable(result):
+            return
+        if inspect.iscoroutine(result):
+            result.close()  # never awaited, on purpose: no warning
+        self._failed(
+            item,
+            TypeError(
+                "an inline callback returned an awaitable, which inline delivery cannot "
+                "await; register async callbacks with delivery='queued'"
+            ),
+        )
+
+
+def check_inline(*callbacks: Callable[..., Any] | None) -> None:
+    """ConfigError if a callback is a coroutine function (also behind
+    ``functools.partial`` or as ``async __call__``): inline delivery cannot await it."""
+    for callback in callbacks:
+        if callback is not None and (
+            inspect.iscoroutinefunction(callback)
+            or inspect.iscoroutinefunction(type(callback).__call__)
+        ):
+            raise ConfigError(
+                f"{callback!r} is a coroutine function: inline delivery calls plain "
+                "functions only; register it with delivery='queued' instead"
+            )

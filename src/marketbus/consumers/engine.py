@@ -123,7 +123,8 @@ class Fetch(msgspec.Struct, frozen=True):
 
 
 class Sink(Protocol):
-    """Where the engine delivers applied updates and events (a listener's mailbox)."""
+    """Where the engine delivers applied updates and events: a listener's `Mailbox`, or an
+    `InlineListener` that calls its callbacks right away (`marketbus.consumers.delivery`)."""
 
     def push(self, feed: str, message: Update, must: bool) -> None: ...
 

@@ -12,7 +12,9 @@ from the next ``await`` on it, never lost):
   whose `RedisCluster` client then serves the stream and catalog reads too);
 - fetch workers: the stream reads the engine asks for (backfill, repair, resume);
 - the health ticker: staleness of quiet feeds;
-- one task per callback listener, each behind its own `Mailbox`.
+- one task per queued callback listener, each behind its own `Mailbox`. Listeners
+  registered with ``delivery="inline"`` have no task: `InlineListener` calls them from
+  the read path itself (lower latency; a slow callback holds up the socket).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from marketbus.consumers.buffers import BookState, CandleBuffer, TickerState, TradeBuffer
-from marketbus.consumers.delivery import Mailbox
+from marketbus.consumers.delivery import InlineListener, Mailbox, check_inline
 from marketbus.consumers.engine import (
     Buffer,
     BufferSizes,
@@ -86,6 +88,13 @@ ErrorPolicy: TypeAlias = Literal["raise", "log"]
 ``stats.callback_errors`` and goes on with the next update."""
 ERROR_POLICIES = ("raise", "log")
 
+DeliveryMode: TypeAlias = Literal["queued", "inline"]
+"""How a callback listener is called: ``queued`` (default) from its own task behind a
+`Mailbox`, at its own pace, with conflation and read-back when it falls behind; or
+``inline``, plain functions only, called from the read path as each update is applied
+(no task switch: the lowest latency; a slow callback holds up the socket)."""
+DELIVERY_MODES = ("queued", "inline")
+
 TransportKind: TypeAlias = Literal["fast", "redis-py"]
 """Pub/sub on one server: ``fast`` (`FastPubSubTransport`, the default) or ``redis-py``
 (`PubSubTransport`). Cluster mode always uses `ShardedPubSubTransport`."""
@@ -97,6 +106,7 @@ _Listener: TypeAlias = tuple[
     StaleCallback | None,
     frozenset[str] | None,
     ErrorPolicy,
+    DeliveryMode,
 ]
 _LOG_EVERY = 1000
 """Callback errors under ``on_error="log"`` are logged on the 1st, 1001st, ... one."""
@@ -123,6 +133,8 @@ class Subscriber:
     is raised, chained, from the next ``await`` on it), with ``"log"`` the error is
     logged and counted (``stats.callback_errors``) and the listener goes on.
     *transport* picks the pub/sub client on one server (`TransportKind`).
+    *delivery* is how callbacks are called by default (`DeliveryMode`): ``"queued"``,
+    or ``"inline"`` for the lowest latency with quick, plain-function callbacks.
     """
 
     def __init__(
@@ -144,9 +156,11 @@ class Subscriber:
         on_error: ErrorPolicy = "raise",
         rescan_s: float = 5.0,
         transport: TransportKind = "fast",
+        delivery: DeliveryMode = "queued",
     ) -> None:
         self._config = redis if isinstance(redis, RedisConfig) else RedisConfig(url=redis)
         _check_policy(on_error)
+        self._delivery = _check_delivery(delivery)
         if rescan_s <= 0:
             raise ConfigError(f"rescan_s must be positive, not {rescan_s!r}")
         if transport not in TRANSPORTS:
@@ -180,6 +194,7 @@ class Subscriber:
         self._fetch_wakeup = asyncio.Event()
         self._progress = asyncio.Event()
         self._mailboxes: list[Mailbox] = []
+        self._inline: list[InlineListener] = []
         self._failure: BaseException | None = None
         self._closed = False
         self._started = False
@@ -187,7 +202,9 @@ class Subscriber:
         """True while the pub/sub connection is up."""
         self._pending_listeners: list[_Listener] = []
         if on_message or on_gap or on_stale:
-            self._pending_listeners.append((on_message, on_gap, on_stale, None, on_error))
+            entry = (on_message, on_gap, on_stale, None, on_error, self._delivery)
+            _check_callbacks(entry)
+            self._pending_listeners.append(entry)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -280,6 +297,8 @@ class Subscriber:
                 log.error("task %s did not stop within 5 s of being cancelled", task.get_name())
         for mailbox in self._mailboxes:
             mailbox.close()
+        for listener in self._inline:
+            listener.close()
         if self._transport is not None:
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self._transport.close()
@@ -311,6 +330,8 @@ class Subscriber:
         self._progress.set()
         for mailbox in self._mailboxes:
             mailbox.close()
+        for listener in self._inline:
+            listener.close()
         asyncio.get_running_loop().create_task(self.close())
 
     def _raise_if_failed(self) -> None:
@@ -559,21 +580,29 @@ class Subscriber:
         on_stale: StaleCallback | None = None,
         feeds: Iterable[str] | None = None,
         on_error: ErrorPolicy | None = None,
+        delivery: DeliveryMode | None = None,
     ) -> None:
         """Call *callback* for every applied update (optionally of *feeds* only), and
-        *on_gap* / *on_stale* for events. Runs in its own task at its own pace.
+        *on_gap* / *on_stale* for events.
 
         *on_error* (default: the subscriber's) says what an exception from these
         callbacks does: ``"raise"`` stops the subscriber, ``"log"`` logs and counts it.
+        *delivery* (default: the subscriber's, see `DeliveryMode`): ``"queued"`` runs
+        them in their own task at their own pace; ``"inline"`` calls them, plain
+        functions only, from the read path as each update is applied (ConfigError for
+        a coroutine function).
         """
         policy = self._on_error if on_error is None else _check_policy(on_error)
+        mode = self._delivery if delivery is None else _check_delivery(delivery)
         entry: _Listener = (
             callback,
             on_gap,
             on_stale,
             frozenset(feeds) if feeds is not None else None,
             policy,
+            mode,
         )
+        _check_callbacks(entry)
         if not self._started:
             self._pending_listeners.append(entry)
         else:
@@ -606,7 +635,14 @@ class Subscriber:
         on_stale: StaleCallback | None,
         feeds: frozenset[str] | None,
         on_error: ErrorPolicy,
+        delivery: DeliveryMode,
     ) -> None:
+        if delivery == "inline":
+            failed = self._callback_failed if on_error == "log" else self._callback_raised
+            listener = InlineListener(on_message, on_gap, on_stale, failed=failed, feeds=feeds)
+            self._inline.append(listener)
+            self._engine.sinks.append(listener)
+            return
         mailbox = self._new_mailbox(feeds)
         self._spawn(self._run_listener(mailbox, on_message, on_gap, on_stale, on_error), "listener")
 
@@ -642,6 +678,17 @@ class Subscriber:
                 if not keep_going:
                     raise
                 self._callback_failed(item, exc)
+
+    def _callback_raised(self, item: Event, exc: Exception) -> None:
+        """An inline callback raised under ``on_error="raise"``: stop, as a failed
+        listener task does (the error is raised from the next ``await``)."""
+        if self._failure is None and not self._closed:
+            log.error(
+                "inline callback failed on a %s; stopping (on_error='raise')",
+                type(item).__name__,
+                exc_info=exc,
+            )
+            self._fail(exc)
 
     def _callback_failed(self, item: Event, exc: Exception) -> None:
         stats = self._engine.stats
@@ -894,6 +941,19 @@ class _EngineSink:
     def on_psubscribed(self, pattern: str) -> None:
         self._engine.on_psubscribed(pattern)
         self._after()
+
+
+def _check_delivery(delivery: str) -> DeliveryMode:
+    if delivery not in DELIVERY_MODES:
+        raise ConfigError(f"delivery must be 'queued' or 'inline', not {delivery!r}")
+    return delivery  # type: ignore[return-value]
+
+
+def _check_callbacks(listener: _Listener) -> None:
+    """Refuse coroutine functions for inline delivery when they are registered, not
+    when the subscriber starts."""
+    if listener[5] == "inline":
+        check_inline(*listener[:3])
 
 
 def _check_policy(on_error: str) -> ErrorPolicy:
