@@ -47,13 +47,9 @@ async def main(args: argparse.Namespace) -> list[Row]:
     runs = 1 if smoke else args.runs
     only = set(args.only or SECTIONS)
     rows: list[Row] = []
-    fast_rate = slow_rate = float("nan")
     with redis_server() as server:
-        if "publish" in only or "overhead" in only:
-            got = await publish.run(server.url, runs, 2_000 if smoke else 300_000)
-            fast_rate, slow_rate = got[1].mb, got[1].base
-            if "publish" in only:
-                rows += got
+        if "publish" in only:
+            rows += await publish.run(server.url, runs, 2_000 if smoke else 300_000)
         if "subscribe" in only:
             rows += await subscribe.run(server.url, runs, 2_000 if smoke else 400_000)
         if "latency" in only:
@@ -62,7 +58,7 @@ async def main(args: argparse.Namespace) -> list[Row]:
         if "memory" in only:
             rows += await memory.run(server.url, *((10, 100) if smoke else (1_000, 1_000)))
     if "overhead" in only:
-        rows += await overhead.run(200 if smoke else 20_000, fast_rate, slow_rate)
+        rows += await overhead.run(1 if smoke else 3 * runs, 30 if smoke else 400)
     return rows
 
 

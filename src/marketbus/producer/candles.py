@@ -11,7 +11,8 @@ it: then it is re-sent closed with the new values (SPEC "Messages", ohlcv).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from operator import itemgetter
 
 from marketbus.producer.normalize import Row
 from marketbus.shared.names import timeframe_ms
@@ -19,6 +20,8 @@ from marketbus.shared.schema import OHLCV
 
 CLOSED_MEMORY = 64
 """How many recently closed candles are remembered to recognize duplicates vs corrections."""
+
+_open_time = itemgetter(0)
 
 
 class CandleTracker:
@@ -63,7 +66,7 @@ class CandleTracker:
         return self._period_ms
 
     def missing(
-        self, rows: Iterable[Row], *, refetch_forming: bool = False
+        self, rows: Sequence[Row], *, refetch_forming: bool = False
     ) -> list[tuple[int, int]]:
         """The periods *rows* would skip, as ``[start, end)`` ranges of open times: before
         the first row (after the newest candle seen) and between rows. The caller fetches
@@ -73,10 +76,21 @@ class CandleTracker:
         was forming up to the newest row: the forming candle's last updates were missed,
         and what ccxt hands over first after a reconnect may be its cache from before.
         """
+        forming = self._forming
+        if not refetch_forming:
+            # The common case, checked without sorting: no row opens more than one period
+            # after the newest candle seen, so nothing can be skipped.
+            latest = forming[0] if forming is not None else self._newest
+            if latest is not None:
+                limit = latest + self._period_ms
+                for row in rows:
+                    if row[0] > limit:
+                        break
+                else:
+                    return []
         stamps = sorted({r[0] for r in rows})
         if not stamps:
             return []
-        forming = self._forming
         if refetch_forming:
             # From the oldest candle whose final values the socket may not have delivered:
             # one the clock closed since the last data (the outage had begun unnoticed),
@@ -101,13 +115,16 @@ class CandleTracker:
     def take_holes(self) -> list[tuple[int, int]]:
         """Periods skipped by the data (e.g. during a reconnect) as ``[start, end)`` ms
         ranges of candle open times, for the caller to fill over REST with `fill`."""
-        holes, self._holes = self._holes, []
+        holes = self._holes
+        if not holes:
+            return []
+        self._holes = []
         return holes
 
     def fill(self, rows: Iterable[Row], recv_ns: int) -> list[OHLCV]:
         """Closed candles fetched to fill a hole: sent closed unless already sent as is."""
         out: list[OHLCV] = []
-        for row in sorted(rows, key=lambda r: r[0]):
+        for row in sorted(rows, key=_open_time):
             if self._closed.get(row[0]) != row and (
                 self._forming is None or row[0] < self._forming[0]
             ):
@@ -118,16 +135,18 @@ class CandleTracker:
     def seed_closed(self, rows: Iterable[Row]) -> None:
         """Remember candles already published closed (e.g. backfilled or in the stream),
         so seeing them again from the exchange is not a correction."""
-        for row in sorted(rows, key=lambda r: r[0]):
+        for row in sorted(rows, key=_open_time):
             self._remember(row)
 
     def update(self, rows: Iterable[Row], now_ms: int, recv_ns: int) -> list[OHLCV]:
         """Apply rows (any order; usually the forming candle) then the clock."""
         out: list[OHLCV] = []
-        for row in sorted(rows, key=lambda r: r[0]):
+        for row in sorted(rows, key=_open_time):
             self._apply(row, now_ms, recv_ns, out)
         self._clock_closed = None
-        out.extend(self.tick(now_ms, recv_ns))
+        forming = self._forming
+        if forming is not None and self._ended(forming[0], now_ms):
+            out.extend(self.tick(now_ms, recv_ns))
         return out
 
     def tick(self, now_ms: int, recv_ns: int) -> list[OHLCV]:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from marketbus.producer import normalize
 from marketbus.producer.candles import CandleTracker
 from marketbus.shared.names import Feed
-from marketbus.shared.schema import Book, MarketMessage, Trade
+from marketbus.shared.schema import OHLCV, Book, MarketMessage, Trade
 
 TRADE_ID_MEMORY = 10_000
 """Recent trade ids remembered per feed to drop trades ccxt repeats after a reconnect."""
@@ -48,17 +48,18 @@ class OhlcvHandler:
         self.feed = feed
         self.tracker = CandleTracker(feed.exchange, feed.symbol, timeframe, close_grace_ms)
         self.live = True
+        self._where = f"{feed.name} ohlcv"
 
     def on_data(self, data: Any, now_ms: int, recv_ns: int) -> list[MarketMessage]:
-        return self.apply(self.rows(data), now_ms, recv_ns)
+        return list(self.apply(self.rows(data), now_ms, recv_ns))
 
     def rows(self, data: Any) -> list[normalize.Row]:
         """ccxt's rows, copied (ccxt mutates them later)."""
-        return normalize.ohlcv_rows(data, f"{self.feed.name} ohlcv")
+        return normalize.ohlcv_rows(data, self._where)
 
-    def apply(self, rows: list[normalize.Row], now_ms: int, recv_ns: int) -> list[MarketMessage]:
+    def apply(self, rows: list[normalize.Row], now_ms: int, recv_ns: int) -> list[OHLCV]:
         """Messages for *rows* (the socket's, after any fetched to fill what it skipped)."""
-        return list(self.tracker.update(rows, now_ms, recv_ns))
+        return self.tracker.update(rows, now_ms, recv_ns)
 
     def on_clock(self, now_ms: int, recv_ns: int) -> list[MarketMessage]:
         return list(self.tracker.tick(now_ms, recv_ns)) if self.live else []
