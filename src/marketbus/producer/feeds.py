@@ -110,12 +110,22 @@ class TradeIds:
 
 
 class TradesHandler:
-    """Trades: one message per ccxt batch, every trade kept once (deduplicated by id)."""
+    """Trades: one message per ccxt batch, every trade kept once (deduplicated by id).
+
+    ``live`` is False while the feed's socket is down: trades made meanwhile never reach
+    us (exchanges do not replay them, and REST trade ids differ from the socket's on
+    some exchanges, so they cannot be merged safely). When trades flow again the window
+    is kept for `take_interruption`, and the watch loop announces it as a ``gap``.
+    """
 
     def __init__(self, feed: Feed, memory: int = TRADE_ID_MEMORY) -> None:
         self.feed = feed
         self.ids = TradeIds(memory)
         self.duplicates = 0
+        self.live = True
+        self.newest_ms: int | None = None
+        """Exchange time of the newest trade published."""
+        self._interruption: tuple[int | None, int | None] | None = None
 
     def on_data(self, data: Any, now_ms: int, recv_ns: int) -> list[MarketMessage]:
         batch = normalize.trades(self.feed.exchange, self.feed.symbol, data, recv_ns)
@@ -123,12 +133,32 @@ class TradesHandler:
         self.duplicates += len(batch.trades) - len(fresh)
         if not fresh:
             return []
+        stamps = [t.ts_ms for t in fresh if t.ts_ms is not None]
+        if not self.live:
+            self.live = True
+            self._interruption = (self.newest_ms, min(stamps) if stamps else None)
+        if stamps and (self.newest_ms is None or max(stamps) > self.newest_ms):
+            self.newest_ms = max(stamps)
         if len(fresh) == len(batch.trades):
             return [batch]
         return [normalize.trades_message(self.feed.exchange, self.feed.symbol, fresh, recv_ns)]
 
     def on_clock(self, now_ms: int, recv_ns: int) -> list[MarketMessage]:
         return []
+
+    def take_interruption(self) -> str | None:
+        """Once trades flow again after the socket was down: which trades may be missing,
+        as the ``detail`` of a ``gap`` status event (None otherwise)."""
+        window, self._interruption = self._interruption, None
+        if window is None:
+            return None
+        after, before = window
+        since = "the last trade published" if after is None else f"{after} (the last one published)"
+        until = "the first one after" if before is None else f"{before} (the first one after)"
+        return (
+            f"the exchange stream was interrupted: trades between {since} and {until}, "
+            "exchange time in ms, may be missing; they are not re-fetched"
+        )
 
 
 class BookHandler:

@@ -32,7 +32,7 @@ from typing import Any
 import ccxt
 import ccxt.pro
 
-from marketbus.producer.feeds import FeedHandler, OhlcvHandler
+from marketbus.producer.feeds import FeedHandler, OhlcvHandler, TradesHandler
 from marketbus.producer.normalize import Row, ohlcv_rows
 from marketbus.producer.stats import FeedCounters, FeedState
 from marketbus.shared.backoff import BackoffState
@@ -406,7 +406,7 @@ class WatchLoop:
                 counters.errors += 1
         if down:
             for handler in self.handlers.values():
-                if isinstance(handler, OhlcvHandler):
+                if isinstance(handler, OhlcvHandler | TradesHandler):
                     handler.live = False
         self._transition(event, detail)
         return self.backoff.failure()
@@ -482,6 +482,8 @@ class WatchLoop:
                     handler.live = True
                 else:
                     messages = handler.on_data(data, now_ms, recv_ns)
+                    if type(handler) is TradesHandler:
+                        self._announce_interruption(handler, name)
             except NormalizeError as exc:
                 self._counters_of(name).errors += 1
                 if name not in self._bad_data:
@@ -493,6 +495,13 @@ class WatchLoop:
                 self._bad_data.discard(name)
             for message in messages:
                 submit(name, message)
+
+    def _announce_interruption(self, handler: TradesHandler, name: str) -> None:
+        """Trades flow again after the socket was down: say which may be missing."""
+        interrupted = handler.take_interruption()
+        if interrupted is not None:
+            log.warning("%s: %s", name, interrupted)
+            self._status(self.sub.exchange_id, "gap", name, interrupted)
 
     def _counters_of(self, feed_name: str) -> FeedCounters:
         for feed, counters in zip(self.sub.feeds, self._counters, strict=True):

@@ -180,6 +180,9 @@ async def test_a_silent_exchange_goes_stale_and_is_redialled(
     await recover(rig, fault)
     assert set(transitions(caplog, "stale").values()) == {1}
     assert len(transitions(caplog, "stale")) == len(BINANCE)
+    # Trades made while the socket was down are not replayed: the producer says so.
+    [gap] = [e for e in await rig.events("gap") if e.feed == "md:binance:trades:BTC/USDT"]
+    assert "interrupted" in gap.detail and "may be missing" in gap.detail
 
 
 @pytest.mark.parametrize("garbage", ["invalid_json", "poison"])

@@ -23,6 +23,29 @@ def test_trades_repeated_after_a_reconnect_are_dropped_and_the_rest_kept() -> No
     assert h.on_data([ccxt_trade(3)], 0, 1) == [] and h.duplicates == 2
 
 
+def test_trades_after_the_socket_was_down_say_which_may_be_missing() -> None:
+    h = TradesHandler(Feed("md", "x", "trades", "A/B"))
+    h.on_data([ccxt_trade(5), ccxt_trade(7)], 0, 1)
+    assert h.take_interruption() is None, "no outage, nothing to announce"
+    h.live = False  # the watch loop saw the socket fail
+    assert h.on_data([ccxt_trade(7)], 0, 1) == []  # ccxt's cache repeated: not the end yet
+    assert h.take_interruption() is None
+    h.on_data([ccxt_trade(7), ccxt_trade(12), ccxt_trade(11)], 0, 1)
+    detail = h.take_interruption()
+    assert detail is not None and "between 7 (the last one published) and 11" in detail
+    assert h.live and h.take_interruption() is None, "announced once"
+    h.on_data([ccxt_trade(13)], 0, 1)
+    assert h.take_interruption() is None and h.newest_ms == 13
+
+
+def test_an_outage_before_any_trade_is_announced_without_a_start() -> None:
+    h = TradesHandler(Feed("md", "x", "trades", "A/B"))
+    h.live = False
+    h.on_data([{"id": "1", "timestamp": None, "price": 1.0, "amount": 1.0, "side": None}], 0, 1)
+    detail = h.take_interruption()
+    assert detail is not None and "the last trade published and the first one after" in detail
+
+
 def test_trade_id_memory_is_bounded() -> None:
     ids = TradeIds(capacity=2)
     t = [Trade(id=str(i), ts_ms=i, price=1, amount=1, side=None) for i in range(3)]
