@@ -73,5 +73,8 @@ if __name__ == "__main__":
     result = asyncio.run(main(arguments))
     print(table(result))
     runs = 1 if arguments.smoke else arguments.runs
-    print(f"({time.perf_counter() - began:.0f}s; medians of {runs} runs)")
+    print(
+        f"({time.perf_counter() - began:.0f}s; medians of {runs} runs, overhead rows: "
+        f"medians of {1 if arguments.smoke else 3 * runs} rounds)"
+    )
     sys.exit(0)
