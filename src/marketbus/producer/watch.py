@@ -63,8 +63,8 @@ SAMPLE_CHARS = 200
 STALE_ESCALATE = 3
 """Staleness deadlines in a row after which a quiet feed's live socket is failed too."""
 
-_WATCH_URLS: ContextVar[set[str] | None] = ContextVar("marketbus_watch_urls", default=None)
-"""The socket URLs the running watch loop's calls use (set per loop task)."""
+_WATCH_URLS: ContextVar[dict[str, Any] | None] = ContextVar("marketbus_watch_urls", default=None)
+"""The sockets the running watch loop's calls use, by URL (set per loop task)."""
 
 
 class StaleConnectionError(ccxt.NetworkError):  # type: ignore[misc]
@@ -109,12 +109,12 @@ def guard_frames(exchange: Exchange, on_bad_frame: BadFrameSink) -> None:
     make_client = exchange.client
 
     def client(url: str) -> Any:
-        urls = _WATCH_URLS.get()
-        if urls is not None:
-            urls.add(url)  # which sockets the current watch loop's subscription is on
         ws = make_client(url)
         if not getattr(ws, "_marketbus_guarded", False):
             _guard_client(ws, on_bad_frame)
+        urls = _WATCH_URLS.get()
+        if urls is not None:
+            urls[url] = ws  # the sockets the current watch loop's subscription is on
         return ws
 
     exchange.client = client
@@ -362,7 +362,8 @@ class WatchLoop:
         self._failing_since: float | None = None
         self._retries = 0
         self._quiet = 0
-        self._urls: set[str] = set()
+        self._urls: dict[str, Any] = {}
+        """The ccxt client this loop last watched on, by URL (recorded by `guard_frames`)."""
         self.max_fill_candles = max_fill_candles
         self._routes = {symbol: (h, h.feed.name) for symbol, h in handlers.items()}
         """Each symbol's handler and feed name (the name is a property that formats)."""
@@ -550,6 +551,11 @@ class WatchLoop:
         ``stale`` but not torn down, until it stayed quiet for `STALE_ESCALATE` deadlines
         in a row: then the subscription itself may be dead (a lost subscribe reply, while
         other topics keep the socket busy), and this feed's own sockets are failed.
+
+        The feeds count as down (candles refetched, a trades gap announced when data
+        flows again) when a socket is failed here, and also when one this loop waited on
+        is gone or replaced: another loop failed it first, and what it still carried for
+        us (a candle's final update, trades) was lost with it.
         """
         now_ms = time.time_ns() // 1_000_000
         clients = dict(getattr(self.exchange, "clients", None) or {})
@@ -568,7 +574,8 @@ class WatchLoop:
             if targets:
                 detail += " on a live socket; resubscribing"
                 self._quiet = 0
-        delay = self._failed("stale", detail, error=False, down=bool(targets))
+        replaced = any(clients.get(url) is not ws for url, ws in self._urls.items())
+        delay = self._failed("stale", detail, error=False, down=bool(targets) or replaced)
         for client in targets:
             client.on_error(StaleConnectionError(f"{detail} ({client.url})"))
         if targets:

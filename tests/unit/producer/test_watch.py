@@ -10,7 +10,7 @@ from typing import Any
 import ccxt
 import pytest
 
-from marketbus.producer.feeds import TickerHandler
+from marketbus.producer.feeds import TickerHandler, TradesHandler
 from marketbus.producer.stats import FeedCounters
 from marketbus.producer.watch import (
     BadFrameError,
@@ -226,3 +226,56 @@ async def test_a_feed_quiet_on_a_live_socket_is_resubscribed_after_a_few_deadlin
     assert "on a live socket; resubscribing" in str(live.error)
     assert events == ["no data for 0.02s"], "reported stale once"
     assert counters[feed.name].reconnects >= 3
+
+
+async def test_a_socket_another_loop_replaced_counts_as_down_for_this_loops_feeds() -> None:
+    """The trades loop failed the shared socket first (its deadline fired first): this
+    loop finds nothing silent to fail, yet what the old socket carried for it is lost,
+    so its trades are announced as a gap once they flow again."""
+
+    class BusyClient(FakeClient):
+        @property
+        def last_message_at(self) -> int:
+            return time.time_ns() // 1_000_000
+
+    old, new = BusyClient(), BusyClient()
+    deliver = asyncio.Event()
+
+    class Shared:
+        def __init__(self) -> None:
+            self.clients: dict[str, Any] = {old.url: old}
+
+        def client(self, url: str) -> Any:
+            return self.clients[url]
+
+        async def watch_trades(self, symbol: str) -> Any:
+            self.client(FakeClient.url)
+            if self.clients[FakeClient.url] is old:
+                self.clients[FakeClient.url] = new  # another loop failed and replaced it
+                await asyncio.Event().wait()  # the deadline cancels this call
+            await deliver.wait()
+            deliver.clear()
+            return [{"id": "9", "timestamp": 9, "price": 1.0, "amount": 1.0, "side": "buy"}]
+
+    exchange = Shared()
+    guard_frames(exchange, lambda url, frame, exc: None)
+    feed = Feed("md", "binance", "trades", "BTC/USDT")
+    handler = TradesHandler(feed)
+    events: list[tuple[str, str]] = []
+    loop = WatchLoop(
+        exchange, Subscription("binance", "trades", (feed,), batch=False), {"BTC/USDT": handler},
+        ProducerSettings(stale_after_s=0.02, backoff_initial_s=0.001, backoff_max_s=0.001),
+        submit=lambda name, message: None,
+        status=lambda exchange, event, name, detail: events.append((event, detail)),
+        counters={feed.name: FeedCounters()},
+    )  # fmt: skip
+    task = asyncio.create_task(loop.run())
+    try:
+        await wait_until(lambda: not handler.live, timeout_s=5, what="feed marked down")
+        assert old.error is None and new.error is None, "nothing silent here to fail"
+        deliver.set()
+        await wait_until(lambda: any(e == "gap" for e, _ in events), timeout_s=5, what="gap")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert [e for e, _ in events] == ["stale", "connected", "gap"]
