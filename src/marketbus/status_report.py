@@ -16,12 +16,13 @@ from typing import TextIO, cast
 import msgspec
 import redis.asyncio as aioredis
 
+from marketbus.producer.lease import describe
 from marketbus.producer.stats import Heartbeat, parse_heartbeat
 from marketbus.shared.codecs import decode, decode_feed_info
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.connection import connect
 from marketbus.shared.errors import ContractError
-from marketbus.shared.names import catalog_key, status_name
+from marketbus.shared.names import catalog_key, standby_prefix, status_name
 from marketbus.shared.schema import MESSAGE_TYPES, FeedInfo, Status
 
 RECENT_STATUS = 200
@@ -42,12 +43,14 @@ class FeedRow(msgspec.Struct, frozen=True):
 
 
 class ExchangeRow(msgspec.Struct, frozen=True):
-    """What an exchange's newest heartbeat says about its producer."""
+    """What an exchange's newest heartbeat says about its producer, and the standby
+    producers waiting to take over (their keys, see `standby_key`)."""
 
     exchange: str
     heartbeat_age_s: float | None
     queued: int | None
     lease: str | None
+    standby: tuple[str, ...] = ()
 
 
 def age_text(age_s: float | None) -> str:
@@ -80,13 +83,14 @@ def render(rows: list[FeedRow], now_text: str, exchanges: list[ExchangeRow] | No
         for row in [head, *body]
     ]
     for ex in exchanges or []:
+        standby = f"; standby: {', '.join(ex.standby)}" if ex.standby else "; no standby"
         if ex.heartbeat_age_s is None:
-            lines.append(f"{ex.exchange}: no heartbeat in the status stream")
+            lines.append(f"{ex.exchange}: no heartbeat in the status stream{standby}")
             continue
         lease = f"lease held by {ex.lease}" if ex.lease else "no lease"
         lines.append(
             f"{ex.exchange}: heartbeat {age_text(ex.heartbeat_age_s)} ago, {ex.queued} queued, "
-            f"{lease}"
+            f"{lease}{standby}"
         )
     return "\n".join(lines) + f"\n{len(rows)} feed(s) at {now_text}\n"
 
@@ -140,6 +144,16 @@ async def _recent_status(redis: aioredis.Redis, ns: str, exchange: str) -> list[
     return found
 
 
+async def _standbys(redis: aioredis.Redis, ns: str, exchange: str) -> tuple[str, ...]:
+    """The producers standing by for *exchange*, as `describe` puts them."""
+    found: list[str] = []
+    async for key in redis.scan_iter(match=standby_prefix(ns, exchange) + "*", count=100):
+        value = await redis.get(key)
+        if isinstance(value, bytes):
+            found.append(describe(value))
+    return tuple(sorted(found))
+
+
 async def collect_all(redis: aioredis.Redis, ns: str) -> tuple[list[FeedRow], list[ExchangeRow]]:
     """Rows per feed (sorted by name) and per exchange."""
     catalog = await redis.hgetall(catalog_key(ns))
@@ -157,12 +171,14 @@ async def collect_all(redis: aioredis.Redis, ns: str) -> tuple[list[FeedRow], li
     }
     statuses = {exchange: feed_states(found) for exchange, found in events.items()}
     beats = {exchange: latest_heartbeat(found) for exchange, found in events.items()}
-    exchanges = [
-        ExchangeRow(exchange, None, None, None)
-        if beat is None
-        else ExchangeRow(exchange, (now_ns - beat[0].recv_ns) / 1e9, beat[1].queued, beat[1].lease)
-        for exchange, beat in beats.items()
-    ]
+    exchanges = []
+    for exchange, beat in beats.items():
+        standby = await _standbys(redis, ns, exchange)
+        if beat is None:
+            exchanges.append(ExchangeRow(exchange, None, None, None, standby))
+            continue
+        age_s = (now_ns - beat[0].recv_ns) / 1e9
+        exchanges.append(ExchangeRow(exchange, age_s, beat[1].queued, beat[1].lease, standby))
     rows: list[FeedRow] = []
     for name in sorted(infos):
         info = infos[name]

@@ -43,7 +43,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from marketbus.shared.errors import FencedError
-from marketbus.shared.names import lease_key
+from marketbus.shared.names import lease_key, standby_key
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,14 @@ class LeaseStore(Protocol):
         """Delete *key* if it holds *value*."""
         ...
 
+    async def standby_announce(self, key: str, value: bytes, ttl_ms: int) -> None:
+        """``SET key value PX ttl_ms``: this producer waits as standby (see `standby_key`)."""
+        ...
+
+    async def standby_withdraw(self, key: str) -> None:
+        """``DEL key``: no longer waiting."""
+        ...
+
 
 class LeaseState:
     """One exchange's lease as this process sees it (pure: callers pass the time)."""
@@ -163,6 +171,8 @@ class LeaseKeeper:
         self.poll_s = min(1.0, ttl_s * POLL_FRACTION)
         self._clock = clock
         self.leases = [LeaseState(lease_key(namespace, ex), ex, ttl_s) for ex in sorted(exchanges)]
+        self._standby_keys = {lease.exchange: standby_key(namespace, lease.exchange, self.holder)
+                              for lease in self.leases}  # fmt: skip
         self.run: int | None = None
         self.since_ms = time.time_ns() // 1_000_000
         self.previous: dict[str, str] = {}
@@ -185,6 +195,7 @@ class LeaseKeeper:
         sets cannot each hold one the other waits for.
         """
         announced: dict[str, bytes] = {}
+        standing_by: set[str] = set()
         while True:
             waiting = False
             for lease in self.leases:
@@ -218,6 +229,8 @@ class LeaseKeeper:
                     )
                 waiting = True
                 self.previous[lease.exchange] = who
+                standing_by.add(lease.exchange)
+                await self._stand_by(lease.exchange, value)
                 if announced.get(lease.exchange) != holder:
                     announced[lease.exchange] = holder
                     log.warning(
@@ -226,8 +239,22 @@ class LeaseKeeper:
                         lease.exchange, lease.key, who, self.ttl_s,
                     )  # fmt: skip
             if not waiting:
+                for exchange in standing_by:
+                    await self._stand_by(exchange, None)
                 return
             await asyncio.sleep(self.poll_s)
+
+    async def _stand_by(self, exchange: str, value: bytes | None) -> None:
+        """Show (*value*) or withdraw (None) this producer's standby key for *exchange*, so
+        ``marketbus status`` lists it. Best effort: the lease, not this key, decides."""
+        key = self._standby_keys[exchange]
+        try:
+            if value is None:
+                await self.store.standby_withdraw(key)
+            else:
+                await self.store.standby_announce(key, value, self.ttl_ms)
+        except (RedisError, OSError) as exc:
+            log.debug("%s: standby key %s not updated: %s", exchange, key, exc)
 
     async def set_run(self, run: int) -> None:
         """Write this producer's run into every lease value (FencedError if lost)."""

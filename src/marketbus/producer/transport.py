@@ -211,6 +211,12 @@ class RedisTransport:
     async def lease_release(self, key: str, value: bytes) -> bool:
         return bool(await self._release(keys=[key], args=[value]))
 
+    async def standby_announce(self, key: str, value: bytes, ttl_ms: int) -> None:
+        await self.redis.set(key, value, px=ttl_ms)
+
+    async def standby_withdraw(self, key: str) -> None:
+        await self.redis.delete(key)
+
     async def close(self) -> None:
         await self.redis.aclose()
 

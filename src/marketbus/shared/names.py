@@ -120,6 +120,17 @@ def lease_key(ns: str, exchange: str) -> str:
     return f"{check_part('namespace', ns)}:{check_part('exchange', exchange)}:lease"
 
 
+def standby_key(ns: str, exchange: str, holder: str) -> str:
+    """A standby producer's presence, expiring with the lease TTL while it waits:
+    ``{ns}:{exchange}:standby:{holder}`` (value: the same JSON as the lease)."""
+    return f"{standby_prefix(ns, exchange)}{holder}"
+
+
+def standby_prefix(ns: str, exchange: str) -> str:
+    """What every standby key of *exchange* starts with (``SCAN MATCH {prefix}*``)."""
+    return f"{check_part('namespace', ns)}:{check_part('exchange', exchange)}:standby:"
+
+
 def catalog_key(ns: str) -> str:
     """Hash listing every feed: field = feed name, value = JSON FeedInfo."""
     return f"{check_part('namespace', ns)}:feeds"

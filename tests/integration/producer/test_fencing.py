@@ -4,6 +4,7 @@ exits), and a kill -9 of the writer hands the feeds over without interleaving.""
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import signal
 import time
@@ -16,8 +17,10 @@ import redis.asyncio as aioredis
 from marketbus.producer import Producer
 from marketbus.producer.lease import describe
 from marketbus.shared.codecs import decode
+from marketbus.shared.config import RedisConfig
 from marketbus.shared.schema import Message, Status, Trades
 from marketbus.sim import SimServer
+from marketbus.status_report import print_status
 from tests.integration.producer.conftest import (
     ProducerProcess,
     messages,
@@ -67,6 +70,10 @@ async def test_a_second_producer_exits_naming_the_holder_or_stands_by_until_stop
             assert "Traceback" not in second.stderr
             # A standby stops at once on SIGTERM, without having written anything.
             await standby.wait_logged(f"standing by: .* held by {re.escape(holder)}")
+            report = io.StringIO()
+            await print_status(RedisConfig(url=redis_url), report)
+            assert re.search(rf"lease held by {re.escape(holder)}; standby: "
+                             r"\S+ \(starting\)", report.getvalue()), report.getvalue()  # fmt: skip
             standby.signal(signal.SIGTERM)
             assert await standby.wait() == 0, standby.stderr
             runs = {m.run for m in await messages(redis, "md:binance:status")}

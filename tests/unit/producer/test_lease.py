@@ -7,6 +7,7 @@ import time
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from marketbus.producer.lease import (
     LeaseKeeper,
@@ -69,6 +70,14 @@ class MemoryStore:
             return True
         return False
 
+    async def standby_announce(self, key: str, value: bytes, ttl_ms: int) -> None:
+        self._check()
+        self.put(key, value, ttl_ms)
+
+    async def standby_withdraw(self, key: str) -> None:
+        self._check()
+        self.keys.pop(key, None)
+
 
 def other(run: int = 7) -> bytes:
     return encode_value(LeaseValue(holder="elsewhere/1/abcd", run=run, since_ms=1))
@@ -115,6 +124,31 @@ async def test_a_standby_takes_over_when_the_holder_releases_and_names_it() -> N
     await standby.set_run(42)
     assert describe(store.get(KEY) or b"") == "here/2/ef01 (run 42)"
     assert standby.valid()
+
+
+async def test_a_standby_shows_itself_while_it_waits_and_not_after() -> None:
+    store = MemoryStore()
+    store.put(KEY, other(), 10_000)
+    standby = keeper(store)
+    acquiring = asyncio.create_task(standby.acquire())
+    mine = "md:binance:standby:here/2/ef01"
+    await wait_until(lambda: store.get(mine) is not None, timeout_s=2, what="standby key")
+    assert describe(store.get(mine) or b"") == "here/2/ef01 (starting)"
+    assert store.keys[mine][1] <= time.monotonic() + TTL_S, "expires with the lease TTL"
+    del store.keys[KEY]
+    await asyncio.wait_for(acquiring, 2)
+    assert store.get(mine) is None, "withdrawn once it holds the lease"
+
+
+async def test_a_standby_key_that_cannot_be_written_does_not_stop_the_wait() -> None:
+    store = MemoryStore()
+    store.put(KEY, other(), 300)
+
+    async def refuse(key: str, value: bytes, ttl_ms: int) -> None:
+        raise ResponseError("NOPERM this user has no permissions to run the 'set' command")
+
+    store.standby_announce = refuse  # type: ignore[method-assign]
+    await asyncio.wait_for(keeper(store).acquire(), 2)
 
 
 async def test_a_standby_takes_over_when_the_lease_expires() -> None:
