@@ -258,9 +258,12 @@ class FastTransport(RedisTransport):
     """`RedisTransport` whose hot path goes over a `PipelineWriter` (asyncio + hiredis).
 
     Same contract: PUBLISH then XADD per item, in order, per-item errors returned,
-    link failures raised as redis-py ``ConnectionError`` (the next `send` reconnects).
-    `send` only writes, so the writer can prepare the next batch while Redis works on
-    this one. Everything else (tails, catalog, lease scripts) stays on redis-py.
+    link failures raised as redis-py ``ConnectionError``. `send` only writes, so the
+    writer can prepare the next batch while Redis works on this one; it never dials a
+    new connection after one was lost, because a batch sent there could land before
+    the lost connection's batches are written again (their XADDs would then be refused
+    as if they had landed). `write`, the writer's one-batch retry path, reconnects.
+    Everything else (tails, catalog, lease scripts) stays on redis-py.
     """
 
     def __init__(self, config: RedisConfig, redis: aioredis.Redis) -> None:
@@ -269,16 +272,32 @@ class FastTransport(RedisTransport):
         self._writer: PipelineWriter | None = None
         self._feeds: dict[str, FeedCommands] = {}
 
-    async def _connected(self) -> PipelineWriter:
-        if self._writer is None or not self._writer.is_connected:
-            try:
-                self._writer = await PipelineWriter.open(self._config)
-            except RedisUnavailableError as exc:
-                raise RedisConnectionError(str(exc)) from exc
-        return self._writer
+    async def _connected(self, reconnect: bool) -> PipelineWriter:
+        writer = self._writer
+        if writer is not None and writer.is_connected:
+            return writer
+        if writer is not None and not reconnect:
+            # Batches sent on the lost connection may or may not have landed: the writer
+            # writes them again, in order, before anything new may use a new connection.
+            raise RedisConnectionError(
+                f"connection to Redis at {writer.endpoint.display} lost with batches in flight"
+            )
+        try:
+            self._writer = writer = await PipelineWriter.open(self._config)
+        except RedisUnavailableError as exc:
+            raise RedisConnectionError(str(exc)) from exc
+        return writer
 
     async def send(self, batch: Sequence[Outgoing]) -> Receipt:
-        writer = await self._connected()
+        """Pipelined: never on a new connection while one was lost (see `write`)."""
+        return await self._send(batch, reconnect=False)
+
+    async def write(self, batch: Sequence[Outgoing]) -> ReplyErrors:
+        """One batch, reconnecting if needed: how the writer writes batches again."""
+        return await (await self._send(batch, reconnect=True)).confirm()
+
+    async def _send(self, batch: Sequence[Outgoing], *, reconnect: bool) -> Receipt:
+        writer = await self._connected(reconnect)
         feeds = self._feeds
         out: list[bytes] = []
         owner: list[int] = []  # the batch item of each expected reply
@@ -304,9 +323,6 @@ class FastTransport(RedisTransport):
         pending = _Pending(writer, owner, len(batch))
         await writer.push()
         return pending
-
-    async def write(self, batch: Sequence[Outgoing]) -> ReplyErrors:
-        return await (await self.send(batch)).confirm()
 
     async def close(self) -> None:
         if self._writer is not None:
