@@ -312,9 +312,35 @@ class Publisher:
                         f"producer writes this feed with run {top_run}, newer than ours. Run "
                         "one producer per exchange: a second one waits as standby."
                     )
+                if not await self._landed(item.stream, item.entry_id):
+                    self._lost_behind(item, counters)
+                    continue
                 # Our own entry: an earlier attempt at this batch got in, its reply did not.
             counters.published += 1
             counters.last_message_ms = now_ms
+
+    async def _landed(self, stream: str, entry_id: str) -> bool:
+        """Whether our refused entry is in the stream (an earlier attempt got in)."""
+        while True:
+            try:
+                return await self._transport.has_entry(stream, entry_id)
+            except RETRYABLE as exc:
+                await self._failed(f"{type(exc).__name__}: {exc}")
+
+    def _lost_behind(self, item: Outgoing, counters: FeedCounters) -> None:
+        """A later entry of ours reached the stream before *item* (a batch in flight got
+        in while an earlier one was refused, e.g. by a replica promoted in between): the
+        stream cannot take it any more. Counted and announced as a ``gap``, never hidden."""
+        run, seq = parse_entry_id(item.entry_id)
+        counters.errors += 1
+        counters.dropped += 1
+        detail = (
+            f"lost 1 message of {item.channel}: seq {seq}..{seq} of run {run} (a later "
+            "message of the feed reached the stream first, so Redis refused it)"
+        )
+        log.error("%s", detail)
+        gap = msgspec.structs.replace(self._gap(item.channel, seq, 1), detail=detail)
+        self.submit(self._status_feed_of(item.channel), gap)
 
     async def _top_run(self, stream: str) -> int | None:
         """The run of *stream*'s newest entry (tells our earlier attempt from a rival)."""

@@ -95,6 +95,10 @@ class Transport(Protocol):
         """ID and ``d`` field of the newest entry of *stream*, None if it is empty."""
         ...
 
+    async def has_entry(self, stream: str, entry_id: str) -> bool:
+        """Whether *stream* holds the entry *entry_id*."""
+        ...
+
     async def set_fields(self, key: str, fields: Mapping[str, bytes]) -> None:
         """HSET *fields* into hash *key* (the catalog)."""
         ...
@@ -164,6 +168,9 @@ class RedisTransport:
         assert entry_id is not None
         payload = (fields or {}).get(STREAM_FIELD)
         return _as_bytes(entry_id), None if payload is None else _as_bytes(payload)
+
+    async def has_entry(self, stream: str, entry_id: str) -> bool:
+        return bool(await self.redis.xrange(stream, min=entry_id, max=entry_id, count=1))
 
     async def last_entries(
         self, streams: Sequence[str], chunk: int = 1000

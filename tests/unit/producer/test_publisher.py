@@ -33,6 +33,8 @@ class MemoryTransport:
         self.replies: list[list[ResponseError | None]] = []
         self.gate: asyncio.Event | None = None
         self.tops: dict[str, bytes] = {}
+        self.landed: set[tuple[str, str]] = set()
+        """``(stream, entry id)`` that `has_entry` finds (set by the tests that ask)."""
 
     async def send(self, batch: Sequence[Outgoing]) -> Receipt:
         return WriteOnConfirm(self.write, batch)
@@ -50,6 +52,9 @@ class MemoryTransport:
     async def last_entry(self, stream: str) -> tuple[bytes, bytes | None] | None:
         top = self.tops.get(stream)
         return None if top is None else (top, b"{}")
+
+    async def has_entry(self, stream: str, entry_id: str) -> bool:
+        return (stream, entry_id) in self.landed
 
     async def set_fields(self, key: str, fields: Mapping[str, bytes]) -> None:
         return None
@@ -167,10 +172,26 @@ async def test_an_id_collision_with_our_own_run_means_an_earlier_attempt_landed(
     transport.failures = [RedisConnectionError("reply lost")]
     transport.replies = [[ResponseError(TOO_SMALL)]]
     transport.tops[TRADES] = b"1000-1"
+    transport.landed.add((TRADES, "1000-1"))
     publisher, counters = make(transport)
     publisher.submit(TRADES, trades(1))
     await run_until_flushed(publisher)
     assert counters[TRADES].published == 1 and counters[TRADES].errors == 0
+
+
+async def test_an_entry_overtaken_by_a_later_one_of_ours_is_announced_as_lost() -> None:
+    transport = MemoryTransport()
+    # Refused as too small, yet not in the stream: our seq 2 got there first.
+    transport.replies = [[ResponseError(TOO_SMALL)]]
+    transport.tops[TRADES] = b"1000-2"
+    publisher, counters = make(transport)
+    publisher.submit(TRADES, trades(1))
+    await run_until_flushed(publisher)
+    assert counters[TRADES].published == 0
+    assert (counters[TRADES].errors, counters[TRADES].dropped) == (1, 1)
+    [gap] = [decode(i.payload) for i in transport.items() if i.channel == STATUS]
+    assert isinstance(gap, Status) and gap.event == "gap" and gap.feed == TRADES
+    assert "seq 1..1 of run 1000" in gap.detail and "reached the stream first" in gap.detail
 
 
 async def test_drops_while_redis_is_down_are_announced_as_a_gap_with_the_seq_range() -> None:
@@ -316,6 +337,7 @@ async def test_a_lost_reply_whose_batch_landed_is_recognised_on_the_rewrite() ->
     # Redis applied both batches before the link died: the rewrites are refused.
     transport.replies = [[ResponseError(TOO_SMALL)] * 2, [ResponseError(TOO_SMALL)] * 2]
     transport.tops[TRADES] = b"1000-4"
+    transport.landed |= {(TRADES, f"1000-{n}") for n in range(1, 5)}
     publisher, counters = make(transport, batch=2)
     for i in range(1, 5):
         publisher.submit(TRADES, trades(i))
