@@ -10,13 +10,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+import msgspec
 import pytest
 
+from marketbus.consumers import Subscriber
+from marketbus.producer import Producer
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.connection import connect
 from marketbus.shared.errors import RedisUnavailableError
+from marketbus.sim import SimServer
+from tests.integration.producer.conftest import producer_config
 from tests.support.redis_process import RedisProcess, free_port
-from tests.unit.deploy.files import CONSUMER, acl_file_for_tests, password_for
+from tests.support.waiting import wait_until
+from tests.unit.deploy.files import CONSUMER, PRODUCER, acl_file_for_tests, password_for
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
@@ -151,3 +157,27 @@ async def test_plain_redis_url_to_the_tls_port_fails_clearly(
     with pytest.raises(RedisUnavailableError, match="cannot reach Redis") as info:
         await connect(RedisConfig(url=url, connect_timeout_s=1.0))
     assert password_for(CONSUMER) not in str(info.value)
+
+
+async def test_producer_and_subscriber_fast_paths_over_tls_as_the_shipped_users(
+    tls_server: tuple[int, RedisProcess], pki: Pki
+) -> None:
+    """The hot paths (the producer's PipelineWriter, the SDK's SubscriberConnection) do
+    what redis-py does for TLS and ACL: the real producer (lease, catalog, pipelined
+    writes) runs as marketbus-producer and the SDK reads as marketbus-consumer, both
+    over rediss:// with client certificates."""
+    port, _ = tls_server
+    tls = {"tls_ca_file": str(pki.ca), "tls_cert_file": str(pki.client_cert),
+           "tls_key_file": str(pki.client_key), "connect_timeout_s": 2.0}  # fmt: skip
+    producer_url = f"rediss://{PRODUCER}:{password_for(PRODUCER)}@127.0.0.1:{port}/0"
+    async with SimServer("binance", ["BTC/USDT"], rate=40, seed=11) as sim:
+        config = producer_config(producer_url, sim, symbols=["BTC/USDT"],
+                                 kinds=["trades", "ticker"], lease_ttl_s=1.0)  # fmt: skip
+        config = msgspec.structs.replace(config, redis=msgspec.structs.replace(config.redis, **tls))
+        feed = "md:binance:trades:BTC/USDT"
+        async with Producer(config) as producer, Subscriber(_config(port, pki)) as sub:
+            await sub.subscribe(feed)
+            await wait_until(lambda: producer.stats[feed].published > 5, what="trades written")
+            trades = sub.trades("binance", "BTC/USDT")
+            await wait_until(lambda: len(trades) > 5, what="trades read over TLS")
+            assert producer.stats[feed].errors == 0 and sub.stats.undecodable == 0
