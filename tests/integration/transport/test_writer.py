@@ -99,6 +99,24 @@ async def test_confirm_gives_each_batch_in_flight_its_own_error_replies(redis_ur
     await writer.aclose()
 
 
+async def test_confirm_after_a_loss_still_answers_for_replies_that_came(
+    redis_url: str, plain: aioredis.Redis
+) -> None:
+    writer = await PipelineWriter.open(RedisConfig(url=redis_url))
+    client_id = await writer.execute("CLIENT", "ID")
+    writer.send(pack_command("PING"))
+    answered = writer.sent
+    writer.send(pack_command("BLPOP", "md:test:never", "30"))  # no reply before the kill
+    unanswered = writer.sent
+    await writer.push()
+    await wait_until(lambda: writer.pending_replies == 1, what="the PING answered")
+    await plain.execute_command("CLIENT", "KILL", "ID", client_id)
+    await wait_until(lambda: not writer.is_connected, what="the writer to see the kill")
+    assert await writer.confirm(answered) == ()
+    with pytest.raises(ConnectionLostError):
+        await writer.confirm(unanswered)
+
+
 async def test_execute_returns_values_and_raises_error_replies(redis_url: str) -> None:
     writer = await PipelineWriter.open(RedisConfig(url=redis_url))
     writer.send(pack_command("SET", "k", "v"))

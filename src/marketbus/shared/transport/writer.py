@@ -160,14 +160,15 @@ class PipelineWriter(RespConnection):
         """Wait for the replies of everything sent up to *mark* (a past `sent`); return,
         and forget, the error replies among them.
 
-        Raises ConnectionLostError once the connection is gone (commands since the last
-        confirmed mark may or may not have been applied), and CommandError if more
-        error replies came than are kept (they cannot be told apart by mark).
+        Raises ConnectionLostError if the connection went before those replies came
+        (the commands may or may not have been applied; replies that did come still
+        count), and CommandError if more error replies came than are kept (they cannot
+        be told apart by mark).
         """
-        if self._lost is not None:
-            raise self._lost
-        self._write_out()
         if self._received < mark:
+            if self._lost is not None:
+                raise self._lost
+            self._write_out()
             await self._wait_received(mark, "confirm")
         if self._failures_dropped:
             self._raise_failures()
