@@ -371,13 +371,9 @@ class Engine:
                     self._on_message(state, message)
                     continue
                 # The next message of a ready feed: applied here (as `_apply`).
-                if state.kind == "ohlcv":
-                    if message.ts_ms is None:
-                        self._on_message(state, message)  # rejected there
-                        continue
-                    must = message.closed  # type: ignore[union-attr]
-                else:
-                    must = state.kind == "trades"
+                if message.ts_ms is None and state.kind == "ohlcv":
+                    self._on_message(state, message)  # rejected there
+                    continue
                 state.seq += 1
                 state.buffer.apply(message)  # type: ignore[union-attr, arg-type]
                 applied += 1
@@ -386,8 +382,11 @@ class Engine:
                     self._staleness(health.on_data(now))
                 else:
                     health.last_data = now
-                for sink in sinks:
-                    sink.push(state.name, message, must)  # type: ignore[arg-type]
+                if sinks:
+                    kind = state.kind
+                    must = message.closed if kind == "ohlcv" else kind == "trades"  # type: ignore[union-attr]
+                    for sink in sinks:
+                        sink.push(state.name, message, must)  # type: ignore[arg-type]
         finally:
             self.stats.applied += applied
 
