@@ -6,8 +6,12 @@ included on both sides):
   (batches of 512, no round-trip wait between batches) vs redis-py pipelines of 100
   (the issue's baseline);
 - Publisher: the real `marketbus.producer.publisher.Publisher` (outbox, sequencer,
-  stamping, one round trip per batch of 512) on `FastTransport` vs on its redis-py
-  `RedisTransport`.
+  stamping, two batches of 512 in flight) on `FastTransport` vs on its redis-py
+  `RedisTransport`;
+- Publisher CPU per message when a quiet producer writes N messages per 1 ms tick (N =
+  1, 10, 50): CPU time (``process_time``) of the ticks with submits minus the same ticks
+  without, per message. This is the write-cycle cost that dominates the overhead rows
+  at one exchange frame per ms, and how it falls as messages share a write.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from marketbus.shared.transport import PipelineWriter
 
 CAP = 10_000
 BATCH = 512
+TICK_SIZES = (1, 10, 50)
 
 
 async def fast_transport_rate(url: str, work: Workload, run: int) -> float:
@@ -115,6 +120,40 @@ async def publisher_rate(transport: Transport, work: Workload, run: int) -> floa
     return work.count / elapsed
 
 
+async def tick_cpu_us(transport: Transport, work: Workload, run: int, per_tick: int) -> float:
+    """Publisher CPU per message at *per_tick* messages per 1 ms tick (see the module
+    docstring): ticks with submits minus the same number of ticks without."""
+    import asyncio
+
+    counters: dict[str, FeedCounters] = {}
+    publisher = Publisher(
+        transport, namespace="md", run=run, encoding="json", caps=StreamCaps(ohlcv=CAP),
+        batch_size=BATCH, queue_max_messages=work.count + 1,
+        backoff=BackoffState(0.1, 1.0),
+        counters=lambda feed: counters.setdefault(feed, FeedCounters()),
+    )  # fmt: skip
+    messages = work.messages()
+    names = work.feed_names()
+    ticks = len(messages) // per_tick
+    task = asyncio.create_task(publisher.run())
+    await transport.write([])  # connected before the clock starts
+    start = time.process_time()
+    for _ in range(ticks):
+        await asyncio.sleep(0.001)
+    idle = time.process_time() - start
+    start = time.process_time()
+    for tick in range(ticks):
+        for index, message in messages[tick * per_tick : (tick + 1) * per_tick]:
+            publisher.submit(names[index], message)
+        await asyncio.sleep(0.001)
+    flushed = await publisher.flush(timeout_s=60)
+    busy = time.process_time() - start
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert flushed, "publisher did not flush"
+    return max(busy - idle, 0.0) / (ticks * per_tick) * 1e6
+
+
 async def flush_server(url: str) -> None:
     redis = aioredis.Redis.from_url(url)
     await redis.flushall()
@@ -134,6 +173,9 @@ async def run(url: str, runs: int, count: int) -> list[Row]:
         baseline_name="Publisher on RedisTransport",
         target="(same path as the producer)",
     )
+    per_tick = {n: Row(f"publish CPU per message, Publisher, {n} per 1 ms tick", "us CPU",
+                       higher_is_better=False, baseline_name="Publisher on RedisTransport")
+                for n in TICK_SIZES}  # fmt: skip
     base_count = max(count // 5, 1_000)
     for attempt in range(runs):
         work, base = Workload(count), Workload(base_count)
@@ -148,4 +190,13 @@ async def run(url: str, runs: int, count: int) -> list[Row]:
         slow = RedisTransport(aioredis.Redis.from_url(url))
         real.baseline.append(await publisher_rate(slow, base, RUN + 10 * attempt + 3))
         await slow.close()
-    return [raw, real]
+        for n, row in per_tick.items():
+            ticked = Workload(n * (20 if count < 10_000 else 1_000))
+            for side, transport in (
+                (row.marketbus, FastTransport(config, aioredis.Redis.from_url(url))),
+                (row.baseline, RedisTransport(aioredis.Redis.from_url(url))),
+            ):
+                await flush_server(url)
+                side.append(await tick_cpu_us(transport, ticked, RUN + 10 * attempt + 4, n))
+                await transport.close()
+    return [raw, real, *per_tick.values()]
