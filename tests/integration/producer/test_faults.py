@@ -121,10 +121,22 @@ def transitions(caplog: pytest.LogCaptureFixture, event: str) -> dict[str, int]:
     for record in caplog.records:
         if record.name == "marketbus.producer.watch" and record.levelno == logging.WARNING:
             text = record.getMessage()
-            if text.startswith("binance ") and f": {event}: " in text:
+            if text.startswith("binance ") and (f": {event}: " in text or f": {event} " in text):
                 label = text.split(": ", 1)[0]
                 counts[label] = counts.get(label, 0) + 1
     return counts
+
+
+def once_per_outage(caplog: pytest.LogCaptureFixture, event: str) -> dict[str, int]:
+    """Check that each binance subscription logged *event* at most once per outage (an
+    outage ends with its one "receiving data again" line), not once per retry; return
+    the counts. A loop can have a second, separate outage after recovering when the
+    tests' 0.4 s deadline meets a slow resubscription (e.g. a book snapshot over REST)."""
+    entered = transitions(caplog, event)
+    recovered = transitions(caplog, "receiving data again after")
+    for label, count in entered.items():
+        assert 1 <= count <= recovered.get(label, 0), (label, count, recovered)
+    return entered
 
 
 async def recover(rig: Rig, fault: Callable[[], Awaitable[None]]) -> None:
@@ -160,7 +172,7 @@ async def test_dropped_connections_are_redialled(
         await wait_until(noticed, what="a disconnect reported")
 
     await recover(rig, fault)
-    assert set(transitions(caplog, "disconnected").values()) == {1}
+    assert once_per_outage(caplog, "disconnected")
     assert sum(rig.producer.stats[n].reconnects for n in rig.binance()) >= 1
     recovered = await rig.events("connected")
     assert any("receiving data again" in e.detail for e in recovered)
@@ -178,8 +190,7 @@ async def test_a_silent_exchange_goes_stale_and_is_redialled(
         rig.faulted.faults.resume()
 
     await recover(rig, fault)
-    assert set(transitions(caplog, "stale").values()) == {1}
-    assert len(transitions(caplog, "stale")) == len(BINANCE)
+    assert len(once_per_outage(caplog, "stale")) == len(BINANCE)
     # Trades made while the socket was down are not replayed: the producer says so.
     [gap] = [e for e in await rig.events("gap") if e.feed == "md:binance:trades:BTC/USDT"]
     assert "interrupted" in gap.detail and "may be missing" in gap.detail
@@ -223,7 +234,7 @@ async def test_refused_subscriptions_are_retried_until_accepted(
         rig.faulted.faults.refuse_subscriptions(False)
 
     await recover(rig, fault)
-    assert set(transitions(caplog, "error").values()) == {1}
+    assert once_per_outage(caplog, "error")
     assert all(rig.producer.stats[n].errors >= 1 for n in rig.binance())
     assert any("refused" in e.detail for e in await rig.events("error"))
 
@@ -237,4 +248,4 @@ async def test_a_delay_longer_than_the_staleness_deadline_is_recovered(
         rig.faulted.faults.delay(0)
 
     await recover(rig, fault)
-    assert set(transitions(caplog, "stale").values()) == {1}
+    assert once_per_outage(caplog, "stale")
