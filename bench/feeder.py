@@ -28,17 +28,15 @@ import time
 import msgspec
 import redis.asyncio as aioredis
 
+from bench.publisher import CAP, make_publisher
 from bench.workload import RUN, Workload
-from marketbus.producer.publisher import FeedCounters, Publisher
 from marketbus.producer.transport import FastTransport
-from marketbus.shared.backoff import BackoffState
 from marketbus.shared.codecs import encoder_for
-from marketbus.shared.config import RedisConfig, StreamCaps
+from marketbus.shared.config import RedisConfig
 from marketbus.shared.resp import FeedCommands
 from marketbus.shared.transport import PipelineWriter
 
 FEEDS = 10
-CAP = 10_000
 TICK_S = 0.001
 """Send whatever is due, then yield for about 1 ms (see the module docstring)."""
 MODES = ("marketbus", "writer", "redis-py")
@@ -68,19 +66,8 @@ async def feed_publisher(url: str, work: Workload, rate: float, seconds: float) 
     names = work.feed_names()
     messages = work.messages()
     replace = msgspec.structs.replace
-    counters: dict[str, FeedCounters] = {}
     transport = FastTransport(RedisConfig(url=url), aioredis.Redis.from_url(url))
-    publisher = Publisher(
-        transport,
-        namespace="md",
-        run=RUN,
-        encoding="json",
-        caps=StreamCaps(ohlcv=CAP),
-        batch_size=512,
-        queue_max_messages=len(messages) + 1,
-        backoff=BackoffState(0.1, 1.0),
-        counters=lambda feed: counters.setdefault(feed, FeedCounters()),
-    )
+    publisher, counters = make_publisher(transport, run=RUN, queue_max=len(messages) + 1)
     writer = asyncio.create_task(publisher.run())
     submit = publisher.submit
     clock = _Behind("marketbus", rate, seconds)

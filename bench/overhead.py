@@ -47,6 +47,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from bench.publisher import make_publisher
 from bench.report import Row
 from bench.server import redis_server
 from marketbus.producer.feeds import FeedHandler, handler_for
@@ -54,7 +55,6 @@ from marketbus.producer.publisher import Publisher
 from marketbus.producer.stats import FeedCounters
 from marketbus.producer.transport import FastTransport, RedisTransport, Transport
 from marketbus.producer.watch import Subscription, WatchLoop, _guard_client
-from marketbus.shared.backoff import BackoffState
 from marketbus.shared.config import ProducerSettings, RedisConfig, StreamCaps
 from marketbus.shared.names import Feed
 
@@ -224,16 +224,12 @@ class Bus:
         self.submitted = 0
         self.publisher: Publisher | None = None
         if transport is not None:
-            self.publisher = Publisher(
+            self.publisher, self.counters = make_publisher(
                 transport,
-                namespace=namespace,
                 run=1_790_000_000_000,
-                encoding="json",
+                queue_max=100_000,
+                namespace=namespace,
                 caps=StreamCaps(),
-                batch_size=512,
-                queue_max_messages=100_000,
-                backoff=BackoffState(0.1, 1.0),
-                counters=lambda feed: self.counters.setdefault(feed, FeedCounters()),
             )
 
     def messages(self) -> int:

@@ -21,18 +21,15 @@ import time
 import msgspec
 import redis.asyncio as aioredis
 
+from bench.publisher import BATCH, CAP, make_publisher
 from bench.report import Row
 from bench.workload import RUN, Workload
-from marketbus.producer.publisher import FeedCounters, Publisher
 from marketbus.producer.transport import FastTransport, RedisTransport, Transport
-from marketbus.shared.backoff import BackoffState
 from marketbus.shared.codecs import encoder_for
-from marketbus.shared.config import RedisConfig, StreamCaps
+from marketbus.shared.config import RedisConfig
 from marketbus.shared.resp import FeedCommands
 from marketbus.shared.transport import PipelineWriter
 
-CAP = 10_000
-BATCH = 512
 TICK_SIZES = (1, 10, 50)
 
 
@@ -92,18 +89,7 @@ async def publisher_rate(transport: Transport, work: Workload, run: int) -> floa
     """The real Publisher: submit everything, then wait until the writer task is idle."""
     import asyncio
 
-    counters: dict[str, FeedCounters] = {}
-    publisher = Publisher(
-        transport,
-        namespace="md",
-        run=run,
-        encoding="json",
-        caps=StreamCaps(ohlcv=CAP),
-        batch_size=BATCH,
-        queue_max_messages=work.count + 1,
-        backoff=BackoffState(0.1, 1.0),
-        counters=lambda feed: counters.setdefault(feed, FeedCounters()),
-    )
+    publisher, counters = make_publisher(transport, run=run, queue_max=work.count + 1)
     messages = work.messages()
     names = work.feed_names()
     start = time.perf_counter()
@@ -125,13 +111,7 @@ async def tick_cpu_us(transport: Transport, work: Workload, run: int, per_tick: 
     docstring): ticks with submits minus the same number of ticks without."""
     import asyncio
 
-    counters: dict[str, FeedCounters] = {}
-    publisher = Publisher(
-        transport, namespace="md", run=run, encoding="json", caps=StreamCaps(ohlcv=CAP),
-        batch_size=BATCH, queue_max_messages=work.count + 1,
-        backoff=BackoffState(0.1, 1.0),
-        counters=lambda feed: counters.setdefault(feed, FeedCounters()),
-    )  # fmt: skip
+    publisher, _ = make_publisher(transport, run=run, queue_max=work.count + 1)
     messages = work.messages()
     names = work.feed_names()
     ticks = len(messages) // per_tick
