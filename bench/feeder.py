@@ -118,7 +118,7 @@ async def feed_direct(url: str, work: Workload, rate: float, seconds: float, mod
                 pipe.publish(names[index], payload)
             else:
                 cmd = commands[index]
-                cmd.append_xadd_publish(out, cmd.entry_id(RUN, seq), payload)
+                cmd.append_publish_xadd(out, cmd.entry_id(RUN, seq), payload)
                 assert writer is not None
                 writer.send_parts(out, 2)
                 out.clear()

@@ -48,7 +48,7 @@ async def fast_transport_rate(url: str, work: Workload, run: int) -> float:
         seq = seqs[index] = seqs[index] + 1
         commands = feeds[index]
         payload = encode(replace(message, run=run, seq=seq))
-        commands.append_xadd_publish(out, commands.entry_id(run, seq), payload)
+        commands.append_publish_xadd(out, commands.entry_id(run, seq), payload)
         pending += 1
         if pending == BATCH:
             writer.send_parts(out, 2 * pending)

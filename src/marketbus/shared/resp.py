@@ -140,7 +140,7 @@ class FeedCommands:
         out += (self._publish_head, bulk_header(len(payload)), payload, CRLF)
 
     def append_publish_xadd(self, out: list[bytes], entry_id: bytes, payload: bytes) -> None:
-        """PUBLISH then XADD of the same payload (two replies): the producer's order."""
+        """PUBLISH then XADD of the same payload (two replies): a stored message."""
         header = bulk_header(len(payload))
         out += (
             self._publish_head,
@@ -151,23 +151,6 @@ class FeedCommands:
             bulk_header(len(entry_id)),
             entry_id,
             _DATA_FIELD,
-            header,
-            payload,
-            CRLF,
-        )
-
-    def append_xadd_publish(self, out: list[bytes], entry_id: bytes, payload: bytes) -> None:
-        """XADD then PUBLISH of the same payload (two replies): a stored message."""
-        header = bulk_header(len(payload))
-        out += (
-            self._xadd_head,
-            bulk_header(len(entry_id)),
-            entry_id,
-            _DATA_FIELD,
-            header,
-            payload,
-            CRLF,
-            self._publish_head,
             header,
             payload,
             CRLF,

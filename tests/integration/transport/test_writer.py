@@ -38,7 +38,7 @@ async def test_pipelined_xadd_and_publish_round_trip(redis_url: str, plain: aior
     for batch in range(0, 500, 100):
         out: list[bytes] = []
         for seq in range(batch + 1, batch + 101):
-            commands.append_xadd_publish(out, b"1700-%d" % seq, payloads[seq - 1])
+            commands.append_publish_xadd(out, b"1700-%d" % seq, payloads[seq - 1])
         writer.send_parts(out, replies=200)
         await writer.drain()
     await writer.flush()
@@ -65,14 +65,14 @@ async def test_xadd_id_collision_surfaces_with_the_callers_tag(redis_url: str) -
     commands.append_xadd(first, b"5-10", b"a")
     writer.send_parts(first, replies=1, tag="first")
     second: list[bytes] = []
-    commands.append_xadd_publish(second, b"5-11", b"b")  # fine
-    commands.append_xadd_publish(second, b"5-9", b"c")  # below the top: a fenced writer
+    commands.append_publish_xadd(second, b"5-11", b"b")  # fine
+    commands.append_publish_xadd(second, b"5-9", b"c")  # below the top: a fenced writer
     writer.send_parts(second, replies=4, tag=["feed-a", "feed-a", "feed-b", "feed-b"])
     with pytest.raises(CommandError) as caught:
         await writer.flush()
     (failure,) = caught.value.failures
     assert failure.tag == ["feed-a", "feed-a", "feed-b", "feed-b"]
-    assert failure.index == 2
+    assert failure.index == 3  # PUBLISH, XADD, PUBLISH, XADD: the second XADD
     assert failure.is_xadd_id_error
     assert isinstance(caught.value, redis.exceptions.ResponseError)
     # The connection stays usable after an error reply.
@@ -207,7 +207,7 @@ async def test_tls_with_ca_and_client_certificate(
     )
     writer = await PipelineWriter.open(config)
     out: list[bytes] = []
-    FeedCommands(FEED, 10).append_xadd_publish(out, b"1-1", b"over tls")
+    FeedCommands(FEED, 10).append_publish_xadd(out, b"1-1", b"over tls")
     writer.send_parts(out, 2)
     await writer.flush()
     assert await writer.execute("XLEN", FEED) == 1

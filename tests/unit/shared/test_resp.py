@@ -70,25 +70,15 @@ def test_entry_id_is_run_dash_seq() -> None:
     assert entry_id(1_790_000_000_000, 7) == b"1790000000000-7"
 
 
-def test_feed_commands_xadd_publish_follows_the_spec_entry_layout() -> None:
+def test_feed_commands_publish_xadd_follows_the_spec_entry_layout() -> None:
     feed = "md:kucoinfutures:ticker:BTC/USDT:USDT"
     payload = b'{"type":"ticker"}' * 300  # longer than the cached bulk headers
     out: list[bytes] = []
     commands = FeedCommands(feed, 10_000)
-    commands.append_xadd_publish(out, commands.entry_id(1_790_000_000_000, 42), payload)
+    commands.append_publish_xadd(out, commands.entry_id(1_790_000_000_000, 42), payload)
     assert parse_all(b"".join(out)) == [
-        [b"XADD", feed.encode(), b"MAXLEN", b"~", b"10000", b"1790000000000-42", b"d", payload],
         [b"PUBLISH", feed.encode(), payload],
-    ]
-
-
-def test_feed_commands_publish_xadd_is_the_same_pair_publish_first() -> None:
-    feed = "md:okx:trades:ETH/USDT"
-    out: list[bytes] = []
-    FeedCommands(feed, 7).append_publish_xadd(out, b"1-2", b"p")
-    assert parse_all(b"".join(out)) == [
-        [b"PUBLISH", feed.encode(), b"p"],
-        [b"XADD", feed.encode(), b"MAXLEN", b"~", b"7", b"1-2", b"d", b"p"],
+        [b"XADD", feed.encode(), b"MAXLEN", b"~", b"10000", b"1790000000000-42", b"d", payload],
     ]
 
 
