@@ -153,12 +153,42 @@ def _zeros(typecode: str, n: int) -> array[Any]:
     return array(typecode, bytes(array(typecode).itemsize * n))
 
 
-class CandleBuffer:
+R = TypeVar("R")
+
+
+class _Rows(Generic[R]):
+    """Rows in time order over a `_Window`: ``len``, ``buf[i]`` (``buf[-1]`` is the
+    newest), iteration and `latest`; a buffer supplies `_row` and its ``_window``."""
+
+    __slots__ = ()
+    _window: _Window
+
+    def _row(self, row: int) -> R:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self._window.length
+
+    def __getitem__(self, row: int) -> R:
+        return self._row(row)
+
+    def __iter__(self) -> Iterator[R]:
+        for row in range(self._window.length):
+            yield self._row(row)
+
+    @property
+    def latest(self) -> R | None:
+        """The newest row, None when empty."""
+        return self._row(-1) if self._window.length else None
+
+
+class CandleBuffer(_Rows[Candle]):
     """The last *capacity* closed candles of one feed plus the forming one.
 
     A message with the newest ``ts_ms`` updates the newest row in place; a newer
     ``ts_ms`` closes it and starts a row; an older one is a correction (re-sent closed
-    candle) and replaces its row. Rows are in time order.
+    candle) and replaces its row. Rows are in time order; ``len`` and `latest` count
+    the forming candle.
     """
 
     __slots__ = (
@@ -195,10 +225,6 @@ class CandleBuffer:
         self._np: tuple[Any, ...] | None = None
         self.updated_ns = 0
         """Wall clock (epoch ns) of the last applied message; 0 before the first."""
-
-    def __len__(self) -> int:
-        """Candles held, the forming one included."""
-        return self._window.length
 
     @property
     def has_forming(self) -> bool:
@@ -300,19 +326,6 @@ class CandleBuffer:
             closed=not (last and self._forming),
         )
 
-    def __getitem__(self, row: int) -> Candle:
-        """Row *row* in time order (``buf[-1]`` is the newest)."""
-        return self._row(row)
-
-    def __iter__(self) -> Iterator[Candle]:
-        for row in range(self._window.length):
-            yield self._row(row)
-
-    @property
-    def latest(self) -> Candle | None:
-        """The newest candle (the forming one if any), None when empty."""
-        return self._row(-1) if self._window.length else None
-
     @property
     def forming(self) -> Candle | None:
         """The candle that is not final yet, if any."""
@@ -398,7 +411,7 @@ _SIDE_CODE = {"buy": 1, "sell": -1, None: 0}
 _SIDE_NAME: dict[int, Any] = {1: "buy", -1: "sell", 0: None}
 
 
-class TradeBuffer:
+class TradeBuffer(_Rows[Trade]):
     """The last *capacity* public trades of one feed, oldest first.
 
     A trade without its own time takes the batch's ``ts_ms``, else the receive time.
@@ -440,9 +453,6 @@ class TradeBuffer:
         """Trades applied since the start (evicted ones included)."""
         self.updated_ns = 0
 
-    def __len__(self) -> int:
-        return self._window.length
-
     def apply(self, batch: Trades) -> None:
         """Append every trade of *batch*, evicting the oldest beyond capacity."""
         default_ts = batch.ts_ms if batch.ts_ms is not None else batch.recv_ns // 1_000_000
@@ -470,17 +480,6 @@ class TradeBuffer:
             amount=self._amount[i],
             side=_SIDE_NAME[self._side[i]],
         )
-
-    def __getitem__(self, row: int) -> Trade:
-        return self._row(row)
-
-    def __iter__(self) -> Iterator[Trade]:
-        for row in range(self._window.length):
-            yield self._row(row)
-
-    @property
-    def latest(self) -> Trade | None:
-        return self._row(-1) if self._window.length else None
 
     def trades(self, last: int | None = None) -> list[Trade]:
         """The *last* trades held (all by default), oldest first."""
