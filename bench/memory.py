@@ -104,22 +104,9 @@ def wire(feeds: int, candles: int) -> Iterator[tuple[str, bytes]]:
 
 
 async def publish(url: str, feeds: int, candles: int) -> None:
-    from marketbus.shared.config import RedisConfig
-    from marketbus.shared.resp import FeedCommands
-    from marketbus.shared.transport import PipelineWriter
+    from bench.subscribe import publish_all
 
-    writer = await PipelineWriter.open(RedisConfig(url=url))
-    commands = {name: FeedCommands(name, 1) for name in names(feeds)}
-    out: list[bytes] = []
-    for channel, payload in wire(feeds, candles):
-        commands[channel].append_publish(out, payload)
-        if len(out) >= 4096:
-            writer.send_parts(out, len(out) // 4)
-            out.clear()
-            await writer.drain()
-    writer.send_parts(out, len(out) // 4)
-    await writer.flush()
-    await writer.aclose()
+    await publish_all(url, wire(feeds, candles))
 
 
 async def measure(mode: str, url: str, feeds: int, candles: int) -> float:

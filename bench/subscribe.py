@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import msgspec
 import redis.asyncio as aioredis
@@ -53,7 +53,8 @@ def payloads(work: Workload) -> list[tuple[str, bytes]]:
     return out
 
 
-async def publish_all(url: str, items: list[tuple[str, bytes]]) -> None:
+async def publish_all(url: str, items: Iterable[tuple[str, bytes]]) -> None:
+    """PUBLISH each ``(channel, payload)``, pipelined (no XADD: live messages only)."""
     writer = await PipelineWriter.open(RedisConfig(url=url))
     commands: dict[str, FeedCommands] = {}
     out: list[bytes] = []
