@@ -73,14 +73,10 @@ class LatencyHistogram:
         self.maximum = 0.0
 
     def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
-        self.count += 1
-        self.sum += seconds
-        if seconds > self.maximum:
-            self.maximum = seconds
+        self.observe_many([seconds])
 
     def observe_many(self, values: list[float]) -> None:
-        """`observe` each of *values* (the writer's per-batch call, one loop in here)."""
+        """Count each of *values* (the writer calls this once per batch)."""
         if not values:
             return
         counts = self.counts
