@@ -133,15 +133,18 @@ class TradesHandler:
         self.duplicates += len(batch.trades) - len(fresh)
         if not fresh:
             return []
-        stamps = [t.ts_ms for t in fresh if t.ts_ms is not None]
+        if len(fresh) == len(batch.trades):
+            message = batch
+        else:
+            message = normalize.trades_message(self.feed.exchange, self.feed.symbol, fresh, recv_ns)
         if not self.live:
             self.live = True
+            stamps = [t.ts_ms for t in fresh if t.ts_ms is not None]
             self._interruption = (self.newest_ms, min(stamps) if stamps else None)
-        if stamps and (self.newest_ms is None or max(stamps) > self.newest_ms):
-            self.newest_ms = max(stamps)
-        if len(fresh) == len(batch.trades):
-            return [batch]
-        return [normalize.trades_message(self.feed.exchange, self.feed.symbol, fresh, recv_ns)]
+        newest = message.ts_ms  # the batch's newest trade time
+        if newest is not None and (self.newest_ms is None or newest > self.newest_ms):
+            self.newest_ms = newest
+        return [message]
 
     def on_clock(self, now_ms: int, recv_ns: int) -> list[MarketMessage]:
         return []

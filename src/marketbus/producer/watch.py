@@ -483,7 +483,7 @@ class WatchLoop:
                     handler.live = True
                 else:
                     messages = handler.on_data(data, now_ms, recv_ns)
-                    if type(handler) is TradesHandler:
+                    if isinstance(handler, TradesHandler):
                         self._announce_interruption(handler, name)
             except NormalizeError as exc:
                 self._counters_of(name).errors += 1
