@@ -170,53 +170,54 @@ def ticker(exchange: str, symbol: str, data: Any, recv_ns: int) -> Ticker:
     """A ccxt unified ticker dict -> `Ticker` (``percentage`` becomes ``change_pct``)."""
     if type(data) is dict:
         try:
-            t = _convert(data, _CcxtTicker)
+            return _ticker_message(exchange, symbol, _convert(data, _CcxtTicker), recv_ns)
         except _Invalid:
             pass  # the field-by-field path below coerces or names the bad field
-        else:
-            return Ticker(
-                exchange=exchange,
-                symbol=symbol,
-                ts_ms=t.timestamp,
-                recv_ns=recv_ns,
-                bid=t.bid,
-                bid_size=t.bid_volume,
-                ask=t.ask,
-                ask_size=t.ask_volume,
-                last=t.last,
-                open=t.open,
-                high=t.high,
-                low=t.low,
-                base_volume=t.base_volume,
-                quote_volume=t.quote_volume,
-                change_pct=t.percentage,
-                mark=t.mark_price,
-                index=t.index_price,
-            )
     return _checked_ticker(exchange, symbol, data, recv_ns)
 
 
 def _checked_ticker(exchange: str, symbol: str, data: Any, recv_ns: int) -> Ticker:
     where = f"{exchange} ticker {symbol}"
     t = _mapping(data, where)
-    return Ticker(
-        exchange=exchange,
-        symbol=symbol,
-        ts_ms=_ms(t.get("timestamp"), where, "timestamp"),
-        recv_ns=recv_ns,
+    fields = _CcxtTicker(
+        timestamp=_ms(t.get("timestamp"), where, "timestamp"),
         bid=_float(t.get("bid"), where, "bid"),
-        bid_size=_float(t.get("bidVolume"), where, "bidVolume"),
+        bid_volume=_float(t.get("bidVolume"), where, "bidVolume"),
         ask=_float(t.get("ask"), where, "ask"),
-        ask_size=_float(t.get("askVolume"), where, "askVolume"),
+        ask_volume=_float(t.get("askVolume"), where, "askVolume"),
         last=_float(t.get("last"), where, "last"),
         open=_float(t.get("open"), where, "open"),
         high=_float(t.get("high"), where, "high"),
         low=_float(t.get("low"), where, "low"),
         base_volume=_float(t.get("baseVolume"), where, "baseVolume"),
         quote_volume=_float(t.get("quoteVolume"), where, "quoteVolume"),
-        change_pct=_float(t.get("percentage"), where, "percentage"),
-        mark=_float(t.get("markPrice"), where, "markPrice"),
-        index=_float(t.get("indexPrice"), where, "indexPrice"),
+        percentage=_float(t.get("percentage"), where, "percentage"),
+        mark_price=_float(t.get("markPrice"), where, "markPrice"),
+        index_price=_float(t.get("indexPrice"), where, "indexPrice"),
+    )
+    return _ticker_message(exchange, symbol, fields, recv_ns)
+
+
+def _ticker_message(exchange: str, symbol: str, t: _CcxtTicker, recv_ns: int) -> Ticker:
+    """The wire `Ticker` of ccxt's fields, whichever path checked them."""
+    return Ticker(
+        exchange=exchange,
+        symbol=symbol,
+        ts_ms=t.timestamp,
+        recv_ns=recv_ns,
+        bid=t.bid,
+        bid_size=t.bid_volume,
+        ask=t.ask,
+        ask_size=t.ask_volume,
+        last=t.last,
+        open=t.open,
+        high=t.high,
+        low=t.low,
+        base_volume=t.base_volume,
+        quote_volume=t.quote_volume,
+        change_pct=t.percentage,
+        mark=t.mark_price,
+        index=t.index_price,
     )
 
 
