@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -163,8 +163,7 @@ class Subscriber:
         self._delivery = _check_delivery(delivery)
         if rescan_s <= 0:
             raise ConfigError(f"rescan_s must be positive, not {rescan_s!r}")
-        if transport not in TRANSPORTS:
-            raise ConfigError(f"transport must be 'fast' or 'redis-py', not {transport!r}")
+        _one_of("transport", transport, TRANSPORTS)
         self._transport_kind: TransportKind = transport
         self.namespace = namespace or self._config.namespace
         base = sizes or BufferSizes()
@@ -943,10 +942,16 @@ class _EngineSink:
         self._after()
 
 
+def _one_of(what: str, value: str, choices: tuple[str, ...]) -> str:
+    """*value* if it is one of *choices*, else ConfigError naming them."""
+    if value not in choices:
+        options = " or ".join(repr(choice) for choice in choices)
+        raise ConfigError(f"{what} must be {options}, not {value!r}")
+    return value
+
+
 def _check_delivery(delivery: str) -> DeliveryMode:
-    if delivery not in DELIVERY_MODES:
-        raise ConfigError(f"delivery must be 'queued' or 'inline', not {delivery!r}")
-    return delivery  # type: ignore[return-value]
+    return cast(DeliveryMode, _one_of("delivery", delivery, DELIVERY_MODES))
 
 
 def _check_callbacks(listener: _Listener) -> None:
@@ -957,6 +962,4 @@ def _check_callbacks(listener: _Listener) -> None:
 
 
 def _check_policy(on_error: str) -> ErrorPolicy:
-    if on_error not in ERROR_POLICIES:
-        raise ConfigError(f"on_error must be 'raise' or 'log', not {on_error!r}")
-    return on_error  # type: ignore[return-value]
+    return cast(ErrorPolicy, _one_of("on_error", on_error, ERROR_POLICIES))
