@@ -9,7 +9,8 @@ PUBLISH) at RATE messages/s over `FEEDS` feeds for SECONDS. MODE:
   connection opens with the first batch, within the consumer's warm-up);
 - ``writer``: the bare transport, `FeedCommands` + `PipelineWriter`, no Publisher (the
   latency floor's feeder: what the socket path alone costs);
-- ``redis-py``: the baseline, one redis-py pipeline per tick.
+- ``redis-py``: the baseline, one redis-py pipeline per tick;
+- ``sockets``: a plain blocking socket, no asyncio (`bench.sockets`: the machine's floor).
 
 Spacing: like a producer fed by websockets, the feeder sends in ~1 ms ticks whatever is
 due by then (5-8 messages a tick at 5k msg/s, 50-70 at 50k msg/s: a tick takes a bit
@@ -28,6 +29,7 @@ import time
 import msgspec
 import redis.asyncio as aioredis
 
+from bench import sockets
 from bench.publisher import CAP, make_publisher
 from bench.workload import RUN, Workload
 from marketbus.producer.transport import FastTransport
@@ -39,7 +41,7 @@ from marketbus.shared.transport import PipelineWriter
 FEEDS = 10
 TICK_S = 0.001
 """Send whatever is due, then yield for about 1 ms (see the module docstring)."""
-MODES = ("marketbus", "writer", "redis-py")
+MODES = ("marketbus", "writer", "redis-py", "sockets")
 
 
 class _Behind:
@@ -142,6 +144,10 @@ async def feed(url: str, rate: float, seconds: float, mode: str) -> None:
     work = Workload(int(rate * seconds) + 1, feeds=FEEDS)
     if mode == "marketbus":
         await feed_publisher(url, work, rate, seconds)
+    elif mode == "sockets":
+        clock = _Behind(mode, rate, seconds)
+        sockets.feed(url, work, clock.due)
+        clock.report()
     else:
         await feed_direct(url, work, rate, seconds, mode)
 

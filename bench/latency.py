@@ -13,7 +13,9 @@ The first 10% of samples are warm-up. Rows, interleaved run by run:
   the socket handler as the Engine applies each message);
 - baseline: redis-py pipeline per tick -> redis-py PubSub -> decode + apply;
 - floor: bare `PipelineWriter` -> `SubscriberConnection` callback -> decode + apply (no
-  Publisher, no Engine, no listener): what the machine's socket path alone costs.
+  Publisher, no Engine, no listener): what the asyncio socket path alone costs;
+- machine floor: the same traffic, decode and apply over plain blocking sockets, no
+  asyncio on either side (`bench.sockets`): what no Python client beats on this host.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from bench import sockets
 from bench.feeder import FEEDS
 from bench.report import Row
 from bench.workload import Workload
@@ -39,7 +43,7 @@ from marketbus.shared.transport import PubSubMessage, SubscriberConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 CONSUMERS = {"queued": "marketbus", "inline": "marketbus", "floor": "writer",
-             "redis-py": "redis-py"}  # fmt: skip
+             "redis-py": "redis-py", "sockets": "sockets"}  # fmt: skip
 """Consumer side of `measure` -> its feeder's mode (`bench.feeder.MODES`)."""
 
 
@@ -104,6 +108,29 @@ async def measure(
             async with asyncio.timeout(deadline):
                 await feeder.wait()
                 await complete.wait()
+    elif consumer == "sockets":
+
+        def on_message_bytes(channel: bytes, payload: bytes) -> bool:
+            message = decode(payload)
+            assert isinstance(message, OHLCV)
+            buffers[channel].apply(message)
+            samples.append((time.time_ns() - message.recv_ns) / 1_000)
+            return len(samples) >= expected
+
+        subscribed = threading.Event()
+        reading = asyncio.create_task(
+            asyncio.to_thread(sockets.subscribe, url, list(buffers), on_message_bytes, subscribed)
+        )
+        ready = asyncio.create_task(asyncio.to_thread(subscribed.wait, 10))
+        await asyncio.wait((reading, ready), return_when=asyncio.FIRST_COMPLETED)
+        if reading.done():
+            await reading  # it ended before subscribing: raises why
+        if not await ready:
+            raise RuntimeError("the blocking subscriber did not subscribe within 10 s")
+        feeder = await start_feeder(url, rate, seconds, feeder_mode)
+        async with asyncio.timeout(deadline):
+            await feeder.wait()
+            await reading
     elif consumer == "floor":
 
         def on_batch(batch: list[PubSubMessage]) -> None:
@@ -166,7 +193,8 @@ async def run(
     """
     rows: list[Row] = []
     floor = _rows(rates[0], "floor: PipelineWriter -> SubscriberConnection callback", "", "")
-    for row in floor:
+    machine = _rows(rates[0], "machine floor: blocking sockets, no asyncio", "", "")
+    for row in (*floor, *machine):
         row.baseline_name = ""
     for rate in rates:
         low = rate <= 5_000
@@ -187,5 +215,6 @@ async def run(
             _add(inline, samples, baseline=True)
             if rate == rates[0]:
                 _add(floor, await measure(url, rate, seconds, "floor"))
+                _add(machine, await measure(url, rate, seconds, "sockets"))
         rows += [queued[0], inline[0], queued[1], inline[1]]
-    return [*rows, *floor]
+    return [*rows, *floor, *machine]

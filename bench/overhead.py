@@ -23,6 +23,11 @@ one producer-like process, per kind (ohlcv.1m, trades, ticker, book) on binance.
   hits both sides); each bus figure is taken against the ccxt window of its own round
   and every row is the median over rounds. On a shared 2-core VM single windows vary by
   10-20%: read the medians, and small differences not at all.
+- **Machine floor**: one PUBLISH + XADD write per 1 ms tick from a plain blocking
+  socket, replies read without waiting (`bench.sockets.write_cpu_us`): what a
+  single-message Redis write costs this host's kernel whatever the client, as a share of
+  ccxt.pro's per-frame CPU. When it is over 10% no publisher that writes each frame at
+  once can meet target 4 here; only several messages per write can.
 - **Reference rows** (no I/O, so stable): ccxt's ``json.loads`` + ``handle_message``
   alone on one recorded frame (the narrow figure of the first version of this
   benchmark; not for books, whose deltas cannot be replayed); the feed handler's
@@ -47,9 +52,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from bench import sockets
 from bench.publisher import make_publisher
 from bench.report import Row
 from bench.server import redis_server
+from bench.workload import RUN
 from marketbus.producer.feeds import FeedHandler, handler_for
 from marketbus.producer.publisher import Publisher
 from marketbus.producer.stats import FeedCounters
@@ -71,6 +78,9 @@ SETTLE_S = 0.02
 """Idle time around the measured window (no frames then; idle costs no CPU)."""
 DEADLINE_S = 5.0
 ROOT = Path(__file__).resolve().parents[1]
+FLOOR_RUN = RUN + 1_000_000
+"""Run part of the machine floor's entry IDs (its streams are its own; each round is
+a newer run, so its IDs only go up)."""
 
 
 # -- the frame source (subprocess) -------------------------------------------------------
@@ -487,11 +497,13 @@ async def run(rounds: int, frames: int) -> list[Row]:
     """Per kind, *rounds* rounds of *frames* measured frames per loop; medians of rounds."""
     rows: list[Row] = []
     serial = [0]
+    ccxt_per_frame: list[float] = []
     with redis_server() as server:
         source = await FrameSource.start()
         try:
             for kind in KINDS:
                 got = await measure_kind(source, server.url, kind, rounds, frames, serial)
+                ccxt_per_frame.append(_median(got.ccxt))
                 name = f"{kind}, binance"
                 pct_fast = [100 * b / c for b, c in zip(got.fast, got.ccxt, strict=True)]
                 pct_slow = [100 * b / c for b, c in zip(got.slow, got.ccxt, strict=True)]
@@ -540,9 +552,35 @@ async def run(rounds: int, frames: int) -> list[Row]:
                         note=per_message,
                     ),
                 ]
+            rows += await _machine_floor(server.url, rounds, frames, _median(ccxt_per_frame))
         finally:
             await source.stop()
     return rows
+
+
+async def _machine_floor(url: str, rounds: int, ticks: int, ccxt_us: float) -> list[Row]:
+    """What one single-message write costs this host whatever the client: a blocking
+    socket, no asyncio (`bench.sockets.write_cpu_us`), next to ccxt.pro's per-frame
+    CPU (the median over kinds of this run)."""
+    floor = [
+        await asyncio.to_thread(sockets.write_cpu_us, url, ticks, FLOOR_RUN + attempt)
+        for attempt in range(rounds)
+    ]
+    return [
+        Row(
+            "machine floor per message: one PUBLISH + XADD write per 1 ms tick, blocking "
+            "socket, no asyncio",
+            "us CPU",
+            floor,
+        ),
+        Row(
+            "machine floor / ccxt.pro per frame (median of kinds)",
+            "%",
+            [100 * value / ccxt_us for value in floor],
+            higher_is_better=False,
+            target="< 10%",
+        ),
+    ]
 
 
 if __name__ == "__main__":

@@ -21,3 +21,5 @@ def test_bench_smoke_run_prints_every_row_with_its_baseline() -> None:
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert len(rows) >= 8, result.stdout
     assert any("redis-py" in row for row in rows)
+    floors = [row for row in rows if "machine floor" in row]
+    assert len(floors) == 4, floors  # latency p50/p99, write CPU and its share of ccxt
