@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, settings
 
 from tests.support.redis_process import RedisProcess
+
+# Property tests judge correctness, never speed: on a shared 2-core machine a stalled
+# second must not fail them (Hypothesis's per-example deadline and its "input generation
+# is slow" check are timings). Loaded here, so every test module gets the profile.
+settings.register_profile("marketbus", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("marketbus")
 
 
 @pytest.fixture(scope="session")
