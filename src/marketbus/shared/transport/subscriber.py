@@ -30,6 +30,7 @@ from marketbus.shared.transport.connection import (
     DEFAULT_REPLY_TIMEOUT_S,
     ErrorReply,
     RespConnection,
+    fed,
 )
 from marketbus.shared.transport.endpoint import Endpoint
 
@@ -149,20 +150,20 @@ class SubscriberConnection(RespConnection):
             return
         self._heard = True
         reader = self._reader
-        reader.feed(data)
         gets = reader.gets
         batch: list[PubSubMessage] = []
         append = batch.append
-        while (reply := gets()) is not False:
-            if type(reply) is list:
-                kind = reply[0]
-                if kind == _MESSAGE:
-                    append((reply[1], None, reply[2]))
-                    continue
-                if kind == _PMESSAGE:
-                    append((reply[2], reply[1], reply[3]))
-                    continue
-            self._control(reply)
+        for _ in fed(reader, data):
+            while (reply := gets()) is not False:
+                if type(reply) is list:
+                    kind = reply[0]
+                    if kind == _MESSAGE:
+                        append((reply[1], None, reply[2]))
+                        continue
+                    if kind == _PMESSAGE:
+                        append((reply[2], reply[1], reply[3]))
+                        continue
+                self._control(reply)
         if batch:
             self._deliver(batch)
 

@@ -35,6 +35,7 @@ from marketbus.shared.transport.connection import (
     DEFAULT_REPLY_TIMEOUT_S,
     ErrorReply,
     RespConnection,
+    fed,
 )
 from marketbus.shared.transport.endpoint import Endpoint
 
@@ -219,30 +220,35 @@ class PipelineWriter(RespConnection):
             self._setup_data_received(data)
             return
         reader = self._reader
-        reader.feed(data)
-        if self._calls:
-            self._settle_each(reader.gets)
-        else:
-            gets = reader.gets
-            received = self._received
-            errors: list[tuple[int, ErrorReply]] | None = None
-            while (reply := gets()) is not False:
-                if type(reply) is ErrorReply:
-                    if errors is None:
-                        errors = []
-                    errors.append((received, reply))
-                received += 1
-            if received > self._sent:
-                self._protocol_error(received)
+        for _ in fed(reader, data):
+            if self._calls:
+                self._settle_each(reader.gets)
+            else:
+                self._count(reader.gets)
+            if self._lost is not None:
                 return
-            if errors:
-                self._record_errors(errors)
-            self._received = received
-            expect = self._expect
-            while expect and expect[0].end <= received:
-                expect.popleft()
         if self._reply_waiters:
             self._wake_reply_waiters()
+
+    def _count(self, gets: Any) -> None:
+        """Fast path while no `execute` waits: count replies, keep the errors."""
+        received = self._received
+        errors: list[tuple[int, ErrorReply]] | None = None
+        while (reply := gets()) is not False:
+            if type(reply) is ErrorReply:
+                if errors is None:
+                    errors = []
+                errors.append((received, reply))
+            received += 1
+        if received > self._sent:
+            self._protocol_error(received)
+            return
+        if errors:
+            self._record_errors(errors)
+        self._received = received
+        expect = self._expect
+        while expect and expect[0].end <= received:
+            expect.popleft()
 
     def _settle_each(self, gets: Any) -> None:
         """Slow path while an `execute` waits for its value: one reply at a time."""
