@@ -46,7 +46,7 @@ Failure: TypeAlias = Callable[[Event, Exception], None]
 
 
 class _FeedBox:
-    __slots__ = ("delivered", "feed", "items", "overflow", "queued", "skipped", "state")
+    __slots__ = ("feed", "items", "overflow", "queued", "skipped", "state")
 
     def __init__(self, feed: str) -> None:
         self.feed = feed
@@ -56,7 +56,6 @@ class _FeedBox:
         """``(after, upto)``: must-deliver updates to read back from the stream."""
         self.skipped = 0
         """Must-deliver updates not kept in memory in the current overflow."""
-        self.delivered: Position | None = None
         self.queued = False
         """In the mailbox's ready queue."""
 
@@ -203,10 +202,8 @@ class Mailbox:
             box = ready[0]
             items = box.items
             if items:
-                message = items.popleft()
                 self._pending -= 1
-                box.delivered = message.position
-                return message
+                return items.popleft()
             if box.overflow is not None:
                 return None
             ready.popleft()
@@ -214,7 +211,6 @@ class Mailbox:
             state = box.state
             if state is not None:
                 box.state = None
-                box.delivered = state.position
                 return state
         return None
 
