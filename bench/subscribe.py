@@ -13,7 +13,10 @@ Rows:
   baseline: redis-py ``PubSub.get_message`` + `codecs.decode` + `CandleBuffer.apply`;
 - real Subscriber, both transports: the same Subscriber on ``transport="redis-py"``;
 - transport ceiling: `SubscriberConnection` callback + `codecs.decode` +
-  `CandleBuffer.apply` (no Engine), vs the same redis-py baseline.
+  `CandleBuffer.apply` (no Engine), vs the same redis-py baseline;
+- with a listener: the real Subscriber calling a strategy's ``on_message`` for every
+  update, with the default queued delivery (mailbox + listener task) and with
+  ``delivery="inline"``, vs the same redis-py baseline (whose loop is the callback).
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ import redis.asyncio as aioredis
 
 from bench.report import Row
 from bench.workload import RUN, Workload
-from marketbus.consumers import BufferSizes, Subscriber
+from marketbus.consumers import BufferSizes, Subscriber, Update
 from marketbus.consumers.buffers import CandleBuffer
-from marketbus.consumers.subscriber import TransportKind
+from marketbus.consumers.subscriber import DeliveryMode, TransportKind
 from marketbus.shared.codecs import decode, encoder_for
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.resp import FeedCommands
@@ -128,6 +131,28 @@ async def subscriber_rate(
     return rate
 
 
+async def listener_rate(
+    url: str, work: Workload, items: list[tuple[str, bytes]], delivery: DeliveryMode
+) -> float:
+    """The real Subscriber with an ``on_message`` listener that counts updates."""
+    admin = aioredis.Redis.from_url(url)
+    await admin.flushall()  # empty streams: each feed is ready at once
+    await admin.aclose()
+    delivered = 0
+
+    def on_message(update: Update) -> None:
+        nonlocal delivered
+        delivered += 1
+
+    sizes = BufferSizes(candles=1_000, stale_after_s=None)
+    async with Subscriber(url, sizes=sizes, on_message=on_message, delivery=delivery) as sub:
+        await sub.subscribe(*work.feed_names())
+        rate = await timed_backlog(url, items, lambda: until(lambda: delivered >= len(items)))
+        stats = sub.stats
+        assert delivered == len(items) and stats.gaps == 0 and stats.reconnects == 0, stats
+    return rate
+
+
 async def connection_rate(url: str, work: Workload, items: list[tuple[str, bytes]]) -> float:
     """The transport ceiling: socket callback -> decode -> CandleBuffer, no Engine."""
     buffers = {name.encode(): CandleBuffer(1_000, "1m") for name in work.feed_names()}
@@ -192,6 +217,14 @@ async def run(url: str, runs: int, count: int) -> list[Row]:
         "msg/s",
         baseline_name="redis-py PubSub.get_message + decode + apply",
     )
+    listeners = {
+        delivery: Row(
+            f"subscribe, real Subscriber + on_message listener, {label}",
+            "msg/s",
+            baseline_name="redis-py PubSub.get_message + decode + apply",
+        )
+        for delivery, label in (("queued", "default (queued)"), ("inline", 'delivery="inline"'))
+    }
     work, base = Workload(count), Workload(max(count // 5, 1_000))
     items, base_items = payloads(work), payloads(base)
     for _ in range(runs):
@@ -199,6 +232,10 @@ async def run(url: str, runs: int, count: int) -> list[Row]:
         sdk.baseline.append(await redispy_rate(url, base, base_items))
         transports.baseline.append(await subscriber_rate(url, base, base_items, "redis-py"))
         ceiling.marketbus.append(await connection_rate(url, work, items))
+        for delivery, row in listeners.items():
+            row.marketbus.append(await listener_rate(url, work, items, delivery))
     transports.marketbus = sdk.marketbus
     ceiling.baseline = sdk.baseline
-    return [sdk, transports, ceiling]
+    for row in listeners.values():
+        row.baseline = sdk.baseline
+    return [sdk, transports, ceiling, *listeners.values()]
