@@ -112,29 +112,14 @@ async def timed_backlog(
 
 
 async def subscriber_rate(
-    url: str, work: Workload, items: list[tuple[str, bytes]], transport: TransportKind
+    url: str,
+    work: Workload,
+    items: list[tuple[str, bytes]],
+    transport: TransportKind = "fast",
+    delivery: DeliveryMode | None = None,
 ) -> float:
-    """The real consumer SDK: Subscriber -> Engine -> CandleBuffer per feed."""
-    admin = aioredis.Redis.from_url(url)
-    await admin.flushall()  # empty streams: each feed is ready at once
-    await admin.aclose()
-    sizes = BufferSizes(candles=1_000, stale_after_s=None)
-    async with Subscriber(url, sizes=sizes, transport=transport) as sub:
-        await sub.subscribe(*work.feed_names())
-        base = sub.stats.applied
-        target = base + len(items)
-        rate = await timed_backlog(
-            url, items, lambda: until(lambda: sub._engine.stats.applied >= target)
-        )
-        stats = sub.stats
-        assert stats.applied == target and stats.gaps == 0 and stats.reconnects == 0, stats
-    return rate
-
-
-async def listener_rate(
-    url: str, work: Workload, items: list[tuple[str, bytes]], delivery: DeliveryMode
-) -> float:
-    """The real Subscriber with an ``on_message`` listener that counts updates."""
+    """The real consumer SDK: Subscriber -> Engine -> CandleBuffer per feed; with a
+    *delivery*, also an ``on_message`` listener (counting updates) delivered that way."""
     admin = aioredis.Redis.from_url(url)
     await admin.flushall()  # empty streams: each feed is ready at once
     await admin.aclose()
@@ -145,11 +130,25 @@ async def listener_rate(
         delivered += 1
 
     sizes = BufferSizes(candles=1_000, stale_after_s=None)
-    async with Subscriber(url, sizes=sizes, on_message=on_message, delivery=delivery) as sub:
+    async with Subscriber(
+        url,
+        sizes=sizes,
+        transport=transport,
+        on_message=None if delivery is None else on_message,
+        delivery=delivery or "queued",
+    ) as sub:
         await sub.subscribe(*work.feed_names())
-        rate = await timed_backlog(url, items, lambda: until(lambda: delivered >= len(items)))
+        target = sub.stats.applied + len(items)
+
+        def done() -> bool:
+            if delivery is not None:
+                return delivered >= len(items)
+            return sub._engine.stats.applied >= target
+
+        rate = await timed_backlog(url, items, lambda: until(done))
         stats = sub.stats
-        assert delivered == len(items) and stats.gaps == 0 and stats.reconnects == 0, stats
+        assert stats.applied == target and stats.gaps == 0 and stats.reconnects == 0, stats
+        assert delivery is None or delivered == len(items), delivered
     return rate
 
 
@@ -233,7 +232,7 @@ async def run(url: str, runs: int, count: int) -> list[Row]:
         transports.baseline.append(await subscriber_rate(url, base, base_items, "redis-py"))
         ceiling.marketbus.append(await connection_rate(url, work, items))
         for delivery, row in listeners.items():
-            row.marketbus.append(await listener_rate(url, work, items, delivery))
+            row.marketbus.append(await subscriber_rate(url, work, items, delivery=delivery))
     transports.marketbus = sdk.marketbus
     ceiling.baseline = sdk.baseline
     for row in listeners.values():
