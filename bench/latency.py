@@ -84,13 +84,13 @@ async def measure(
     samples: list[float] = []
     complete = asyncio.Event()
 
-    def take(channel: bytes, payload: bytes) -> None:
+    def take(channel: bytes, payload: bytes) -> bool:
+        """Decode, apply and time one message; True once every message was taken."""
         message = decode(payload)
         assert isinstance(message, OHLCV)
         buffers[channel].apply(message)
         samples.append((time.time_ns() - message.recv_ns) / 1_000)
-        if len(samples) >= expected:
-            complete.set()
+        return len(samples) >= expected
 
     deadline = seconds * 3 + 30
     if consumer in ("queued", "inline"):
@@ -109,17 +109,9 @@ async def measure(
                 await feeder.wait()
                 await complete.wait()
     elif consumer == "sockets":
-
-        def on_message_bytes(channel: bytes, payload: bytes) -> bool:
-            message = decode(payload)
-            assert isinstance(message, OHLCV)
-            buffers[channel].apply(message)
-            samples.append((time.time_ns() - message.recv_ns) / 1_000)
-            return len(samples) >= expected
-
         subscribed = threading.Event()
         reading = asyncio.create_task(
-            asyncio.to_thread(sockets.subscribe, url, list(buffers), on_message_bytes, subscribed)
+            asyncio.to_thread(sockets.subscribe, url, list(buffers), take, subscribed)
         )
         ready = asyncio.create_task(asyncio.to_thread(subscribed.wait, 10))
         await asyncio.wait((reading, ready), return_when=asyncio.FIRST_COMPLETED)
@@ -135,7 +127,8 @@ async def measure(
 
         def on_batch(batch: list[PubSubMessage]) -> None:
             for channel, _pattern, payload in batch:
-                take(channel, payload)
+                if take(channel, payload):
+                    complete.set()
 
         conn = await SubscriberConnection.open(RedisConfig(url=url), on_batch=on_batch)
         await conn.subscribe(*buffers)
