@@ -38,7 +38,7 @@ from marketbus.producer.lease import LeaseKeeper
 from marketbus.producer.metrics import MetricsServer, MetricsSource
 from marketbus.producer.normalize import Row
 from marketbus.producer.publisher import Publisher
-from marketbus.producer.sequencing import choose_run, parse_entry_id
+from marketbus.producer.sequencing import choose_run
 from marketbus.producer.stats import FeedCounters, FeedStats, heartbeat_detail, snapshot
 from marketbus.producer.transport import ClusterTransport, FastTransport, RedisTransport
 from marketbus.shared.backoff import BackoffState
@@ -47,7 +47,7 @@ from marketbus.shared.codecs import decode, encode_feed_info
 from marketbus.shared.config import ExchangeConfig, ProducerConfig
 from marketbus.shared.connection import connect
 from marketbus.shared.errors import ContractError, FencedError, MarketbusError
-from marketbus.shared.names import Feed, catalog_key, status_name
+from marketbus.shared.names import Feed, catalog_key, parse_entry_id, status_name
 from marketbus.shared.schema import OHLCV, FeedInfo, MarketMessage, Status, StatusEvent
 
 log = logging.getLogger(__name__)

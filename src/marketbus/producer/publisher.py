@@ -33,14 +33,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from marketbus.producer.lease import LeaseKeeper
 from marketbus.producer.outbox import Entry, Outbox
-from marketbus.producer.sequencing import Sequencer, entry_id, parse_entry_id
+from marketbus.producer.sequencing import Sequencer
 from marketbus.producer.stats import FeedCounters, LatencyHistogram
 from marketbus.producer.transport import Outgoing, Receipt, ReplyErrors, Transport
 from marketbus.shared.backoff import BackoffState
 from marketbus.shared.codecs import Encoding, encoder_for
 from marketbus.shared.config import StreamCaps
 from marketbus.shared.errors import FencedError
-from marketbus.shared.names import Feed, is_status_name, status_name
+from marketbus.shared.names import Feed, entry_id, is_status_name, parse_entry_id, status_name
 from marketbus.shared.schema import Message, Status
 
 __all__ = ["RETRYABLE", "FeedCounters", "Publisher"]

@@ -9,21 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from marketbus.shared.errors import ContractError
-
-
-def parse_entry_id(entry_id: bytes | str) -> tuple[int, int]:
-    """``b"1700000000000-42"`` -> ``(1700000000000, 42)``."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    run, sep, seq = text.partition("-")
-    if not sep or not run.isdigit() or not seq.isdigit():
-        raise ContractError(f"stream entry id {text!r} is not '<run>-<seq>'")
-    return int(run), int(seq)
-
-
-def entry_id(run: int, seq: int) -> str:
-    return f"{run}-{seq}"
-
 
 def choose_run(now_ms: int, last_ids: Iterable[tuple[int, int] | None]) -> int:
     """The run of a starting producer: now, or one more than any run already written."""

@@ -23,10 +23,9 @@ from marketbus.producer.lease import Renewal
 from marketbus.shared.cluster import has_sharded_pubsub, publish_batch
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.errors import RedisUnavailableError
+from marketbus.shared.names import STREAM_FIELD_BYTES
 from marketbus.shared.resp import FeedCommands, pack_command
 from marketbus.shared.transport import PipelineWriter
-
-STREAM_FIELD = b"d"
 
 RENEW_LEASE: Final = """
 local current = redis.call('GET', KEYS[1])
@@ -141,7 +140,7 @@ class RedisTransport:
             if item.stream is not None:
                 pipe.xadd(
                     item.stream,
-                    {STREAM_FIELD: item.payload},
+                    {STREAM_FIELD_BYTES: item.payload},
                     id=item.entry_id,
                     maxlen=item.maxlen,
                     approximate=True,
@@ -166,7 +165,7 @@ class RedisTransport:
             return None
         entry_id, fields = entries[0]
         assert entry_id is not None
-        payload = (fields or {}).get(STREAM_FIELD)
+        payload = (fields or {}).get(STREAM_FIELD_BYTES)
         return _as_bytes(entry_id), None if payload is None else _as_bytes(payload)
 
     async def has_entry(self, stream: str, entry_id: str) -> bool:
@@ -186,7 +185,7 @@ class RedisTransport:
                     found.append(None)
                     continue
                 entry_id, fields = entries[0]
-                payload = (fields or {}).get(STREAM_FIELD)
+                payload = (fields or {}).get(STREAM_FIELD_BYTES)
                 found.append((_as_bytes(entry_id), None if payload is None else _as_bytes(payload)))
         return found
 
@@ -322,7 +321,7 @@ class FastTransport(RedisTransport):
                 out.append(
                     pack_command(
                         "XADD", item.stream, "MAXLEN", "~", item.maxlen, item.entry_id,
-                        STREAM_FIELD, item.payload,
+                        STREAM_FIELD_BYTES, item.payload,
                     )
                 )  # fmt: skip
                 owner.append(index)

@@ -42,12 +42,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.connection import connection_kwargs, redact
 from marketbus.shared.errors import ConfigError, RedisUnavailableError
-from marketbus.shared.names import catalog_key, status_name
+from marketbus.shared.names import STREAM_FIELD, catalog_key, status_name
 
 log = logging.getLogger(__name__)
-
-STREAM_FIELD: Final = "d"
-"""The one field of a stream entry (SPEC "Streams": ``XADD feed ... d payload``)."""
 
 DEFAULT_MAX_PENDING: Final = 10_000
 

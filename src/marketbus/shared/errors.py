@@ -39,6 +39,10 @@ class FeedNameError(ContractError, ValueError):
     """A feed name or one of its parts (namespace, exchange, kind, symbol) is malformed."""
 
 
+class EntryIdError(ContractError, ValueError):
+    """A stream entry ID is not ``{run}-{seq}`` (SPEC "Streams"): a foreign entry."""
+
+
 class NormalizeError(ContractError):
     """An exchange record handed over by ccxt cannot be turned into a wire message."""
 

@@ -13,12 +13,20 @@ from typing import Final
 
 import msgspec
 
-from marketbus.shared.errors import FeedNameError
+from marketbus.shared.errors import EntryIdError, FeedNameError
 
 DEFAULT_NS: Final = "md"
-STATE_KINDS: Final = frozenset({"ticker", "trades", "book"})
+SIMPLE_KINDS: Final = frozenset({"ticker", "trades", "book"})
+"""The kinds without a timeframe; the others are ``ohlcv.{timeframe}``."""
+NEWEST_WINS_KINDS: Final = frozenset({"ticker", "book"})
+"""Kinds whose newest message is the whole state: an older one a reader has not seen yet
+may be replaced by a newer one (conflated) and a hole in their seqs loses nothing. Every
+message of the other kinds (trades, closed candles, status) must reach a reader."""
 OHLCV_PREFIX: Final = "ohlcv."
 STATUS: Final = "status"
+STREAM_FIELD: Final = "d"
+"""The one field of every stream entry: ``XADD {feed} ... d {payload}``."""
+STREAM_FIELD_BYTES: Final = b"d"
 
 _TIMEFRAME = re.compile(r"^[1-9][0-9]*[smhdwMy]$")
 _TIMEFRAME_UNIT_MS: Final = {
@@ -41,7 +49,7 @@ def check_part(what: str, value: str) -> str:
 
 def check_kind(kind: str) -> str:
     """Return *kind* if it is ``ticker``, ``trades``, ``book`` or ``ohlcv.{timeframe}``."""
-    if kind in STATE_KINDS:
+    if kind in SIMPLE_KINDS:
         return kind
     if kind.startswith(OHLCV_PREFIX) and _TIMEFRAME.match(kind[len(OHLCV_PREFIX) :]):
         return kind
@@ -49,6 +57,11 @@ def check_kind(kind: str) -> str:
         f"kind {kind!r} is not one of 'ticker', 'trades', 'book', 'ohlcv.<timeframe>' "
         "(timeframe like '1m', '1h')"
     )
+
+
+def newest_wins(kind: str) -> bool:
+    """True for a kind whose newest message is its whole state (`NEWEST_WINS_KINDS`)."""
+    return kind in NEWEST_WINS_KINDS
 
 
 def ohlcv_kind(timeframe: str) -> str:
@@ -142,8 +155,43 @@ def exchange_pattern(ns: str, exchange: str = "*") -> str:
 
 
 def is_status_name(name: str) -> bool:
+    """True for ``{ns}:{exchange}:status``."""
     parts = name.split(":")
     return len(parts) == 3 and parts[2] == STATUS
+
+
+def split_name(name: str) -> tuple[str, str, str, str]:
+    """``(ns, exchange, kind, symbol)`` of a feed name without validating the parts.
+
+    For hot paths and names this process made itself; `Feed.parse` validates.
+    Raises FeedNameError when *name* does not have four parts.
+    """
+    parts = name.split(":", 3)
+    if len(parts) != 4:
+        raise FeedNameError(f"feed name {name!r} is not '{{ns}}:{{exchange}}:{{kind}}:{{symbol}}'")
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def ns_of(name: str) -> str:
+    """The namespace of a feed or status name (its first part), unvalidated."""
+    return name.split(":", 1)[0]
+
+
+def exchange_of(name: str) -> str:
+    """The exchange of a feed or status name (its second part), unvalidated.
+
+    Raises FeedNameError when *name* has no second part.
+    """
+    parts = name.split(":", 2)
+    if len(parts) < 2:
+        raise FeedNameError(f"name {name!r} is not '{{ns}}:{{exchange}}:...'")
+    return parts[1]
+
+
+def kind_and_symbol(name: str) -> tuple[str, str]:
+    """``(kind, symbol)`` of a feed name, unvalidated (see `split_name`)."""
+    _, _, kind, symbol = split_name(name)
+    return kind, symbol
 
 
 def entry_id(run: int, seq: int) -> str:
@@ -152,9 +200,9 @@ def entry_id(run: int, seq: int) -> str:
 
 
 def parse_entry_id(raw: bytes | str) -> tuple[int, int]:
-    """``b"1700000000000-42"`` -> ``(1700000000000, 42)``; FeedNameError if malformed."""
-    text = raw.decode() if isinstance(raw, bytes) else raw
+    """``b"1700000000000-42"`` -> ``(1700000000000, 42)``; EntryIdError if malformed."""
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
     run, sep, seq = text.partition("-")
     if not sep or not run.isdigit() or not seq.isdigit():
-        raise FeedNameError(f"stream entry id {text!r} is not '<run>-<seq>'")
+        raise EntryIdError(f"stream entry id {text!r} is not '<run>-<seq>'")
     return int(run), int(seq)

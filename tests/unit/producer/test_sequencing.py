@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from marketbus.producer.sequencing import Sequencer, choose_run, entry_id, parse_entry_id
+from marketbus.producer.sequencing import Sequencer, choose_run
 from marketbus.shared.errors import ContractError
+from marketbus.shared.names import entry_id, parse_entry_id
 
 
 def test_run_is_now_unless_a_stream_already_has_a_later_run() -> None:

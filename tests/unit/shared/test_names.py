@@ -6,13 +6,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from marketbus.shared.errors import FeedNameError
+from marketbus.shared.errors import ContractError, EntryIdError, FeedNameError
 from marketbus.shared.names import (
     Feed,
     catalog_key,
     check_kind,
+    entry_id,
+    exchange_of,
     feed_name,
     is_status_name,
+    kind_and_symbol,
+    newest_wins,
+    ns_of,
+    parse_entry_id,
+    split_name,
     status_name,
     timeframe_ms,
     timeframe_of,
@@ -41,6 +48,44 @@ def test_names_round_trip_even_with_colons_in_symbol(
 ) -> None:
     feed = Feed(ns, exchange, kind, symbol)
     assert Feed.parse(feed.name) == feed
+
+
+@given(ns=part, exchange=part, kind=kind, symbol=symbol)
+def test_unvalidated_splits_agree_with_parse(
+    ns: str, exchange: str, kind: str, symbol: str
+) -> None:
+    feed = Feed(ns, exchange, kind, symbol)
+    assert split_name(feed.name) == (ns, exchange, kind, symbol)
+    assert kind_and_symbol(feed.name) == (kind, symbol)
+    assert ns_of(feed.name) == ns_of(status_name(ns, exchange)) == ns
+    assert exchange_of(feed.name) == exchange_of(status_name(ns, exchange)) == exchange
+
+
+def test_unvalidated_splits_refuse_names_without_enough_parts() -> None:
+    with pytest.raises(FeedNameError):
+        split_name("md:binance:ticker")
+    with pytest.raises(FeedNameError):
+        exchange_of("md")
+
+
+def test_only_ticker_and_book_are_newest_wins() -> None:
+    assert [k for k in ("ticker", "trades", "book", "ohlcv.1m", "status") if newest_wins(k)] == [
+        "ticker",
+        "book",
+    ]
+
+
+@given(run=st.integers(0, 2**63), seq=st.integers(0, 2**63))
+def test_entry_ids_round_trip(run: int, seq: int) -> None:
+    assert parse_entry_id(entry_id(run, seq)) == (run, seq)
+    assert parse_entry_id(entry_id(run, seq).encode()) == (run, seq)
+
+
+@pytest.mark.parametrize("bad", ["5", "a-1", "5-", "-5", "1-2-3", b"\xff-1", "*"])
+def test_foreign_entry_ids_are_contract_errors(bad: str | bytes) -> None:
+    with pytest.raises(EntryIdError):
+        parse_entry_id(bad)
+    assert issubclass(EntryIdError, ContractError)
 
 
 @pytest.mark.parametrize(
