@@ -19,6 +19,11 @@ ENCODINGS: Final = ("json", "msgpack")
 
 _JSON_OPEN: Final = ord("{")
 
+DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+"""What msgspec raises for a payload that is not a valid message. RecursionError: a
+hostile payload nested deeper than msgspec follows (``'{"a":' * 1000``, 5 KB) must cost
+only itself, like any other undecodable payload (SPEC consumer rule 5)."""
+
 _json_encoder: Final = msgspec.json.Encoder()
 _msgpack_encoder: Final = msgspec.msgpack.Encoder()
 _json_decoder: Final = msgspec.json.Decoder(Message)
@@ -53,7 +58,7 @@ def decode(payload: bytes | bytearray | memoryview) -> Message:
             return message
         message = _msgpack_decoder.decode(payload)
         return message
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise ContractError(f"undecodable payload ({exc}): {bytes(payload[:80])!r}") from exc
 
 
@@ -65,5 +70,5 @@ def encode_feed_info(info: FeedInfo) -> bytes:
 def decode_feed_info(payload: bytes | str) -> FeedInfo:
     try:
         return _feed_info_decoder.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise ContractError(f"bad catalog entry ({exc}): {payload!r:.80}") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import msgspec
@@ -170,3 +171,57 @@ def test_feed_info_round_trip_and_error() -> None:
     assert codecs.decode_feed_info(codecs.encode_feed_info(info)) == info
     with pytest.raises(ContractError):
         codecs.decode_feed_info(b"[]")
+
+
+DEEP_PAYLOADS = [
+    b'{"a":' * 1000,
+    b"[" * 100_000,
+    b'{"type":"trades","trades":' + b"[" * 5000,
+    b"\x91" * 5000,  # msgpack: arrays of one, nested
+    b"\x81\xa1a" * 5000,  # msgpack: maps of one, nested
+]
+
+
+@pytest.mark.parametrize("payload", DEEP_PAYLOADS)
+def test_a_deeply_nested_payload_is_a_contract_error_not_a_recursion_error(
+    payload: bytes,
+) -> None:
+    with pytest.raises(ContractError):
+        codecs.decode(payload)
+    with pytest.raises(ContractError):
+        codecs.decode_feed_info(payload)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=40,
+)
+
+
+@given(st.binary(max_size=512))
+def test_any_bytes_decode_to_a_message_or_a_contract_error(payload: bytes) -> None:
+    try:
+        message = codecs.decode(payload)
+    except ContractError:
+        return
+    assert isinstance(message, Message)
+
+
+@given(json_values, st.sampled_from(["ohlcv", "ticker", "trades", "book", "status", "x"]))
+def test_any_nested_structure_decodes_to_a_message_or_a_contract_error(
+    value: object, type_: str
+) -> None:
+    for payload in (
+        msgspec.json.encode({"type": type_, "exchange": "x", "run": 1, "seq": 1, "v": value}),
+        msgspec.msgpack.encode({"type": type_, "trades": value, "bids": value}),
+        msgspec.json.encode(value),
+    ):
+        with contextlib.suppress(ContractError):
+            codecs.decode(payload)
+        with contextlib.suppress(ContractError):
+            codecs.decode_feed_info(payload)
