@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from marketbus.shared.config import RedisConfig
-from marketbus.shared.connection import client, connect, connection_kwargs, redact
+from marketbus.shared.connection import client, connect, connection_kwargs
 from marketbus.shared.errors import ConfigError, RedisUnavailableError
+from marketbus.shared.urls import redact
 from tests.support.redis_process import free_port
 
 
