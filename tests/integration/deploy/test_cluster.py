@@ -210,10 +210,8 @@ async def test_shipped_acl_users_work_on_every_node(
     users = acl_users()
     for node in cluster.get_primaries():
         for name in (PRODUCER, CONSUMER):
-            await cluster.execute_command(
-                "ACL", "SETUSER", name, "reset", *with_test_password(users[name]),
-                target_nodes=node,
-            )  # fmt: skip
+            setuser = ["ACL", "SETUSER", name, "reset", *with_test_password(users[name])]
+            await cluster.execute_command(*setuser, target_nodes=node)
     seed = local_cluster.nodes[0].port
 
     def config(user: str) -> RedisConfig:
