@@ -34,7 +34,8 @@ from tests.integration.producer.conftest import write_toml
 from tests.support.redis_process import free_port
 
 from bench.server import redis_server
-from marketbus.shared.config import ProducerConfig, build_config
+from marketbus.producer.config import ProducerConfig
+from marketbus.shared.config import build_config
 from marketbus.sim import SimServer
 
 KINDS = ["ohlcv.1m", "ticker", "trades", "book"]

@@ -21,9 +21,9 @@ import msgspec
 
 from marketbus.consumers import Gap, Staleness, Subscriber, Ticker
 from marketbus.shared.config import RedisConfig, build_config
-from marketbus.shared.connection import redact
 from marketbus.shared.errors import MarketbusError
 from marketbus.shared.names import feed_name
+from marketbus.shared.urls import redact
 
 log = logging.getLogger("strategy_example")
 

@@ -24,7 +24,8 @@ def _redis_config(args: argparse.Namespace) -> RedisConfig:
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
-    from marketbus.shared.config import ProducerConfig, load_config
+    from marketbus.producer.config import ProducerConfig
+    from marketbus.shared.config import load_config
 
     config = load_config(args.config, ProducerConfig)
     from marketbus.producer.process import run

@@ -21,9 +21,10 @@ from typing import TextIO
 from marketbus.consumers import Subscriber
 from marketbus.display import clock, number
 from marketbus.localredis import FakeRedisTcp, RedisProcess
+from marketbus.producer.config import ExchangeConfig, ProducerConfig
 from marketbus.producer.process import Producer
-from marketbus.shared.config import ExchangeConfig, ProducerConfig, RedisConfig
-from marketbus.shared.connection import redact
+from marketbus.shared.config import RedisConfig
+from marketbus.shared.urls import redact
 from marketbus.sim.server import SimServer
 
 EXCHANGE = "binance"

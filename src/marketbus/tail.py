@@ -20,8 +20,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from marketbus.display import line
 from marketbus.shared.codecs import decode
 from marketbus.shared.config import RedisConfig
-from marketbus.shared.connection import connect, redact
+from marketbus.shared.connection import connect
 from marketbus.shared.errors import ConfigError, ContractError
+from marketbus.shared.urls import redact
 
 
 async def tail(

@@ -36,12 +36,12 @@ class LocalCluster:
         self.nodes: list[RedisProcess] = []
         for i in range(MASTERS):
             args = [
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", "nodes.conf",
-                "--cluster-port", str(free_port()),
-                "--cluster-node-timeout", "2000",
+                *("--cluster-enabled", "yes"),
+                *("--cluster-config-file", "nodes.conf"),
+                *("--cluster-port", str(free_port())),
+                *("--cluster-node-timeout", "2000"),
                 *(extra_args or []),
-            ]  # fmt: skip
+            ]
             self.nodes.append(RedisProcess(workdir / f"node-{i}", extra_args=args))
 
     @property

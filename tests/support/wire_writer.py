@@ -6,7 +6,7 @@ PUBLISHed on the feed name and XADDed as ``{run}-{seq} d {payload}`` with ``MAXL
 or the XADD of a message, to fabricate exactly the holes a consumer must handle.
 
 Given a `RedisCluster`, it writes as a cluster producer does: SPUBLISH + XADD on the
-node owning the feed's slot, through `marketbus.shared.cluster.publish_batch`.
+node owning the feed's slot, through `marketbus.producer.cluster_publish.publish_batch`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from marketbus.shared.cluster import publish_batch
+from marketbus.producer.cluster_publish import publish_batch
 from marketbus.shared.codecs import Encoding, encode
 from marketbus.shared.names import entry_id, feed_name, status_name
 from marketbus.shared.schema import OHLCV, Book, Message, Status, Ticker, Trade, Trades

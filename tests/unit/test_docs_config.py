@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from marketbus.shared.config import ProducerConfig, build_config
+from marketbus.producer.config import ProducerConfig
+from marketbus.shared.config import build_config
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 BLOCKS = [

@@ -8,7 +8,8 @@ import textwrap
 import tomllib
 from pathlib import Path
 
-from marketbus.shared.config import ProducerConfig, build_config
+from marketbus.producer.config import ProducerConfig
+from marketbus.shared.config import build_config
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()

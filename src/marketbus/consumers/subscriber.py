@@ -58,7 +58,7 @@ from marketbus.shared.backoff import Backoff
 from marketbus.shared.cluster import connect_cluster, has_sharded_pubsub
 from marketbus.shared.codecs import decode, decode_feed_info
 from marketbus.shared.config import RedisConfig
-from marketbus.shared.connection import connect, redact
+from marketbus.shared.connection import connect
 from marketbus.shared.errors import (
     ConfigError,
     ContractError,
@@ -74,6 +74,7 @@ from marketbus.shared.names import (
     status_name,
 )
 from marketbus.shared.schema import Status, Ticker
+from marketbus.shared.urls import redact
 
 log = logging.getLogger("marketbus.consumers")
 

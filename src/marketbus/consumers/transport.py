@@ -36,8 +36,8 @@ from redis.exceptions import ClusterDownError, RedisClusterException, TryAgainEr
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from marketbus.consumers.cluster import ShardedSubscriber, ShardMessage, feeds_matching
 from marketbus.consumers.engine import Live
-from marketbus.shared.cluster import ShardedSubscriber, ShardMessage, feeds_matching
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.errors import CommandError, ConnectionLostError, RedisUnavailableError
 from marketbus.shared.transport import PubSubMessage, SubscriberConnection

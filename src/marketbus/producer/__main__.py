@@ -14,8 +14,9 @@ import logging
 import sys
 
 from marketbus.logs import configure
+from marketbus.producer.config import ProducerConfig
 from marketbus.producer.process import run
-from marketbus.shared.config import ProducerConfig, load_config
+from marketbus.shared.config import load_config
 from marketbus.shared.errors import ConfigError, MarketbusError
 
 

@@ -33,6 +33,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from marketbus.producer import watch
+from marketbus.producer.config import ExchangeConfig, ProducerConfig
 from marketbus.producer.feeds import FeedHandler, OhlcvHandler, handler_for
 from marketbus.producer.lease import LeaseKeeper
 from marketbus.producer.metrics import MetricsServer, MetricsSource
@@ -44,7 +45,6 @@ from marketbus.producer.transport import ClusterTransport, FastTransport, RedisT
 from marketbus.shared.backoff import BackoffState
 from marketbus.shared.cluster import connect_cluster, is_cluster
 from marketbus.shared.codecs import decode, encode_feed_info
-from marketbus.shared.config import ExchangeConfig, ProducerConfig
 from marketbus.shared.connection import connect
 from marketbus.shared.errors import ContractError, FencedError, MarketbusError
 from marketbus.shared.names import Feed, catalog_key, parse_entry_id, status_name

@@ -19,8 +19,9 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from marketbus.producer.cluster_publish import publish_batch
 from marketbus.producer.lease import Renewal
-from marketbus.shared.cluster import has_sharded_pubsub, publish_batch
+from marketbus.shared.cluster import has_sharded_pubsub
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.errors import RedisUnavailableError
 from marketbus.shared.names import STREAM_FIELD_BYTES

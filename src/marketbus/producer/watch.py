@@ -32,11 +32,11 @@ from typing import Any
 import ccxt
 import ccxt.pro
 
+from marketbus.producer.config import ExchangeConfig, ProducerSettings
 from marketbus.producer.feeds import FeedHandler, OhlcvHandler, TradesHandler
 from marketbus.producer.normalize import Row, ohlcv_rows
 from marketbus.producer.stats import FeedCounters, FeedState
 from marketbus.shared.backoff import BackoffState
-from marketbus.shared.config import ExchangeConfig, ProducerSettings
 from marketbus.shared.errors import ConfigError, MarketbusError, NormalizeError
 from marketbus.shared.names import Feed
 from marketbus.shared.schema import MarketMessage, StatusEvent

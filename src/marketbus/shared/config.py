@@ -1,5 +1,9 @@
 """Configuration as validated msgspec Structs: a TOML file plus environment overrides.
 
+What both sides read: `RedisConfig` (where the bus is, its namespace and encoding) and
+the loaders, `build_config` and `load_config`, which validate into any Struct: the
+producer's file (`marketbus.producer.config`) or a strategy's own settings.
+
 Environment variables ``MARKETBUS__SECTION__KEY=value`` override file values (``__``
 separates path parts; list items are addressed by index, e.g.
 ``MARKETBUS__EXCHANGES__0__SYMBOLS='["BTC/USDT"]'``). A value is read as JSON when it
@@ -12,19 +16,18 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 from msgspec import Meta
 
 from marketbus.shared.codecs import Encoding
 from marketbus.shared.errors import ConfigError
-from marketbus.shared.names import DEFAULT_NS, check_kind, check_part, timeframe_of
+from marketbus.shared.names import DEFAULT_NS
+from marketbus.shared.urls import redact
 
 ENV_PREFIX: Final = "MARKETBUS__"
 
-PositiveInt = Annotated[int, Meta(gt=0)]
-NonNegativeInt = Annotated[int, Meta(ge=0)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
 
 
@@ -33,7 +36,8 @@ class RedisConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     ``cluster = true`` makes ``url`` one seed node of a Redis Cluster (db 0, no unix
     socket): feeds then spread over the shards and pub/sub goes sharded (SPUBLISH /
-    SSUBSCRIBE) where the server has it; see `marketbus.shared.cluster`.
+    SSUBSCRIBE) where the server has it; see `marketbus.shared.cluster`. Its repr shows
+    ``url`` redacted (`marketbus.shared.urls.redact`).
     """
 
     url: str = "redis://127.0.0.1:6379/0"
@@ -48,93 +52,8 @@ class RedisConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __repr__(self) -> str:
         """Like the generated repr, but ``url`` with its password redacted: configs get
         logged and shown in tracebacks, credentials must not be."""
-        from marketbus.shared.connection import redact  # connection imports this module
-
         shown = msgspec.structs.asdict(self) | {"url": redact(self.url)}
         return "RedisConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
-
-
-class StreamCaps(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """``MAXLEN ~`` per kind: how much history a late joiner can backfill."""
-
-    ohlcv: PositiveInt = 10_000
-    ticker: PositiveInt = 10_000
-    trades: PositiveInt = 100_000
-    book: PositiveInt = 10_000
-    status: PositiveInt = 10_000
-
-    def for_kind(self, kind: str) -> int:
-        cap: int = getattr(self, "ohlcv" if timeframe_of(kind) else kind)
-        return cap
-
-
-class ExchangeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One exchange: what to watch and how to construct its ccxt.pro client.
-
-    ``batch_watch = true`` watches each kind of all symbols with one ccxt multi-symbol
-    call (``watchTickers``, ``watchOHLCVForSymbols``...) where the exchange has it.
-    Off by default: in ccxt 4.5.90 those calls starve symbols (when frames for several
-    symbols arrive in one read, the first symbol always wins ccxt's race and the others'
-    data is never returned), while single-symbol calls share the same socket anyway.
-    """
-
-    id: str
-    symbols: Annotated[list[str], Meta(min_length=1)]
-    kinds: Annotated[list[str], Meta(min_length=1)] = msgspec.field(
-        default_factory=lambda: ["ohlcv.1m", "ticker"]
-    )
-    ccxt: dict[str, Any] = msgspec.field(default_factory=dict)
-    book_depth: PositiveInt = 20
-    book_interval_ms: NonNegativeInt = 0
-    strict: bool = False
-    batch_watch: bool = False
-
-    def __post_init__(self) -> None:
-        check_part("exchange id", self.id)
-        for kind in self.kinds:
-            check_kind(kind)
-
-
-class ProducerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """How the producer runs: timing, batching, memory bounds, fencing and metrics.
-
-    One producer per exchange holds the lease ``{ns}:{exchange}:lease`` (renewed every
-    third of ``lease_ttl_s``). A second one for the same exchange either waits as a hot
-    standby and takes over when the lease expires (``on_conflict = "standby"``) or
-    exits with FencedError naming the holder (``"exit"``). ``metrics_port`` serves
-    Prometheus metrics on that port (0: any free port) with the ``metrics`` extra, on
-    ``metrics_host`` only: loopback by default, ``"0.0.0.0"`` in a container that a
-    Prometheus outside it scrapes.
-    """
-
-    close_grace_ms: NonNegativeInt = 2_000
-    heartbeat_s: PositiveFloat = 5.0
-    stale_after_s: PositiveFloat = 30.0
-    publish_batch: PositiveInt = 512
-    queue_max_messages: PositiveInt = 200_000
-    backoff_initial_s: PositiveFloat = 0.5
-    backoff_max_s: PositiveFloat = 30.0
-    shutdown_timeout_s: PositiveFloat = 10.0
-    on_conflict: Literal["standby", "exit"] = "standby"
-    lease_ttl_s: Annotated[float, Meta(ge=0.3)] = 10.0
-    metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
-    metrics_host: Annotated[str, Meta(min_length=1)] = "127.0.0.1"
-
-
-class ProducerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The whole ``marketbus produce --config FILE`` file."""
-
-    exchanges: Annotated[list[ExchangeConfig], Meta(min_length=1)]
-    redis: RedisConfig = RedisConfig()
-    streams: StreamCaps = StreamCaps()
-    producer: ProducerSettings = ProducerSettings()
-
-    def exchange(self, exchange_id: str) -> ExchangeConfig:
-        for ex in self.exchanges:
-            if ex.id == exchange_id:
-                return ex
-        known = ", ".join(ex.id for ex in self.exchanges)
-        raise ConfigError(f"exchange {exchange_id!r} is not in the config (it has: {known})")
 
 
 T = TypeVar("T")
@@ -205,11 +124,14 @@ def build_config(
 
 def load_config(
     path: str | Path,
-    kind: type[T] = ProducerConfig,  # type: ignore[assignment]
+    kind: type[T],
     *,
     environ: Mapping[str, str] | None = None,
 ) -> T:
-    """Read a TOML file into *kind*, applying ``MARKETBUS__*`` environment overrides."""
+    """Read a TOML file into *kind*, applying ``MARKETBUS__*`` environment overrides.
+
+    The producer's file has its own loader, `marketbus.producer.config.load_producer_config`.
+    """
     file = Path(path)
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))

@@ -1,12 +1,13 @@
 """Redis connections from a URL: redis://, rediss:// (TLS), unix://, user/password, db.
 
-Credentials never reach logs: `redact` is the only form of a URL marketbus prints.
+Credentials never reach logs: errors show a URL only through `marketbus.shared.urls.redact`.
+This module imports `marketbus.shared.config` (for `RedisConfig`); config never imports it.
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, ResponseError
@@ -15,31 +16,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.errors import ConfigError, RedisUnavailableError
+from marketbus.shared.urls import redact
 
 SCHEMES = ("redis", "rediss", "unix")
-
-
-def redact(url: str) -> str:
-    """*url* with any password replaced by ``***`` (the username is kept).
-
-    A ``password=`` query parameter (redis-py honours it too) is masked as well, and a
-    URL too malformed to parse is shown as its scheme only, never verbatim.
-    """
-    base, sep, query = url.partition("?")
-    try:
-        parts = urlsplit(base)
-        _ = parts.port  # raises ValueError on a bad port
-    except ValueError:
-        return f"{base.partition(':')[0]}://<unparseable>"
-    if parts.password is not None:
-        host_port = parts.netloc.rpartition("@")[2]
-        base = urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host_port}"))
-    if sep:
-        query = "&".join(
-            "password=***" if pair.lower().startswith("password=") else pair
-            for pair in query.split("&")
-        )
-    return base + sep + query
 
 
 def connection_kwargs(config: RedisConfig) -> dict[str, Any]:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from marketbus.consumers import Subscriber
 from marketbus.producer import Producer
+from marketbus.producer.config import ProducerConfig
 from marketbus.shared.cluster import connect_cluster
-from marketbus.shared.config import ProducerConfig, RedisConfig, build_config
+from marketbus.shared.config import RedisConfig, build_config
 from marketbus.sim import SimServer
 from tests.support.waiting import wait_until
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from marketbus.consumers import Subscriber
 from marketbus.producer import Producer
-from marketbus.shared.config import ProducerConfig, build_config
+from marketbus.producer.config import ProducerConfig
+from marketbus.shared.config import build_config
 from marketbus.sim import SimServer
 from tests.support.waiting import wait_until
 

@@ -190,8 +190,15 @@ async def test_pattern_follows_catalogued_and_new_feeds_and_their_status_channel
 
 async def catalogue(cluster: RedisCluster, feed: str, run: int) -> None:
     _, exchange, kind, symbol = feed.split(":", 3)
-    info = FeedInfo(exchange=exchange, symbol=symbol, kind=kind, timeframe=None, run=run,
-                    stream_maxlen=1000, updated_ms=0)  # fmt: skip
+    info = FeedInfo(
+        exchange=exchange,
+        symbol=symbol,
+        kind=kind,
+        timeframe=None,
+        run=run,
+        stream_maxlen=1000,
+        updated_ms=0,
+    )
     await cluster.hset(catalog_key("md"), feed, encode_feed_info(info))
 
 

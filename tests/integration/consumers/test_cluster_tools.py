@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 
 import pytest
@@ -38,8 +39,15 @@ async def catalogue(
     feeds = []
     for symbol in symbols:
         feed = writer.feed(kind, symbol)
-        info = FeedInfo(exchange=writer.exchange, symbol=symbol, kind=kind, timeframe=None,
-                        run=writer.run, stream_maxlen=1000, updated_ms=0)  # fmt: skip
+        info = FeedInfo(
+            exchange=writer.exchange,
+            symbol=symbol,
+            kind=kind,
+            timeframe=None,
+            run=writer.run,
+            stream_maxlen=1000,
+            updated_ms=0,
+        )
         await cluster.hset(catalog_key("md"), feed, encode_feed_info(info))
         feeds.append(feed)
     owners = {cluster.get_node_from_key(feed).name for feed in feeds}  # type: ignore[union-attr]
@@ -58,11 +66,9 @@ async def test_tail_follows_catalogued_feeds_on_every_shard(
 ) -> None:
     writer = WireWriter(cluster, run=5)
     feeds = await catalogue(cluster, writer, "ticker", TICKERS)
-    proc = await asyncio.create_subprocess_exec(
-        *CLI, "tail", "md:binance:ticker:*", "--cluster", "--redis", cluster_url,
-        "--count", str(len(feeds) + 1),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    tail = ["tail", "md:binance:ticker:*", "--cluster", "--redis", cluster_url]
+    count = ["--count", str(len(feeds) + 1)]
+    proc = await asyncio.create_subprocess_exec(*CLI, *tail, *count, stdout=PIPE, stderr=PIPE)
     try:
 
         async def all_subscribed() -> bool:
@@ -93,10 +99,8 @@ async def test_status_reads_every_shard(cluster: RedisCluster, cluster_url: str)
         await writer.write(feed, writer.trades(symbol, 1.0))
         await writer.write(feed, writer.trades(symbol, 2.0))
     await writer.write(writer.status_feed, writer.status("connected"))
-    proc = await asyncio.create_subprocess_exec(
-        *CLI, "status", "--cluster", "--redis", cluster_url,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    status = ["status", "--cluster", "--redis", cluster_url]
+    proc = await asyncio.create_subprocess_exec(*CLI, *status, stdout=PIPE, stderr=PIPE)
     stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=20)
     assert proc.returncode == 0, stderr.decode()
     lines = stdout.decode().splitlines()

@@ -1,4 +1,6 @@
-"""marketbus.shared.cluster against a real local 3-master Redis Cluster."""
+"""Redis Cluster support against a real local 3-master Redis Cluster: the client
+(`marketbus.shared.cluster`), the producer's `publish_batch` and the consumer's
+`ShardedSubscriber` and `feeds_matching`."""
 
 from __future__ import annotations
 
@@ -10,16 +12,9 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoPermissionError
 
-from marketbus.shared.cluster import (
-    ShardedSubscriber,
-    ShardMessage,
-    Subscribed,
-    connect_cluster,
-    feeds_matching,
-    has_sharded_pubsub,
-    publish_batch,
-    slot_of,
-)
+from marketbus.consumers.cluster import ShardedSubscriber, ShardMessage, Subscribed, feeds_matching
+from marketbus.producer.cluster_publish import publish_batch
+from marketbus.shared.cluster import connect_cluster, has_sharded_pubsub, slot_of
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.errors import ConfigError, RedisUnavailableError
 from marketbus.shared.names import feed_name
@@ -215,10 +210,8 @@ async def test_shipped_acl_users_work_on_every_node(
     users = acl_users()
     for node in cluster.get_primaries():
         for name in (PRODUCER, CONSUMER):
-            await cluster.execute_command(
-                "ACL", "SETUSER", name, "reset", *with_test_password(users[name]),
-                target_nodes=node,
-            )  # fmt: skip
+            setuser = ["ACL", "SETUSER", name, "reset", *with_test_password(users[name])]
+            await cluster.execute_command(*setuser, target_nodes=node)
     seed = local_cluster.nodes[0].port
 
     def config(user: str) -> RedisConfig:

@@ -16,8 +16,9 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from marketbus.producer.config import ProducerConfig
 from marketbus.shared.codecs import decode
-from marketbus.shared.config import ProducerConfig, build_config
+from marketbus.shared.config import build_config
 from marketbus.shared.schema import Message
 from marketbus.sim import SimServer
 from tests.support.waiting import wait_until

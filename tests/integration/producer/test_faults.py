@@ -16,7 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from marketbus.producer import Producer
-from marketbus.shared.config import ProducerConfig, build_config
+from marketbus.producer.config import ProducerConfig
+from marketbus.shared.config import build_config
 from marketbus.shared.schema import OHLCV, Status
 from marketbus.sim import SimServer
 from tests.integration.producer.conftest import messages

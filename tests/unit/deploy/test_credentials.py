@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from marketbus.producer.config import ProducerConfig
 from marketbus.shared.cluster import cluster_client, is_cluster, slot_of
-from marketbus.shared.config import ProducerConfig, RedisConfig, build_config
-from marketbus.shared.connection import redact
+from marketbus.shared.config import RedisConfig, build_config
 from marketbus.shared.errors import ConfigError
+from marketbus.shared.urls import redact
 
 SECRET = "s3cret-Pw"
 

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from marketbus.cli import build_parser
-from marketbus.shared.config import ProducerConfig, build_config, load_config
+from marketbus.producer.config import ProducerConfig, load_producer_config
+from marketbus.shared.config import build_config
 from tests.unit.deploy.files import (
     ACL_FILE,
     ADMIN,
@@ -87,7 +88,7 @@ def test_compose_redis_runs_the_shipped_conf_and_acl_file() -> None:
 
 
 def test_compose_producers_run_marketbus_produce_for_their_exchange() -> None:
-    configured = {ex.id for ex in load_config(PRODUCER_TOML, environ={}).exchanges}
+    configured = {ex.id for ex in load_producer_config(PRODUCER_TOML, environ={}).exchanges}
     parser = build_parser()
     for name, service in _services().items():
         if not name.startswith("producer-"):
@@ -127,7 +128,7 @@ def test_env_files_are_valid_config_overrides_with_the_acl_users() -> None:
 
 
 def test_producer_toml_validates_and_has_no_credentials() -> None:
-    config = load_config(PRODUCER_TOML, environ={})
+    config = load_producer_config(PRODUCER_TOML, environ={})
     assert [ex.id for ex in config.exchanges] == ["binance", "okx"]
     assert "@" not in config.redis.url
     assert config.redis.namespace == "md"
@@ -211,7 +212,7 @@ def test_systemd_unit_runs_one_exchange_per_instance() -> None:
     assert service["User"] == "marketbus"
     assert service["EnvironmentFile"] == "/etc/marketbus/producer.env"
     stop_s = int(service["TimeoutStopSec"])
-    assert stop_s > load_config(PRODUCER_TOML, environ={}).producer.shutdown_timeout_s
+    assert stop_s > load_producer_config(PRODUCER_TOML, environ={}).producer.shutdown_timeout_s
     assert dict(_unit()["Install"])["WantedBy"] == "multi-user.target"
 
 

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
+from marketbus.producer.config import ProducerSettings
 from marketbus.producer.metrics import MetricsServer, MetricsSource
-from marketbus.shared.config import ProducerSettings
 from marketbus.shared.errors import ConfigError
 
 SOURCE = MetricsSource(

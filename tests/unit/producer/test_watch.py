@@ -10,6 +10,7 @@ from typing import Any
 import ccxt
 import pytest
 
+from marketbus.producer.config import ProducerSettings
 from marketbus.producer.feeds import TickerHandler, TradesHandler
 from marketbus.producer.stats import FeedCounters
 from marketbus.producer.watch import (
@@ -21,7 +22,6 @@ from marketbus.producer.watch import (
     sample,
     subscriptions,
 )
-from marketbus.shared.config import ProducerSettings
 from marketbus.shared.names import Feed
 from marketbus.shared.schema import StatusEvent
 from tests.support.waiting import wait_until

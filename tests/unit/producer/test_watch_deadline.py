@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from marketbus.producer.config import ProducerSettings
 from marketbus.producer.feeds import TickerHandler
 from marketbus.producer.stats import FeedCounters
 from marketbus.producer.watch import Subscription, WatchLoop
-from marketbus.shared.config import ProducerSettings
 from marketbus.shared.names import Feed
 from tests.support.waiting import wait_until
 

@@ -1,84 +1,98 @@
-"""Config: TOML + MARKETBUS__* overrides, validated, with errors naming the bad key."""
+"""Config loading for any Struct: TOML + MARKETBUS__* overrides, validated, with errors
+naming the bad key. (The producer's own file: tests/unit/producer/test_config.py.)"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated
 
+import msgspec
 import pytest
+from msgspec import Meta
 
-from marketbus.shared.config import ProducerConfig, build_config, load_config
+from marketbus.shared.config import RedisConfig, build_config, env_overrides, load_config
 from marketbus.shared.errors import ConfigError
 
-MINIMAL = {"exchanges": [{"id": "binance", "symbols": ["BTC/USDT"]}]}
+
+class Strategy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A consumer's own settings, shaped like deploy/strategy_example.py's."""
+
+    redis: RedisConfig = RedisConfig()
+    feeds: Annotated[list[str], Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: ["md:binance:ticker:BTC/USDT"]
+    )
+    window: Annotated[int, Meta(gt=0)] = 100
 
 
-def test_defaults() -> None:
-    config = build_config(ProducerConfig, MINIMAL, environ={})
-    assert config.redis.url == "redis://127.0.0.1:6379/0"
-    assert config.redis.namespace == "md"
-    assert config.exchanges[0].kinds == ["ohlcv.1m", "ticker"]
-    assert config.streams.for_kind("ohlcv.1h") == config.streams.ohlcv
-    assert config.streams.for_kind("trades") == config.streams.trades
+def test_defaults_need_no_data() -> None:
+    config = build_config(Strategy, {}, environ={})
+    assert config.redis == RedisConfig()
+    assert config.redis.namespace == "md" and config.redis.encoding == "json"
 
 
 def test_env_overrides_nested_keys_and_list_items() -> None:
     config = build_config(
-        ProducerConfig,
-        MINIMAL,
+        Strategy,
+        {"feeds": ["a", "b"]},
         environ={
             "MARKETBUS__REDIS__URL": "redis://h:7000/2",
-            "MARKETBUS__STREAMS__TRADES": "5",
-            "MARKETBUS__EXCHANGES__0__SYMBOLS": '["ETH/USDT", "SOL/USDT"]',
+            "MARKETBUS__WINDOW": "5",
+            "MARKETBUS__FEEDS__1": "c",
             "UNRELATED": "x",
         },
     )
     assert config.redis.url == "redis://h:7000/2"
-    assert config.streams.trades == 5
-    assert config.exchanges[0].symbols == ["ETH/USDT", "SOL/USDT"]
+    assert config.window == 5
+    assert config.feeds == ["a", "c"]
+
+
+def test_env_values_are_json_when_they_parse_else_strings() -> None:
+    found = env_overrides({"MARKETBUS__A__B": "[1, 2]", "MARKETBUS__C": "plain text"})
+    assert found == [(["a", "b"], [1, 2]), (["c"], "plain text")]
+    with pytest.raises(ConfigError, match="MARKETBUS__A____B: empty path part"):
+        env_overrides({"MARKETBUS__A____B": "1"})
 
 
 @pytest.mark.parametrize(
     ("data", "key"),
     [
-        ({"exchanges": [{"id": "binance", "symbols": []}]}, "exchanges[0].symbols"),
-        ({"exchanges": [{"id": "binance", "symbols": ["A/B"], "kinds": ["x"]}]}, "exchanges[0]"),
-        ({**MINIMAL, "streams": {"ohlcv": 0}}, "streams.ohlcv"),
-        ({**MINIMAL, "redis": {"encoding": "xml"}}, "redis.encoding"),
-        ({**MINIMAL, "redis": {"urll": "x"}}, "redis"),
-        ({"exchanges": []}, "exchanges"),
+        ({"feeds": []}, "feeds"),
+        ({"window": 0}, "window"),
+        ({"redis": {"encoding": "xml"}}, "redis.encoding"),
+        ({"redis": {"connect_timeout_s": 0}}, "redis.connect_timeout_s"),
+        ({"redis": {"urll": "x"}}, "redis"),
     ],
 )
 def test_errors_name_the_bad_key(data: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(key)):
-        build_config(ProducerConfig, data, environ={})
+        build_config(Strategy, data, environ={})
 
 
 def test_env_override_of_missing_list_item_is_clear() -> None:
-    with pytest.raises(ConfigError, match="MARKETBUS__EXCHANGES__3__ID"):
-        build_config(ProducerConfig, MINIMAL, environ={"MARKETBUS__EXCHANGES__3__ID": "okx"})
+    with pytest.raises(ConfigError, match="MARKETBUS__FEEDS__3"):
+        build_config(Strategy, {"feeds": ["a"]}, environ={"MARKETBUS__FEEDS__3": "x"})
 
 
-def test_load_config_file(tmp_path: Path) -> None:
-    path = tmp_path / "producer.toml"
-    path.write_text(
-        '[redis]\nurl = "redis://127.0.0.1:6390/0"\n\n'
-        '[[exchanges]]\nid = "binance"\nsymbols = ["BTC/USDT"]\nkinds = ["ohlcv.1m"]\n'
-        '[exchanges.ccxt.urls.api.ws]\nspot = "ws://127.0.0.1:1/stream/ws"\n'
+def test_load_config_reads_the_file_into_the_given_struct(tmp_path: Path) -> None:
+    path = tmp_path / "strategy.toml"
+    path.write_text('window = 7\n\n[redis]\nurl = "redis://127.0.0.1:6390/0"\n')
+    config = load_config(path, Strategy, environ={"MARKETBUS__REDIS__NAMESPACE": "alt"})
+    assert config == Strategy(
+        redis=RedisConfig(url="redis://127.0.0.1:6390/0", namespace="alt"), window=7
     )
-    config = load_config(path, environ={})
-    assert config.exchanges[0].ccxt == {
-        "urls": {"api": {"ws": {"spot": "ws://127.0.0.1:1/stream/ws"}}}
-    }
-    assert config.exchange("binance").kinds == ["ohlcv.1m"]
-    with pytest.raises(ConfigError, match="okx"):
-        config.exchange("okx")
 
 
 def test_missing_and_invalid_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
-        load_config(tmp_path / "nope.toml")
+        load_config(tmp_path / "nope.toml", Strategy)
     bad = tmp_path / "bad.toml"
     bad.write_text("[redis\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        load_config(bad)
+        load_config(bad, Strategy)
+
+
+def test_redis_config_repr_redacts_the_password() -> None:
+    config = RedisConfig(url="redis://alice:s3cret@h:6379/1")
+    assert "s3cret" not in repr(config)
+    assert "url='redis://alice:***@h:6379/1'" in repr(config)

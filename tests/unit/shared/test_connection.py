@@ -5,15 +5,9 @@ from __future__ import annotations
 import pytest
 
 from marketbus.shared.config import RedisConfig
-from marketbus.shared.connection import client, connect, connection_kwargs, redact
+from marketbus.shared.connection import client, connect, connection_kwargs
 from marketbus.shared.errors import ConfigError, RedisUnavailableError
 from tests.support.redis_process import free_port
-
-
-def test_redact_hides_only_the_password() -> None:
-    assert redact("redis://alice:s3cret@h:6379/1") == "redis://alice:***@h:6379/1"
-    assert redact("rediss://:s3cret@h/0") == "rediss://:***@h/0"
-    assert redact("redis://h:6379/0") == "redis://h:6379/0"
 
 
 def test_bad_scheme_is_a_config_error_without_password() -> None:

@@ -15,9 +15,10 @@ from urllib.parse import urlsplit
 from redis.asyncio.connection import parse_url
 
 from marketbus.shared.config import RedisConfig
-from marketbus.shared.connection import connection_kwargs, redact
+from marketbus.shared.connection import connection_kwargs
 from marketbus.shared.errors import ConfigError
 from marketbus.shared.resp import pack_command
+from marketbus.shared.urls import redact
 
 DEFAULT_PORT = 6379
 
