@@ -27,11 +27,22 @@ SPEC_COMMON = {"type", "exchange", "symbol", "run", "seq", "ts_ms", "recv_ns"}
 SPEC_FIELDS = {
     "ohlcv": {"timeframe", "open", "high", "low", "close", "volume", "closed"},
     "ticker": {
-        "bid", "bid_size", "ask", "ask_size", "last", "open", "high", "low",
-        "base_volume", "quote_volume", "change_pct", "mark", "index",
+        "bid",
+        "bid_size",
+        "ask",
+        "ask_size",
+        "last",
+        "open",
+        "high",
+        "low",
+        "base_volume",
+        "quote_volume",
+        "change_pct",
+        "mark",
+        "index",
     },
     "status": {"event", "feed", "detail"},
-}  # fmt: skip
+}
 DEMO = [sys.executable, "-m", "marketbus.cli", "demo"]
 
 
