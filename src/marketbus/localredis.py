@@ -2,11 +2,14 @@
 
 Neither ever touches a shared Redis on 6379. The server can be killed and restarted on
 the same port (fault tests). `FakeRedisTcp` is the demo's fallback where no redis-server
-binary is installed.
+binary is installed; `fakeredis_unusable` says why it cannot be (too old, or no Lua).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+import re
 import shutil
 import socket
 import subprocess
@@ -14,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Final
 
 
 def free_port() -> int:
@@ -45,16 +49,18 @@ class RedisProcess:
 
     def start(self, timeout_s: float = 10.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        args = [
-            self.binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.workdir),
-            "--logfile", str(self.workdir / "redis.log"),
-            *self.extra_args,
-        ]  # fmt: skip
+        options = {
+            "port": str(self.port),
+            "bind": "127.0.0.1",
+            "save": "",
+            "appendonly": "no",
+            "dir": str(self.workdir),
+            "logfile": str(self.workdir / "redis.log"),
+        }
+        args = [self.binary]
+        for name, value in options.items():
+            args += [f"--{name}", value]
+        args += self.extra_args
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -107,8 +113,36 @@ class RedisProcess:
         self.stop()
 
 
+FAKEREDIS_MIN_VERSION: Final = (2, 41)
+"""The first fakeredis whose TCP server answers an error reply and keeps serving the
+connection. Older ones close it, and redis-py's first EVALSHA of a script always meets
+NOSCRIPT (then loads the script), so the producer could never take its lease."""
+
+
+def fakeredis_unusable() -> str | None:
+    """Why fakeredis cannot stand in for redis-server on this machine, None if it can.
+
+    The producer's lease is two Lua scripts (EVALSHA), which fakeredis runs only with
+    lupa installed (``fakeredis[lua]``).
+    """
+    try:
+        version = importlib.metadata.version("fakeredis")
+    except importlib.metadata.PackageNotFoundError:
+        return "fakeredis is not installed"
+    release = re.match(r"(\d+)\.(\d+)", version)
+    if release and (int(release[1]), int(release[2])) < FAKEREDIS_MIN_VERSION:
+        wanted = ".".join(map(str, FAKEREDIS_MIN_VERSION))
+        return f"fakeredis {version} is too old (its TCP server needs {wanted} or newer)"
+    if importlib.util.find_spec("lupa") is None:
+        return "fakeredis has no Lua (lupa is not installed) for the producer's lease scripts"
+    return None
+
+
 class FakeRedisTcp:
-    """fakeredis's TCP server in a thread: enough Redis for the demo, not for production."""
+    """fakeredis's TCP server in a thread: enough Redis for the demo, not for production.
+
+    Check `fakeredis_unusable` first: without Lua the producer cannot take its lease.
+    """
 
     def __init__(self, port: int | None = None) -> None:
         from fakeredis import TcpFakeServer

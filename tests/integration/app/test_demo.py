@@ -1,14 +1,17 @@
 """`marketbus demo` as a user runs it: a real process that leaves a SPEC-conformant bus.
 
 The README's redis-cli commands are executed against what the demo wrote, so the
-README cannot rot.
+README cannot rot. On a machine without redis-server the demo runs on fakeredis, and a
+failure ends in one line and exit 1, never a traceback.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,11 +27,23 @@ SPEC_COMMON = {"type", "exchange", "symbol", "run", "seq", "ts_ms", "recv_ns"}
 SPEC_FIELDS = {
     "ohlcv": {"timeframe", "open", "high", "low", "close", "volume", "closed"},
     "ticker": {
-        "bid", "bid_size", "ask", "ask_size", "last", "open", "high", "low",
-        "base_volume", "quote_volume", "change_pct", "mark", "index",
+        "bid",
+        "bid_size",
+        "ask",
+        "ask_size",
+        "last",
+        "open",
+        "high",
+        "low",
+        "base_volume",
+        "quote_volume",
+        "change_pct",
+        "mark",
+        "index",
     },
     "status": {"event", "feed", "detail"},
-}  # fmt: skip
+}
+DEMO = [sys.executable, "-m", "marketbus.cli", "demo"]
 
 
 def redis_cli(server: RedisProcess, *args: str) -> str:
@@ -123,3 +138,88 @@ def test_readme_redis_cli_commands_run_against_the_demo_bus(demo_bus: RedisProce
         out = redis_cli(demo_bus, *args)
         assert "ERR" not in out, (command, out)
         assert out.strip() and out.strip() != "(empty array)", command
+
+
+def path_without(program: str, links: Path) -> str:
+    """A PATH that finds every program this one does except *program*: one directory of
+    links to them (the first of a name wins, as in a PATH lookup)."""
+    links.mkdir()
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            link = links / entry.name
+            if entry.name != program and not link.is_symlink():
+                link.symlink_to(entry.path)
+    return str(links)
+
+
+def last_screen(stdout: str) -> str:
+    screens = stdout.split("marketbus demo: ")
+    assert len(screens) > 2, stdout[-3000:]  # the first is the lines before any screen
+    return screens[-1]
+
+
+def test_demo_without_redis_server_runs_on_fakeredis_and_shows_live_data(
+    tmp_path: Path,
+) -> None:
+    path = path_without("redis-server", tmp_path / "bin")
+    assert shutil.which("redis-server", path=path) is None
+    result = subprocess.run(
+        [*DEMO, "--duration", "8"],
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "redis-server not found, using fakeredis" in result.stdout
+    screen = last_screen(result.stdout)
+    rows = {line.split()[0]: line for line in screen.splitlines() if line.strip()}
+    for symbol in ("BTC/USDT", "ETH/USDT", "SOL/USDT"):
+        row = rows.get(symbol, "")
+        assert re.search(r" o=\S+ h=\S+ l=\S+ c=\S+ ", row), screen  # a closed candle
+        assert re.search(r" bid \S+ ask \S+ last \S+ ", row), screen  # a ticker
+        assert int(row.split()[-1]) > 0, screen  # trades
+    applied = re.search(r"consumer: applied (\d+)", screen)
+    assert applied and int(applied[1]) > 0, screen
+
+
+def test_demo_without_lua_for_fakeredis_says_what_to_install(tmp_path: Path) -> None:
+    path = path_without("redis-server", tmp_path / "bin")
+    hide_lupa = "import sys; sys.modules['lupa'] = None; from marketbus.cli import main; "
+    result = subprocess.run(
+        [sys.executable, "-c", hide_lupa + "sys.exit(main(['demo', '--duration', '5']))"],
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "marketbus: redis-server is not installed and fakeredis has no Lua (lupa is not "
+        "installed) for the producer's lease scripts: install redis-server (apt-get install "
+        "redis-server) or pip install 'marketbus[demo]'"
+    )
+
+
+def test_demo_stopped_by_a_redis_error_ends_in_one_line_and_exit_1(tmp_path: Path) -> None:
+    """A Redis without EVALSHA refuses the lease script, as fakeredis without Lua did."""
+    with RedisProcess(tmp_path, extra_args=["--rename-command", "EVALSHA", ""]) as server:
+        result = subprocess.run(
+            [*DEMO, "--duration", "5", "--redis", server.url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("marketbus: the demo stopped: ResponseError: unknown command"), (
+        last_line
+    )
+    assert "EVALSHA" in last_line
