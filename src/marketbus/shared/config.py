@@ -120,6 +120,8 @@ def build_config(
         return msgspec.convert(merged, kind, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {_key_path(str(exc))}") from None
+    except ConfigError as exc:  # a Struct's own cross-field check, e.g. a repeated id
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def load_config(
