@@ -24,7 +24,7 @@ from msgspec import Meta
 from marketbus.shared.codecs import Encoding
 from marketbus.shared.errors import ConfigError
 from marketbus.shared.names import DEFAULT_NS
-from marketbus.shared.urls import redact
+from marketbus.shared.urls import check_url, redact
 
 ENV_PREFIX: Final = "MARKETBUS__"
 
@@ -36,8 +36,9 @@ class RedisConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     ``cluster = true`` makes ``url`` one seed node of a Redis Cluster (db 0, no unix
     socket): feeds then spread over the shards and pub/sub goes sharded (SPUBLISH /
-    SSUBSCRIBE) where the server has it; see `marketbus.shared.cluster`. Its repr shows
-    ``url`` redacted (`marketbus.shared.urls.redact`).
+    SSUBSCRIBE) where the server has it; see `marketbus.shared.cluster`. ``url`` is
+    checked when the config is built (`marketbus.shared.urls.check_url`: a db that is
+    not a number is an error, not db 0) and its repr shows it redacted.
     """
 
     url: str = "redis://127.0.0.1:6379/0"
@@ -48,6 +49,9 @@ class RedisConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tls_key_file: str | None = None
     connect_timeout_s: PositiveFloat = 5.0
     cluster: bool = False
+
+    def __post_init__(self) -> None:
+        check_url(self.url)
 
     def __repr__(self) -> str:
         """Like the generated repr, but ``url`` with its password redacted: configs get

@@ -18,16 +18,10 @@ from marketbus.shared.config import RedisConfig
 from marketbus.shared.errors import ConfigError, RedisUnavailableError
 from marketbus.shared.urls import redact
 
-SCHEMES = ("redis", "rediss", "unix")
-
 
 def connection_kwargs(config: RedisConfig) -> dict[str, Any]:
     """Keyword arguments for `redis.asyncio.from_url` derived from *config*."""
-    scheme = urlsplit(config.url).scheme
-    if scheme not in SCHEMES:
-        raise ConfigError(
-            f"redis.url {redact(config.url)!r}: scheme must be one of {', '.join(SCHEMES)}"
-        )
+    scheme = urlsplit(config.url).scheme  # RedisConfig has checked it (urls.check_url)
     kwargs: dict[str, Any] = {
         "socket_connect_timeout": config.connect_timeout_s,
         "health_check_interval": 15,

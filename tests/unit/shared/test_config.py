@@ -96,3 +96,15 @@ def test_redis_config_repr_redacts_the_password() -> None:
     config = RedisConfig(url="redis://alice:s3cret@h:6379/1")
     assert "s3cret" not in repr(config)
     assert "url='redis://alice:***@h:6379/1'" in repr(config)
+
+
+def test_a_redis_url_with_a_non_numeric_database_is_rejected_at_load() -> None:
+    """redis-py reads ``/abc`` as db 0, silently: the bus would land in the wrong db."""
+    data = {"redis": {"url": "redis://alice:s3cret@h:6379/abc"}}
+    with pytest.raises(ConfigError) as info:
+        build_config(Strategy, data, environ={})
+    assert str(info.value) == (
+        "config: redis.url 'redis://alice:***@h:6379/abc': the database must be a number, not 'abc'"
+    )
+    with pytest.raises(ConfigError, match="the port must be a number"):
+        RedisConfig(url="redis://h:port/0")

@@ -40,3 +40,11 @@ async def test_connect_to_private_server(redis_url: str) -> None:
     redis = await connect(RedisConfig(url=redis_url))
     assert await redis.ping()
     await redis.aclose()
+
+
+async def test_a_non_numeric_database_never_reaches_db_0(redis_url: str) -> None:
+    """On a real server, ``/abc`` used to connect to db 0 and write there."""
+    with pytest.raises(ConfigError, match="the database must be a number, not 'abc'"):
+        redis = await connect(RedisConfig(url=redis_url.rsplit("/", 1)[0] + "/abc"))
+        await redis.set("written-to", "db 0")
+        await redis.aclose()
