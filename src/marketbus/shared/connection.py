@@ -1,7 +1,9 @@
 """Redis connections from a URL: redis://, rediss:// (TLS), unix://, user/password, db.
 
 Credentials never reach logs: errors show a URL only through `marketbus.shared.urls.redact`.
-This module imports `marketbus.shared.config` (for `RedisConfig`); config never imports it.
+TLS files are checked before connecting, so a missing one is named as such (not as an
+unreachable server). This module imports `marketbus.shared.config` (for `RedisConfig`);
+config never imports it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def connection_kwargs(config: RedisConfig) -> dict[str, Any]:
         "health_check_interval": 15,
     }
     if scheme == "rediss":
+        check_tls_files(config)
         if config.tls_ca_file:
             kwargs["ssl_ca_certs"] = config.tls_ca_file
         if config.tls_cert_file:
@@ -36,6 +39,28 @@ def connection_kwargs(config: RedisConfig) -> dict[str, Any]:
     elif config.tls_ca_file or config.tls_cert_file or config.tls_key_file:
         raise ConfigError("redis.tls_* files are set but redis.url does not use rediss://")
     return kwargs
+
+
+def check_tls_files(config: RedisConfig) -> None:
+    """ConfigError naming the setting and path of a TLS file that is missing or cannot
+    be read: otherwise the handshake fails with "cannot reach Redis ... No such file",
+    which sends the operator looking at the server."""
+    if config.tls_key_file and not config.tls_cert_file:
+        raise ConfigError("redis.tls_key_file is set without redis.tls_cert_file")
+    for setting, path in (
+        ("tls_ca_file", config.tls_ca_file),
+        ("tls_cert_file", config.tls_cert_file),
+        ("tls_key_file", config.tls_key_file),
+    ):
+        if not path:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except FileNotFoundError:
+            raise ConfigError(f"redis.{setting} {path!r} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"redis.{setting} {path!r} cannot be read: {exc.strerror}") from None
 
 
 def client(config: RedisConfig, **overrides: Any) -> aioredis.Redis:

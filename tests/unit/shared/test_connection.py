@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from marketbus.shared.config import RedisConfig
@@ -16,11 +19,39 @@ def test_bad_scheme_is_a_config_error_without_password() -> None:
     assert "s3cret" not in str(info.value)
 
 
-def test_tls_files_need_rediss() -> None:
+def test_tls_files_need_rediss(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not checked until the handshake\n")
     with pytest.raises(ConfigError, match="rediss://"):
-        connection_kwargs(RedisConfig(url="redis://h/0", tls_ca_file="ca.pem"))
-    kwargs = connection_kwargs(RedisConfig(url="rediss://h/0", tls_ca_file="ca.pem"))
-    assert kwargs["ssl_ca_certs"] == "ca.pem"
+        connection_kwargs(RedisConfig(url="redis://h/0", tls_ca_file=str(ca)))
+    kwargs = connection_kwargs(RedisConfig(url="rediss://h/0", tls_ca_file=str(ca)))
+    assert kwargs["ssl_ca_certs"] == str(ca)
+
+
+@pytest.mark.parametrize("setting", ["tls_ca_file", "tls_cert_file", "tls_key_file"])
+async def test_a_missing_tls_file_is_named_not_an_unreachable_redis(
+    redis_url: str, tmp_path: Path, setting: str
+) -> None:
+    """It used to say "cannot reach Redis ... No such file or directory"."""
+    files = {
+        name: tmp_path / f"{name}.pem" for name in ("tls_ca_file", "tls_cert_file", "tls_key_file")
+    }
+    for path in files.values():
+        path.write_text("present\n")
+    files[setting].unlink()
+    url = redis_url.replace("redis://", "rediss://u:s3cret@")
+    config = RedisConfig(url=url, connect_timeout_s=1, **{k: str(v) for k, v in files.items()})
+    with pytest.raises(ConfigError) as info:
+        await connect(config)
+    assert str(info.value) == f"redis.{setting} {str(files[setting])!r} does not exist"
+
+
+def test_a_tls_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    config = RedisConfig(url="rediss://h/0", tls_ca_file=str(tmp_path))
+    with pytest.raises(
+        ConfigError, match=rf"^redis.tls_ca_file {re.escape(repr(str(tmp_path)))} cannot be read: "
+    ):
+        connection_kwargs(config)
 
 
 def test_client_parses_user_password_and_db() -> None:
@@ -48,3 +79,10 @@ async def test_a_non_numeric_database_never_reaches_db_0(redis_url: str) -> None
         redis = await connect(RedisConfig(url=redis_url.rsplit("/", 1)[0] + "/abc"))
         await redis.set("written-to", "db 0")
         await redis.aclose()
+
+
+def test_a_tls_key_without_its_certificate_is_a_config_error(tmp_path: Path) -> None:
+    key = tmp_path / "client.key"
+    key.write_text("present\n")
+    with pytest.raises(ConfigError, match=r"tls_key_file is set without redis\.tls_cert_file"):
+        connection_kwargs(RedisConfig(url="rediss://h/0", tls_key_file=str(key)))
