@@ -29,7 +29,6 @@ def connection_kwargs(config: RedisConfig) -> dict[str, Any]:
         "health_check_interval": 15,
     }
     if scheme == "rediss":
-        check_tls_files(config)
         if config.tls_ca_file:
             kwargs["ssl_ca_certs"] = config.tls_ca_file
         if config.tls_cert_file:
@@ -44,7 +43,11 @@ def connection_kwargs(config: RedisConfig) -> dict[str, Any]:
 def check_tls_files(config: RedisConfig) -> None:
     """ConfigError naming the setting and path of a TLS file that is missing or cannot
     be read: otherwise the handshake fails with "cannot reach Redis ... No such file",
-    which sends the operator looking at the server."""
+    which sends the operator looking at the server.
+
+    Apart from `connection_kwargs` (which only maps settings to redis-py's, and is
+    shared with the cluster and fast-path clients): call it where a connection is made.
+    """
     if config.tls_key_file and not config.tls_cert_file:
         raise ConfigError("redis.tls_key_file is set without redis.tls_cert_file")
     for setting, path in (
@@ -64,8 +67,12 @@ def check_tls_files(config: RedisConfig) -> None:
 
 
 def client(config: RedisConfig, **overrides: Any) -> aioredis.Redis:
-    """An asyncio Redis client for *config*; connects lazily on first command."""
+    """An asyncio Redis client for *config*; connects lazily on first command.
+
+    ConfigError now, not at the first command, for a TLS file that cannot be read.
+    """
     kwargs = connection_kwargs(config) | overrides
+    check_tls_files(config)
     return aioredis.Redis.from_url(config.url, **kwargs)
 
 
