@@ -15,6 +15,8 @@ import re
 from typing import Final
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
+
 from marketbus.shared.errors import ConfigError
 
 SCHEMES: Final = ("redis", "rediss", "unix")
@@ -28,9 +30,10 @@ def check_url(url: str, *, where: str = "redis.url") -> None:
     """Raise ConfigError unless *url* is a Redis URL redis-py will read as written.
 
     Checks the scheme, the port (1..65535), the database (digits, in the path for
-    redis:// and rediss://, or a ``db=`` query parameter) and a unix socket's path. The
-    message starts with *where* (the setting or variable the URL came from) and shows
-    the URL redacted.
+    redis:// and rediss://, or a ``db=`` query parameter), a unix socket's path, and the
+    query parameters redis-py converts (``socket_timeout=abc`` would fail only at the
+    first connection). The message starts with *where* (the setting or variable the URL
+    came from) and shows the URL redacted.
     """
 
     def bad(problem: str) -> ConfigError:
@@ -44,7 +47,7 @@ def check_url(url: str, *, where: str = "redis.url") -> None:
         raise bad(f"not a URL ({exc})") from None
     if parts.scheme not in SCHEMES:
         raise bad(f"scheme must be one of {', '.join(SCHEMES)}")
-    databases = parse_qs(parts.query).get("db", [])
+    query = parse_qs(parts.query)
     if parts.scheme == "unix":
         if not parts.path:
             raise bad("the socket path is missing (unix:///path/to/redis.sock)")
@@ -54,9 +57,16 @@ def check_url(url: str, *, where: str = "redis.url") -> None:
             raise bad(f"the port must be a number from 1 to 65535, not {port!r}")
         if _DB_PATH.fullmatch(parts.path) is None:
             raise bad(f"the database must be a number, not {parts.path.lstrip('/')!r}")
-    for db in databases:
+    for db in query.get("db", []):
         if not _DIGITS.fullmatch(db):
             raise bad(f"the database must be a number, not {db!r}")
+    for name, values in query.items():
+        parser = URL_QUERY_ARGUMENT_PARSERS.get(name)
+        try:
+            if parser is not None:
+                parser(values[0])
+        except (TypeError, ValueError):
+            raise bad(f"query parameter {name} {values[0]!r} is not valid") from None
 
 
 def redact(url: str) -> str:

@@ -34,6 +34,7 @@ def test_redact_masks_a_password_query_parameter_and_unparseable_urls() -> None:
         "redis://h/0?db=3",
         "unix:///run/redis.sock",
         "unix:///run/redis.sock?db=2",
+        "redis://h/0?socket_timeout=1.5&health_check_interval=10&client_name=x",
     ],
 )
 def test_well_formed_urls_pass(url: str) -> None:
@@ -61,6 +62,7 @@ def test_well_formed_urls_pass(url: str) -> None:
         ("http://u:s3cret@h/0", "scheme must be one of redis, rediss, unix"),
         ("127.0.0.1:6379", "scheme must be one of redis, rediss, unix"),
         ("unix://", "the socket path is missing"),
+        ("redis://u:s3cret@h/0?socket_timeout=abc", "query parameter socket_timeout 'abc' is not"),
         ("redis://u:s3cret@h/0 ", "a space or control character"),
         ("redis://u:s3cret@h/\n1", "a space or control character"),
     ],
