@@ -45,8 +45,9 @@ def check_tls_files(config: RedisConfig) -> None:
     be read: otherwise the handshake fails with "cannot reach Redis ... No such file",
     which sends the operator looking at the server.
 
-    Apart from `connection_kwargs` (which only maps settings to redis-py's, and is
-    shared with the cluster and fast-path clients): call it where a connection is made.
+    Kept out of `connection_kwargs`, a pure mapping of settings that the cluster and
+    fast-path clients share: whatever opens connections calls it (`client`, and so
+    `connect`, do).
     """
     if config.tls_key_file and not config.tls_cert_file:
         raise ConfigError("redis.tls_key_file is set without redis.tls_cert_file")
