@@ -98,6 +98,16 @@ class ProducerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     streams: StreamCaps = StreamCaps()
     producer: ProducerSettings = ProducerSettings()
 
+    def __post_init__(self) -> None:
+        """One entry per exchange id: the lease is per exchange, so a second entry for
+        the same id (whatever its options) would wait as a standby for the first, forever
+        and silently."""
+        first: dict[str, int] = {}
+        for index, ex in enumerate(self.exchanges):
+            seen = first.setdefault(ex.id, index)
+            if seen != index:
+                raise ConfigError(f"exchanges[{index}].id {ex.id!r} repeats exchanges[{seen}]")
+
     def exchange(self, exchange_id: str) -> ExchangeConfig:
         for ex in self.exchanges:
             if ex.id == exchange_id:

@@ -1,8 +1,10 @@
 """Configuration as validated msgspec Structs: a TOML file plus environment overrides.
 
-What both sides read: `RedisConfig` (where the bus is, its namespace and encoding) and
-the loaders, `build_config` and `load_config`, which validate into any Struct: the
-producer's file (`marketbus.producer.config`) or a strategy's own settings.
+What both sides read: `RedisConfig` (where the bus is, its namespace and encoding), the
+loaders, `build_config` and `load_config`, which validate into any Struct: the
+producer's file (`marketbus.producer.config`) or a strategy's own settings, and
+`redis_url_from`, where a command-line tool finds its Redis URL (``--redis``, else
+``MARKETBUS_REDIS_URL``, else the file ``MARKETBUS_REDIS_URL_FILE`` names).
 
 Environment variables ``MARKETBUS__SECTION__KEY=value`` override file values (``__``
 separates path parts; list items are addressed by index, e.g.
@@ -24,9 +26,14 @@ from msgspec import Meta
 from marketbus.shared.codecs import Encoding
 from marketbus.shared.errors import ConfigError
 from marketbus.shared.names import DEFAULT_NS
-from marketbus.shared.urls import redact
+from marketbus.shared.urls import check_url, redact
 
 ENV_PREFIX: Final = "MARKETBUS__"
+DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
+REDIS_URL_ENV: Final = "MARKETBUS_REDIS_URL"
+REDIS_URL_FILE_ENV: Final = "MARKETBUS_REDIS_URL_FILE"
+MAX_URL_LINE: Final = 4096
+"""Characters read from ``MARKETBUS_REDIS_URL_FILE``: a URL, not whatever file it names."""
 
 PositiveFloat = Annotated[float, Meta(gt=0)]
 
@@ -36,11 +43,12 @@ class RedisConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     ``cluster = true`` makes ``url`` one seed node of a Redis Cluster (db 0, no unix
     socket): feeds then spread over the shards and pub/sub goes sharded (SPUBLISH /
-    SSUBSCRIBE) where the server has it; see `marketbus.shared.cluster`. Its repr shows
-    ``url`` redacted (`marketbus.shared.urls.redact`).
+    SSUBSCRIBE) where the server has it; see `marketbus.shared.cluster`. ``url`` is
+    checked when the config is built (`marketbus.shared.urls.check_url`: a db that is
+    not a number is an error, not db 0) and its repr shows it redacted.
     """
 
-    url: str = "redis://127.0.0.1:6379/0"
+    url: str = DEFAULT_REDIS_URL
     namespace: str = DEFAULT_NS
     encoding: Encoding = "json"
     tls_ca_file: str | None = None
@@ -49,11 +57,53 @@ class RedisConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     connect_timeout_s: PositiveFloat = 5.0
     cluster: bool = False
 
+    def __post_init__(self) -> None:
+        check_url(self.url)
+
     def __repr__(self) -> str:
         """Like the generated repr, but ``url`` with its password redacted: configs get
         logged and shown in tracebacks, credentials must not be."""
         shown = msgspec.structs.asdict(self) | {"url": redact(self.url)}
         return "RedisConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+
+def redis_url_from(cli_value: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The Redis URL of a command-line tool, keeping credentials out of ``ps``.
+
+    In order: *cli_value* (``--redis``), the variable ``MARKETBUS_REDIS_URL``, the first
+    line of the file named by ``MARKETBUS_REDIS_URL_FILE`` (e.g. a mounted secret), else
+    `DEFAULT_REDIS_URL`. Empty variables count as unset. The URL is checked
+    (`marketbus.shared.urls.check_url`) and a ConfigError names where it came from.
+    """
+    env = os.environ if environ is None else environ
+    if cli_value is not None:
+        url, where = cli_value, "--redis"
+    elif env.get(REDIS_URL_ENV):
+        url, where = env[REDIS_URL_ENV], REDIS_URL_ENV
+    elif env.get(REDIS_URL_FILE_ENV):
+        path = env[REDIS_URL_FILE_ENV]
+        url, where = _first_line(path), f"{path} ({REDIS_URL_FILE_ENV})"
+    else:
+        return DEFAULT_REDIS_URL
+    check_url(url, where=where)
+    return url
+
+
+def _first_line(path: str) -> str:
+    """The first line of *path*, stripped; ConfigError naming it if there is none."""
+    named = f"{REDIS_URL_FILE_ENV} names {path!r}"
+    try:
+        with open(path, encoding="utf-8") as file:
+            line = file.readline(MAX_URL_LINE + 1).strip()
+    except OSError as exc:
+        raise ConfigError(f"{named}, which cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{named}, which cannot be read: not UTF-8 text") from None
+    if not line:
+        raise ConfigError(f"{named}, whose first line is empty")
+    if len(line) > MAX_URL_LINE:
+        raise ConfigError(f"{named}, whose first line is longer than {MAX_URL_LINE} characters")
+    return line
 
 
 T = TypeVar("T")
@@ -120,6 +170,8 @@ def build_config(
         return msgspec.convert(merged, kind, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {_key_path(str(exc))}") from None
+    except ConfigError as exc:  # a Struct's own cross-field check, e.g. a repeated id
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def load_config(

@@ -1,7 +1,9 @@
 """Redis connections from a URL: redis://, rediss:// (TLS), unix://, user/password, db.
 
 Credentials never reach logs: errors show a URL only through `marketbus.shared.urls.redact`.
-This module imports `marketbus.shared.config` (for `RedisConfig`); config never imports it.
+TLS files are checked before connecting, so a missing one is named as such (not as an
+unreachable server). This module imports `marketbus.shared.config` (for `RedisConfig`);
+config never imports it.
 """
 
 from __future__ import annotations
@@ -18,16 +20,10 @@ from marketbus.shared.config import RedisConfig
 from marketbus.shared.errors import ConfigError, RedisUnavailableError
 from marketbus.shared.urls import redact
 
-SCHEMES = ("redis", "rediss", "unix")
-
 
 def connection_kwargs(config: RedisConfig) -> dict[str, Any]:
     """Keyword arguments for `redis.asyncio.from_url` derived from *config*."""
-    scheme = urlsplit(config.url).scheme
-    if scheme not in SCHEMES:
-        raise ConfigError(
-            f"redis.url {redact(config.url)!r}: scheme must be one of {', '.join(SCHEMES)}"
-        )
+    scheme = urlsplit(config.url).scheme  # RedisConfig has checked it (urls.check_url)
     kwargs: dict[str, Any] = {
         "socket_connect_timeout": config.connect_timeout_s,
         "health_check_interval": 15,
@@ -44,9 +40,40 @@ def connection_kwargs(config: RedisConfig) -> dict[str, Any]:
     return kwargs
 
 
+def check_tls_files(config: RedisConfig) -> None:
+    """ConfigError naming the setting and path of a TLS file that is missing or cannot
+    be read: otherwise the handshake fails with "cannot reach Redis ... No such file",
+    which sends the operator looking at the server.
+
+    Kept out of `connection_kwargs`, a pure mapping of settings that the cluster and
+    fast-path clients share: whatever opens connections calls it (`client`, and so
+    `connect`, do).
+    """
+    if config.tls_key_file and not config.tls_cert_file:
+        raise ConfigError("redis.tls_key_file is set without redis.tls_cert_file")
+    for setting, path in (
+        ("tls_ca_file", config.tls_ca_file),
+        ("tls_cert_file", config.tls_cert_file),
+        ("tls_key_file", config.tls_key_file),
+    ):
+        if not path:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except FileNotFoundError:
+            raise ConfigError(f"redis.{setting} {path!r} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"redis.{setting} {path!r} cannot be read: {exc.strerror}") from None
+
+
 def client(config: RedisConfig, **overrides: Any) -> aioredis.Redis:
-    """An asyncio Redis client for *config*; connects lazily on first command."""
+    """An asyncio Redis client for *config*; connects lazily on first command.
+
+    ConfigError now, not at the first command, for a TLS file that cannot be read.
+    """
     kwargs = connection_kwargs(config) | overrides
+    check_tls_files(config)
     return aioredis.Redis.from_url(config.url, **kwargs)
 
 

@@ -91,3 +91,32 @@ def test_a_bad_key_in_the_file_is_named_with_the_file(tmp_path: Path) -> None:
     path.write_text('[[exchanges]]\nid = "binance"\nsymbols = []\n')
     with pytest.raises(ConfigError, match=re.escape(f"{path}: exchanges[0].symbols")):
         load_producer_config(path, environ={})
+
+
+def test_a_repeated_exchange_id_is_rejected_naming_both_positions() -> None:
+    """Two entries for one exchange share one lease: the second would wait as a standby
+    for the first, forever and silently. Other ``ccxt`` options do not make it another
+    exchange."""
+    okx = {"id": "okx", "symbols": ["BTC/USDT"]}
+    again = {"id": "binance", "symbols": ["ETH/USDT"], "ccxt": {"options": {"x": 1}}}
+    data = {"exchanges": [*MINIMAL["exchanges"], okx, again]}
+    with pytest.raises(ConfigError) as info:
+        build_config(ProducerConfig, data, environ={})
+    assert str(info.value) == "config: exchanges[2].id 'binance' repeats exchanges[0]"
+
+
+def test_a_repeated_exchange_id_from_the_environment_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "producer.toml"
+    path.write_text(
+        '[[exchanges]]\nid = "binance"\nsymbols = ["BTC/USDT"]\n\n'
+        '[[exchanges]]\nid = "okx"\nsymbols = ["BTC/USDT"]\n'
+    )
+    environ = {"MARKETBUS__EXCHANGES__1__ID": "binance"}
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: exchanges[1].id 'binance'")):
+        load_producer_config(path, environ=environ)
+
+
+def test_distinct_exchange_ids_are_accepted() -> None:
+    okx = {"id": "okx", "symbols": ["BTC/USDT"]}
+    config = build_config(ProducerConfig, {"exchanges": [*MINIMAL["exchanges"], okx]}, environ={})
+    assert [ex.id for ex in config.exchanges] == ["binance", "okx"]
