@@ -14,6 +14,7 @@ only what differs: its id, its market-id rule and which kinds it lists.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -122,7 +123,7 @@ def select_klines(
     return chosen[:limit] if start_ms is not None else chosen[-limit:]
 
 
-class ListingVenue:
+class ListingVenue(ABC):
     """The market, the clock, and the instruments a venue lists, by symbol and by the
     exchange's market id per kind (spot and swap may share ids, as on binance).
 
@@ -143,9 +144,9 @@ class ListingVenue:
         }
 
     @staticmethod
+    @abstractmethod
     def market_id(inst: Instrument, /) -> str:
         """The exchange's id of `inst` (`BTCUSDT`, `BTC-USDT-SWAP`...)."""
-        raise NotImplementedError
 
     def listed(self, kind: InstrumentKind) -> Mapping[str, Instrument]:
         """The listed instruments of `kind` by market id, in the market's order."""
