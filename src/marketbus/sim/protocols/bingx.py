@@ -366,9 +366,7 @@ class BingxSession:
         return [self._reply(request_id, 0, "", now_ms)]
 
     def render(self, event: MarketEvent) -> list[Frame]:
-        if not self._subs:
-            return []
-        inst = self._venue.instrument_for(event.symbol, self._kind)
+        inst = self._venue.instrument_for(event.symbol, self._kind) if self._subs else None
         if inst is None:
             return []
         mid = market_id(inst)

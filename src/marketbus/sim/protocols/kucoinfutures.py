@@ -320,9 +320,7 @@ class KucoinFuturesSession:
         return [compact_json({"id": request_id, "type": "ack"})] if request.get("response") else []
 
     def render(self, event: MarketEvent) -> list[Frame]:
-        if not self._subs:
-            return []
-        inst = self._venue.instrument_for(event.symbol)
+        inst = self._venue.instrument_for(event.symbol) if self._subs else None
         if inst is None:
             return []
         mid = market_id(inst)

@@ -252,9 +252,7 @@ class OkxSession:
         return replies
 
     def render(self, event: MarketEvent) -> list[Frame]:
-        if not self._subs:
-            return []
-        inst = self._venue.instrument_for(event.symbol)
+        inst = self._venue.instrument_for(event.symbol) if self._subs else None
         if inst is None:
             return []
         inst_id = market_id(inst)
