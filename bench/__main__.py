@@ -1,4 +1,4 @@
-"""``python -m bench [--smoke] [--only NAME ...] [--runs N]``: run the issue #6 benchmarks.
+"""``python -m bench [--smoke] [--only NAME ...] [--runs N]``: run the benchmarks.
 
 Run from the repository root with the project's venv. Every benchmark starts its own
 loopback redis-server (never the shared 6379), prints marketbus next to its baseline

@@ -13,8 +13,7 @@ PUBLISH) at RATE messages/s over `FEEDS` feeds for SECONDS. MODE:
 - ``sockets``: a plain blocking socket, no asyncio (`bench.sockets`: the machine's floor).
 
 Spacing: like a producer fed by websockets, the feeder sends in ~1 ms ticks whatever is
-due by then (5-8 messages a tick at 5k msg/s, 50-70 at 50k msg/s: a tick takes a bit
-over 1 ms), then sleeps; asyncio's timers have millisecond resolution (epoll), so finer
+due by then, then sleeps; asyncio's timers have millisecond resolution (epoll), so finer
 spacing would need a busy loop taking a core from Redis and the subscriber.
 ``recv_ns`` is the wall clock right before each message's publish call, so a message
 that waits behind others of its tick is charged for it.
@@ -35,6 +34,7 @@ from bench.workload import RUN, Workload
 from marketbus.producer.transport import FastTransport
 from marketbus.shared.codecs import encoder_for
 from marketbus.shared.config import RedisConfig
+from marketbus.shared.names import STREAM_FIELD_BYTES, entry_id
 from marketbus.shared.resp import FeedCommands
 from marketbus.shared.transport import PipelineWriter
 
@@ -115,8 +115,8 @@ async def feed_direct(url: str, work: Workload, rate: float, seconds: float, mod
             seq = seqs[index] = seqs[index] + 1
             payload = encode(replace(message, run=RUN, seq=seq, recv_ns=time.time_ns()))
             if pipe is not None:
-                pipe.xadd(names[index], {b"d": payload}, id=f"{RUN}-{seq}", maxlen=CAP,
-                          approximate=True)  # fmt: skip
+                fields = {STREAM_FIELD_BYTES: payload}
+                pipe.xadd(names[index], fields, id=entry_id(RUN, seq), maxlen=CAP, approximate=True)
                 pipe.publish(names[index], payload)
             else:
                 cmd = commands[index]

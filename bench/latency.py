@@ -42,8 +42,13 @@ from marketbus.shared.schema import OHLCV
 from marketbus.shared.transport import PubSubMessage, SubscriberConnection
 
 ROOT = Path(__file__).resolve().parent.parent
-CONSUMERS = {"queued": "marketbus", "inline": "marketbus", "floor": "writer",
-             "redis-py": "redis-py", "sockets": "sockets"}  # fmt: skip
+CONSUMERS = {
+    "queued": "marketbus",
+    "inline": "marketbus",
+    "floor": "writer",
+    "redis-py": "redis-py",
+    "sockets": "sockets",
+}
 """Consumer side of `measure` -> its feeder's mode (`bench.feeder.MODES`)."""
 
 
@@ -161,11 +166,21 @@ def _rows(rate: int, label: str, target50: str, target99: str) -> tuple[Row, Row
     k = f"{rate // 1000}k" if rate >= 1000 else str(rate)
     base = "redis-py pipeline + PubSub"
     return (
-        Row(f"latency p50 at {k} msg/s, {label}", "us", higher_is_better=False,
-            baseline_name=base, target=target50),
-        Row(f"latency p99 at {k} msg/s, {label}", "us", higher_is_better=False,
-            baseline_name=base, target=target99),
-    )  # fmt: skip
+        Row(
+            f"latency p50 at {k} msg/s, {label}",
+            "us",
+            higher_is_better=False,
+            baseline_name=base,
+            target=target50,
+        ),
+        Row(
+            f"latency p99 at {k} msg/s, {label}",
+            "us",
+            higher_is_better=False,
+            baseline_name=base,
+            target=target99,
+        ),
+    )
 
 
 def _add(rows: tuple[Row, Row], samples: list[float], baseline: bool = False) -> None:
@@ -180,8 +195,8 @@ async def run(
     """Per rate: the SDK's default (queued) and inline delivery next to redis-py, and at
     the first rate the floor.
 
-    On a shared 2-core VM the figures drift by tens of microseconds from one second to
-    the next, as much as the two deliveries differ, so each run measures them in two
+    On a shared VM the figures drift from one second to the next as much as the two
+    deliveries differ, so each run measures them in two
     halves in ABBA order (queued, inline, inline, queued) and pools each one's samples.
     """
     rows: list[Row] = []
@@ -191,8 +206,12 @@ async def run(
         row.baseline_name = ""
     for rate in rates:
         low = rate <= 5_000
-        queued = _rows(rate, "Subscriber default (queued)", "<= 100 us" if low else "",
-                       "<= 500 us" if low else "<= 5 ms")  # fmt: skip
+        queued = _rows(
+            rate,
+            "Subscriber default (queued)",
+            "<= 100 us" if low else "",
+            "<= 500 us" if low else "<= 5 ms",
+        )
         inline = _rows(rate, 'Subscriber delivery="inline"', queued[0].target, queued[1].target)
         for _ in range(runs):
             pooled: dict[str, list[float]] = {"queued": [], "inline": []}
@@ -200,7 +219,7 @@ async def run(
                 pooled[consumer] += await measure(url, rate, seconds / 2, consumer)
             _add(queued, pooled["queued"])
             _add(inline, pooled["inline"])
-            # redis-py saturates near 20k msg/s (issue #6): its backlog only grows, so a
+            # redis-py saturates at the higher rates: its backlog only grows, so a
             # short run tells as much and keeps the benchmark bounded.
             span = min(seconds, 1.0) if rate > 20_000 else seconds
             samples = await measure(url, rate, span, "redis-py")

@@ -48,9 +48,9 @@ def candle(feed: int, c: int) -> object:
 
 
 def names(feeds: int) -> list[str]:
-    from marketbus.shared.names import feed_name
+    from bench.workload import Workload
 
-    return [feed_name("md", "binance", "ohlcv.1m", f"C{f}/USDT") for f in range(feeds)]
+    return Workload(1, feeds=feeds).feed_names()
 
 
 def naive(feeds: int, candles: int) -> float:

@@ -21,8 +21,8 @@ one producer-like process, per kind (ohlcv.1m, trades, ticker, book) on binance.
 - **Rounds**: per kind, each round measures one window per loop (ccxt alone, loop
   alone, fast, redis-py; the order alternates between rounds so that a drift in load
   hits both sides); each bus figure is taken against the ccxt window of its own round
-  and every row is the median over rounds. On a shared 2-core VM single windows vary by
-  10-20%: read the medians, and small differences not at all.
+  and every row is the median over rounds. Single windows vary: read the medians, and
+  small differences not at all.
 - **Machine floor**: one PUBLISH + XADD write per 1 ms tick from a plain blocking
   socket, replies read without waiting (`bench.sockets.write_cpu_us`): what a
   single-message Redis write costs this host's kernel whatever the client, as a share of
@@ -123,9 +123,14 @@ class FrameSource:
     @classmethod
     async def start(cls) -> FrameSource:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.overhead", "--serve", cwd=ROOT,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "bench.overhead",
+            "--serve",
+            cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
         assert proc.stdout is not None
         async with asyncio.timeout(DEADLINE_S):
             line = await proc.stdout.readline()
@@ -216,8 +221,12 @@ class Window:
 async def ccxt_loop(exchange: Any, kind: str, last: list[Any]) -> None:
     """What ccxt.pro costs alone: await the watch call, discard the result (all but the
     last one is dropped: it is kept for the normalize reference row)."""
-    method = getattr(exchange, {"trades": "watch_trades", "ticker": "watch_ticker",
-                                "book": "watch_order_book"}.get(kind, "watch_ohlcv"))  # fmt: skip
+    method = getattr(
+        exchange,
+        {"trades": "watch_trades", "ticker": "watch_ticker", "book": "watch_order_book"}.get(
+            kind, "watch_ohlcv"
+        ),
+    )
     args = (SYMBOL, kind.split(".")[1]) if kind.startswith("ohlcv.") else (SYMBOL,)
     while True:
         last[:] = [await method(*args)]
@@ -280,8 +289,9 @@ class Bus:
 
 def _handler(feed: Feed) -> FeedHandler:
     defaults = ProducerSettings()
-    return handler_for(feed, close_grace_ms=defaults.close_grace_ms, book_depth=20,
-                       book_interval_ms=0)  # fmt: skip
+    return handler_for(
+        feed, close_grace_ms=defaults.close_grace_ms, book_depth=20, book_interval_ms=0
+    )
 
 
 async def window(
@@ -386,8 +396,15 @@ async def measure_kind(
                     continue
                 serial[0] += 1
                 bus = Bus(TRANSPORTS[variant](url), f"ov{serial[0]}", kind)
-                took[variant] = await window(source, counter, kind, frames, bus.run(exchange),
-                                             finish=bus.flush, messages=bus.messages)  # fmt: skip
+                took[variant] = await window(
+                    source,
+                    counter,
+                    kind,
+                    frames,
+                    bus.run(exchange),
+                    finish=bus.flush,
+                    messages=bus.messages,
+                )
             ccxt_s = took["ccxt"].cpu_s / took["ccxt"].frames
             result.ccxt.append(ccxt_s * 1e6)
             for variant in TRANSPORTS:
@@ -479,9 +496,15 @@ async def loop_us(kind: str, data: Any, count: int) -> float:
     def submit(name: str, message: object) -> None:
         submitted[0] += 1
 
-    loop = WatchLoop(_Replay(results), Subscription(EXCHANGE, kind, (feed,), batch=False),
-                     {SYMBOL: _handler(feed)}, ProducerSettings(), submit=submit,
-                     status=lambda *_: None, counters={feed.name: FeedCounters()})  # fmt: skip
+    loop = WatchLoop(
+        _Replay(results),
+        Subscription(EXCHANGE, kind, (feed,), batch=False),
+        {SYMBOL: _handler(feed)},
+        ProducerSettings(),
+        submit=submit,
+        status=lambda *_: None,
+        counters={feed.name: FeedCounters()},
+    )
     start = time.process_time()
     with contextlib.suppress(_Replayed):
         await loop.run()

@@ -4,7 +4,7 @@ Rows (same process, same server, same messages; run/seq stamping and msgspec enc
 included on both sides):
 - transport: stamp + encode + XADD/PUBLISH, marketbus `FeedCommands` + `PipelineWriter`
   (batches of 512, no round-trip wait between batches) vs redis-py pipelines of 100
-  (the issue's baseline);
+  (the plain redis-py baseline);
 - Publisher: the real `marketbus.producer.publisher.Publisher` (outbox, sequencer,
   stamping, two batches of 512 in flight) on `FastTransport` vs on its redis-py
   `RedisTransport`;
@@ -27,6 +27,7 @@ from bench.workload import RUN, Workload
 from marketbus.producer.transport import FastTransport, RedisTransport, Transport
 from marketbus.shared.codecs import encoder_for
 from marketbus.shared.config import RedisConfig
+from marketbus.shared.names import STREAM_FIELD_BYTES, entry_id
 from marketbus.shared.resp import FeedCommands
 from marketbus.shared.transport import PipelineWriter
 
@@ -75,7 +76,9 @@ async def redispy_rate(url: str, work: Workload, run: int, batch: int = 100) -> 
         seq = seqs[index] = seqs[index] + 1
         payload = encode(replace(message, run=run, seq=seq))
         name = names[index]
-        pipe.xadd(name, {b"d": payload}, id=f"{run}-{seq}", maxlen=CAP, approximate=True)
+        pipe.xadd(
+            name, {STREAM_FIELD_BYTES: payload}, id=entry_id(run, seq), maxlen=CAP, approximate=True
+        )
         pipe.publish(name, payload)
         if len(pipe) >= 2 * batch:
             await pipe.execute()
@@ -153,9 +156,15 @@ async def run(url: str, runs: int, count: int) -> list[Row]:
         baseline_name="Publisher on RedisTransport",
         target="(same path as the producer)",
     )
-    per_tick = {n: Row(f"publish CPU per message, Publisher, {n} per 1 ms tick", "us CPU",
-                       higher_is_better=False, baseline_name="Publisher on RedisTransport")
-                for n in TICK_SIZES}  # fmt: skip
+    per_tick = {
+        n: Row(
+            f"publish CPU per message, Publisher, {n} per 1 ms tick",
+            "us CPU",
+            higher_is_better=False,
+            baseline_name="Publisher on RedisTransport",
+        )
+        for n in TICK_SIZES
+    }
     base_count = max(count // 5, 1_000)
     for attempt in range(runs):
         work, base = Workload(count), Workload(base_count)

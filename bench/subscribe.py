@@ -9,7 +9,7 @@ than the last of its feed, so every message is applied (none dropped as old).
 
 Rows:
 - real Subscriber: the consumer SDK as a strategy runs it, ``Subscriber(url)`` (its
-  default fast transport) with one `CandleBuffer` per feed, no listener, vs the issue's
+  default fast transport) with one `CandleBuffer` per feed, no listener, vs the
   baseline: redis-py ``PubSub.get_message`` + `codecs.decode` + `CandleBuffer.apply`;
 - real Subscriber, both transports: the same Subscriber on ``transport="redis-py"``;
 - transport ceiling: `SubscriberConnection` callback + `codecs.decode` +
@@ -174,7 +174,7 @@ async def connection_rate(url: str, work: Workload, items: list[tuple[str, bytes
 
 
 async def redispy_rate(url: str, work: Workload, items: list[tuple[str, bytes]]) -> float:
-    """The issue's baseline: redis-py PubSub.get_message -> decode -> CandleBuffer."""
+    """The baseline: redis-py PubSub.get_message -> decode -> CandleBuffer."""
     buffers = {name: CandleBuffer(1_000, "1m") for name in work.feed_names()}
     redis = aioredis.Redis.from_url(url)
     pubsub = redis.pubsub(ignore_subscribe_messages=True)

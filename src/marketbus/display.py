@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from marketbus.shared.names import entry_id
 from marketbus.shared.schema import OHLCV, Book, Message, Status, Ticker, Trades
 
 
@@ -60,6 +61,7 @@ def line(message: Message) -> str:
     """One tail line: position, type, exchange, symbol and the payload's gist."""
     where = message.exchange if message.symbol is None else f"{message.exchange} {message.symbol}"
     return (
-        f"{clock(message.ts_ms)} {message.run}-{message.seq} {message.__struct_config__.tag:<7} "
+        f"{clock(message.ts_ms)} {entry_id(message.run, message.seq)} "
+        f"{message.__struct_config__.tag:<7} "
         f"{where}  {describe(message)}"
     )

@@ -22,7 +22,13 @@ from marketbus.shared.codecs import decode, decode_feed_info
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.connection import connect
 from marketbus.shared.errors import ContractError
-from marketbus.shared.names import catalog_key, standby_prefix, status_name
+from marketbus.shared.names import (
+    STREAM_FIELD_BYTES,
+    catalog_key,
+    kind_and_symbol,
+    standby_prefix,
+    status_name,
+)
 from marketbus.shared.schema import MESSAGE_TYPES, FeedInfo, Status
 
 RECENT_STATUS = 200
@@ -67,16 +73,27 @@ def _count(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
+def _cells(r: FeedRow) -> tuple[str, ...]:
+    """One row's cells, in the order of the table's head."""
+    return (
+        r.feed,
+        str(r.run),
+        str(r.stream_len),
+        age_text(r.last_age_s),
+        r.state,
+        _count(r.messages),
+        str(r.errors),
+        _count(r.reconnects),
+        _count(r.dropped),
+    )
+
+
 def render(rows: list[FeedRow], now_text: str, exchanges: list[ExchangeRow] | None = None) -> str:
     """The report as an aligned text table, then one line per exchange's producer."""
     if not rows:
         return f"no feeds in the catalog ({now_text})\n"
     head = ("FEED", "RUN", "STREAM", "LAST", "STATE", "MSGS", "ERRORS", "RECONN", "DROPPED")
-    body = [
-        (r.feed, str(r.run), str(r.stream_len), age_text(r.last_age_s), r.state,
-         _count(r.messages), str(r.errors), _count(r.reconnects), _count(r.dropped))
-        for r in rows
-    ]  # fmt: skip
+    body = [_cells(r) for r in rows]
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -119,8 +136,8 @@ def latest_heartbeat(events: list[Status]) -> tuple[Status, Heartbeat] | None:
 
 
 def _payload(fields: object) -> bytes | None:
-    """The ``d`` field of a stream entry as redis-py returns it, if it has one."""
-    value = fields.get(b"d") if isinstance(fields, dict) else None
+    """The payload field of a stream entry as redis-py returns it, if it has one."""
+    value = fields.get(STREAM_FIELD_BYTES) if isinstance(fields, dict) else None
     return value if isinstance(value, bytes) else None
 
 
@@ -187,13 +204,22 @@ async def collect_all(redis: aioredis.Redis, ns: str) -> tuple[list[FeedRow], li
         message = _decoded(newest[0][1]) if newest else None
         age = (now_ns - message.recv_ns) / 1e9 if isinstance(message, MESSAGE_TYPES) else None
         beat = beats[info.exchange]
-        stats = None if beat is None else beat[1].feeds.get(name.split(":", 2)[2])
+        kind, symbol = kind_and_symbol(name)
+        stats = None if beat is None else beat[1].feeds.get(f"{kind}:{symbol}")
         if stats is not None:
             rows.append(
-                FeedRow(feed=name, run=info.run, stream_len=length, last_age_s=age,
-                        state=stats.state, errors=stats.errors, messages=stats.msgs,
-                        reconnects=stats.reconnects, dropped=stats.dropped)
-            )  # fmt: skip
+                FeedRow(
+                    feed=name,
+                    run=info.run,
+                    stream_len=length,
+                    last_age_s=age,
+                    state=stats.state,
+                    errors=stats.errors,
+                    messages=stats.msgs,
+                    reconnects=stats.reconnects,
+                    dropped=stats.dropped,
+                )
+            )
             continue
         state, errors = statuses[info.exchange]
         rows.append(

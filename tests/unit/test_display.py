@@ -17,9 +17,16 @@ def test_clock_and_number() -> None:
 
 def test_every_type_has_a_line() -> None:
     candle = OHLCV(
-        **COMMON, ts_ms=0, timeframe="1m", open=1.0, high=2.0, low=0.5, close=1.5,
-        volume=3.0, closed=True,
-    )  # fmt: skip
+        **COMMON,
+        ts_ms=0,
+        timeframe="1m",
+        open=1.0,
+        high=2.0,
+        low=0.5,
+        close=1.5,
+        volume=3.0,
+        closed=True,
+    )
     assert line(candle) == (
         "00:00:00.000 1-2 ohlcv   binance BTC/USDT  1m 00:00:00.000 o=1 h=2 l=0.5 c=1.5 v=3 closed"
     )

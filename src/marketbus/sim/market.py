@@ -19,8 +19,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from marketbus.shared.names import timeframe_ms
 from marketbus.sim.instruments import Instrument, parse_instrument
-from marketbus.sim.timeframes import DEFAULT_TIMEFRAMES, period_start, timeframe_ms
+from marketbus.sim.timeframes import DEFAULT_TIMEFRAMES, check_timeframe, period_start
 
 Side = Literal["buy", "sell"]
 Level = tuple[float, float]
@@ -419,7 +420,7 @@ class SyntheticMarket:
         history: int = 5000,
     ) -> None:
         for tf in timeframes:
-            timeframe_ms(tf)
+            check_timeframe(tf)
         if depth < 1 or history < 1:
             raise ValueError("depth and history must be positive")
         self.timeframes = tuple(timeframes)

@@ -27,11 +27,9 @@ from marketbus.sim.loopback import confine_to_loopback
 from marketbus.sim.market import MarketEvent, SyntheticMarket
 from marketbus.sim.protocols import make_venue
 from marketbus.sim.timeframes import DEFAULT_TIMEFRAMES
-from marketbus.sim.venue import Frame, RestHandler, RestRequest, Venue, WsSession
+from marketbus.sim.venue import Clock, Frame, RestHandler, RestRequest, Venue, WsSession
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], int]
 
 SEND_QUEUE_LIMIT = 10_000
 """Frames buffered per connection; a client this far behind is disconnected."""

@@ -1,10 +1,18 @@
-"""ccxt timeframe strings ('1s', '5m', '4h', '1d', '1w') and their lengths in ms."""
+"""Which timeframes the simulator builds candles for, and where their periods open.
+
+Timeframe lengths are `marketbus.shared.names.timeframe_ms`; what is the simulator's own
+is the alignment: periods open on multiples of their length since the epoch, except
+weeks, which open on Monday 00:00 UTC as on the exchanges. Months and years have no
+fixed length, so they are not simulated.
+"""
 
 from __future__ import annotations
 
-_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+from marketbus.shared.names import timeframe_ms
 
 _MONDAY_OFFSET_MS = 4 * 86_400_000
+"""The epoch was a Thursday: weeks open four days after it."""
+_FIXED_LENGTH_UNITS = frozenset("smhdw")
 
 DEFAULT_TIMEFRAMES: tuple[str, ...] = (
     "1s",
@@ -20,20 +28,16 @@ DEFAULT_TIMEFRAMES: tuple[str, ...] = (
 )
 
 
-def timeframe_ms(timeframe: str) -> int:
-    """Length of one candle of `timeframe` in ms; months are not simulated."""
-    count, unit = timeframe[:-1], timeframe[-1:]
-    if unit not in _UNIT_MS or not count.isdigit() or int(count) <= 0:
-        raise ValueError(f"unsupported timeframe: {timeframe!r}")
-    return int(count) * _UNIT_MS[unit]
+def check_timeframe(timeframe: str) -> str:
+    """Return `timeframe` if the simulator can build its candles, else raise ValueError."""
+    timeframe_ms(timeframe)  # FeedNameError (a ValueError) if malformed
+    if timeframe[-1] not in _FIXED_LENGTH_UNITS:
+        raise ValueError(f"unsupported timeframe: {timeframe!r} (months and years vary in length)")
+    return timeframe
 
 
 def period_start(ts_ms: int, timeframe: str) -> int:
-    """Open time of the candle of `timeframe` holding `ts_ms`.
-
-    Candles align to the epoch, except weeks, which open on Monday 00:00 UTC as on
-    the exchanges (the epoch was a Thursday).
-    """
+    """Open time of the candle of `timeframe` holding `ts_ms` (weeks open on Monday)."""
     length = timeframe_ms(timeframe)
     offset = _MONDAY_OFFSET_MS if timeframe.endswith("w") else 0
     return ts_ms - (ts_ms - offset) % length

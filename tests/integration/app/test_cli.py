@@ -49,15 +49,22 @@ def test_unreachable_redis_is_clear_and_hides_password() -> None:
 
 
 async def test_tail_prints_messages_and_flags_garbage(redis_url: str) -> None:
+    args = ("tail", "md:binance:*", "--count", "2", "--redis", redis_url)
     proc = await asyncio.create_subprocess_exec(
-        *CLI, "tail", "md:binance:*", "--count", "2", "--redis", redis_url,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        *CLI, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     redis = aioredis.Redis.from_url(redis_url)
     ticker = Ticker(
-        exchange="binance", symbol="BTC/USDT", run=5, seq=9, ts_ms=1_700_000_000_000,
-        recv_ns=1, bid=100.5, ask=100.75, last=100.5,
-    )  # fmt: skip
+        exchange="binance",
+        symbol="BTC/USDT",
+        run=5,
+        seq=9,
+        ts_ms=1_700_000_000_000,
+        recv_ns=1,
+        bid=100.5,
+        ask=100.75,
+        last=100.5,
+    )
     try:
 
         async def tail_subscribed() -> bool:
@@ -82,25 +89,33 @@ async def test_status_shows_feeds_age_and_state(redis_url: str) -> None:
     redis = aioredis.Redis.from_url(redis_url)
     feed = "md:binance:ticker:BTC/USDT"
     info = FeedInfo(
-        exchange="binance", symbol="BTC/USDT", kind="ticker", timeframe=None, run=7,
-        stream_maxlen=100, updated_ms=1,
-    )  # fmt: skip
+        exchange="binance",
+        symbol="BTC/USDT",
+        kind="ticker",
+        timeframe=None,
+        run=7,
+        stream_maxlen=100,
+        updated_ms=1,
+    )
     await redis.hset("md:feeds", feed, codecs.encode_feed_info(info))
     ticker = Ticker(exchange="binance", symbol="BTC/USDT", run=7, seq=1, ts_ms=None, recv_ns=1)
     await redis.xadd(feed, {"d": codecs.encode(ticker)}, id="7-1")
     for seq, event in enumerate(["started", "connected", "error"], start=1):
         status = Status(
-            exchange="binance", run=7, seq=seq, ts_ms=None, recv_ns=1, event=event,  # type: ignore[arg-type]
+            exchange="binance",
+            run=7,
+            seq=seq,
+            ts_ms=None,
+            recv_ns=1,
+            event=event,  # type: ignore[arg-type]
             feed=feed if event != "started" else None,
-        )  # fmt: skip
+        )
         await redis.xadd("md:binance:status", {"d": codecs.encode(status)}, id=f"7-{seq}")
     await redis.aclose()
     result = await asyncio.to_thread(run_cli, "status", "--redis", redis_url)
     assert result.returncode == 0, result.stderr
     header, row = result.stdout.splitlines()[:2]
-    assert header.split() == [
-        "FEED", "RUN", "STREAM", "LAST", "STATE", "MSGS", "ERRORS", "RECONN", "DROPPED"
-    ]  # fmt: skip
+    assert " ".join(header.split()) == "FEED RUN STREAM LAST STATE MSGS ERRORS RECONN DROPPED"
     assert row.split()[:3] == [feed, "7", "1"]
     # No heartbeat with stats (an older producer): state and errors from the events.
     assert row.split()[4:] == ["error", "-", "1", "-", "-"]
@@ -111,10 +126,18 @@ async def test_status_shows_feeds_age_and_state(redis_url: str) -> None:
     counters = FeedCounters()
     counters.state, counters.published, counters.errors = "stale", 42, 2
     counters.reconnects, counters.dropped, counters.last_message_ms = 3, 4, 1_000
-    detail = heartbeat_detail({feed: counters}, prefix="md:binance:", queued=5, now_ms=3_500,
-                              lease="host/12/abcd")  # fmt: skip
-    beat = Status(exchange="binance", run=7, seq=4, ts_ms=None, recv_ns=time.time_ns(),
-                  event="heartbeat", detail=detail)  # fmt: skip
+    detail = heartbeat_detail(
+        {feed: counters}, prefix="md:binance:", queued=5, now_ms=3_500, lease="host/12/abcd"
+    )
+    beat = Status(
+        exchange="binance",
+        run=7,
+        seq=4,
+        ts_ms=None,
+        recv_ns=time.time_ns(),
+        event="heartbeat",
+        detail=detail,
+    )
     redis = aioredis.Redis.from_url(redis_url)
     await redis.xadd("md:binance:status", {"d": codecs.encode(beat)}, id="7-4")
     await redis.aclose()
@@ -122,5 +145,6 @@ async def test_status_shows_feeds_age_and_state(redis_url: str) -> None:
     assert result.returncode == 0, result.stderr
     row = result.stdout.splitlines()[1]
     assert row.split()[4:] == ["stale", "42", "2", "3", "4"]
-    assert re.search(r"binance: heartbeat \d+\.\ds ago, 5 queued, lease held by host/12/abcd",
-                     result.stdout), result.stdout  # fmt: skip
+    assert re.search(
+        r"binance: heartbeat \d+\.\ds ago, 5 queued, lease held by host/12/abcd", result.stdout
+    ), result.stdout

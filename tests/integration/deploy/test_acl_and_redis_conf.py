@@ -64,12 +64,16 @@ def bus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProces
         workdir,
         port=port,
         extra_args=[
-            "--include", str(conf_for_tests(workdir)),
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--logfile", str(workdir / "redis.log"),
+            arg
+            for option in {
+                "--include": str(conf_for_tests(workdir)),
+                "--port": str(port),
+                "--bind": "127.0.0.1",
+                "--logfile": str(workdir / "redis.log"),
+            }.items()
+            for arg in option
         ],
-    )  # fmt: skip
+    )
     server.start()
     yield server
     server.stop()
@@ -270,9 +274,15 @@ async def test_ops_user_reads_everything_and_changes_nothing(
         assert "used_memory" in await ops.info("memory")
         assert await ops.memory_usage(FEED)
         assert await ops.client_list()
-        for command in [("XADD", FEED, "*", "d", "x"), ("PUBLISH", FEED, "x"), ("FLUSHALL",),
-                        ("CONFIG", "SET", "maxmemory", "1"), ("CLIENT", "KILL", "ID", "1"),
-                        ("KEYS", "*"), ("DEL", FEED)]:  # fmt: skip
+        for command in [
+            ("XADD", FEED, "*", "d", "x"),
+            ("PUBLISH", FEED, "x"),
+            ("FLUSHALL",),
+            ("CONFIG", "SET", "maxmemory", "1"),
+            ("CLIENT", "KILL", "ID", "1"),
+            ("KEYS", "*"),
+            ("DEL", FEED),
+        ]:
             with pytest.raises((NoPermissionError, ResponseError), match=NOPERM):
                 await ops.execute_command(*command)
     finally:

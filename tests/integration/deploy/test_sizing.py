@@ -32,15 +32,27 @@ def _typical(kind: str, i: int) -> Message:
     if kind == "ticker":
         prices = {"bid": 64123.45 + i, "ask": 64123.46 + i, "last": 64123.45, "open": 63000.1}
         return Ticker(
-            **common, **prices, bid_size=1.2345, ask_size=0.5432, high=65000.2, low=62000.3,
-            base_volume=12345.678, quote_volume=791234567.89, change_pct=1.78,
-        )  # fmt: skip
+            **common,
+            **prices,
+            bid_size=1.2345,
+            ask_size=0.5432,
+            high=65000.2,
+            low=62000.3,
+            base_volume=12345.678,
+            quote_volume=791234567.89,
+            change_pct=1.78,
+        )
     if kind == "trades":
         trades = tuple(
-            Trade(id=str(4_000_000_000 + 3 * i + k), ts_ms=T0 + i, price=64123.45 + k,
-                  amount=0.00123 * (k + 1), side="buy")
+            Trade(
+                id=str(4_000_000_000 + 3 * i + k),
+                ts_ms=T0 + i,
+                price=64123.45 + k,
+                amount=0.00123 * (k + 1),
+                side="buy",
+            )
             for k in range(2)
-        )  # fmt: skip
+        )
         return Trades(**common, trades=trades)
     if kind == "book":
         bids = tuple((64123.45 - 0.01 * k, 0.1 + 0.37 * k) for k in range(20))
@@ -48,9 +60,15 @@ def _typical(kind: str, i: int) -> Message:
         return Book(**common, depth=20, bids=bids, asks=asks)
     common["ts_ms"] = T0 + 60_000 * i
     return OHLCV(
-        **common, timeframe="1m", open=64000.1, high=64200.2, low=63900.3, close=64100.4,
-        volume=123.456, closed=True,
-    )  # fmt: skip
+        **common,
+        timeframe="1m",
+        open=64000.1,
+        high=64200.2,
+        low=63900.3,
+        close=64100.4,
+        volume=123.456,
+        closed=True,
+    )
 
 
 def _documented() -> dict[str, tuple[int, int]]:

@@ -33,10 +33,14 @@ async def test_example_strategy_prints_tickers_as_the_consumer_user(
     feed = writer.feed("ticker", SYM)
     trades = writer.feed("trades", SYM)
     await writer.write(feed, writer.ticker(SYM, 1.5))  # history: backfilled, not printed
+    args = (str(DEPLOY / "strategy_example.py"), "--pattern", "md:*", "--count", "2")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(DEPLOY / "strategy_example.py"), "--pattern", "md:*", "--count", "2",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     assert proc.stdout is not None
     try:
 

@@ -46,8 +46,10 @@ def _openssl(*args: str | Path) -> None:
 
 def _ca(directory: Path, name: str) -> tuple[Path, Path]:
     cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    _openssl("req", "-x509", *EC_KEY, "-nodes", "-keyout", key, "-out", cert,
-             "-days", "2", "-subj", f"/CN={name}")  # fmt: skip
+    subject = ("-subj", f"/CN={name}")
+    _openssl(
+        "req", "-x509", *EC_KEY, "-nodes", "-keyout", key, "-out", cert, "-days", "2", *subject
+    )
     return cert, key
 
 
@@ -55,12 +57,13 @@ def _signed(
     directory: Path, name: str, ca: tuple[Path, Path], san: str | None
 ) -> tuple[Path, Path]:
     cert, key, csr = (directory / f"{name}.{ext}" for ext in ("crt", "key", "csr"))
-    _openssl("req", "-new", *EC_KEY, "-nodes", "-keyout", key, "-out", csr,
-             "-subj", f"/CN={name}")  # fmt: skip
+    _openssl("req", "-new", *EC_KEY, "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
     extensions = directory / f"{name}.ext"
     extensions.write_text(f"subjectAltName={san}\n" if san else "basicConstraints=CA:FALSE\n")
-    _openssl("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial",
-             "-out", cert, "-days", "2", "-extfile", extensions)  # fmt: skip
+    signer = ("-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial")
+    _openssl(
+        "x509", "-req", "-in", csr, *signer, "-out", cert, "-days", "2", "-extfile", extensions
+    )
     return cert, key
 
 
@@ -85,14 +88,18 @@ def tls_server(
     server = RedisProcess(
         workdir,
         extra_args=[
-            "--tls-port", str(tls_port),
-            "--tls-cert-file", str(pki.server_cert),
-            "--tls-key-file", str(pki.server_key),
-            "--tls-ca-cert-file", str(pki.ca),
-            "--tls-auth-clients", "yes",
-            "--aclfile", str(acl_file_for_tests(workdir)),
+            arg
+            for option in {
+                "--tls-port": str(tls_port),
+                "--tls-cert-file": str(pki.server_cert),
+                "--tls-key-file": str(pki.server_key),
+                "--tls-ca-cert-file": str(pki.ca),
+                "--tls-auth-clients": "yes",
+                "--aclfile": str(acl_file_for_tests(workdir)),
+            }.items()
+            for arg in option
         ],
-    )  # fmt: skip
+    )
     server.start()
     yield tls_port, server
     server.stop()
@@ -167,12 +174,17 @@ async def test_producer_and_subscriber_fast_paths_over_tls_as_the_shipped_users(
     writes) runs as marketbus-producer and the SDK reads as marketbus-consumer, both
     over rediss:// with client certificates."""
     port, _ = tls_server
-    tls = {"tls_ca_file": str(pki.ca), "tls_cert_file": str(pki.client_cert),
-           "tls_key_file": str(pki.client_key), "connect_timeout_s": 2.0}  # fmt: skip
+    tls = {
+        "tls_ca_file": str(pki.ca),
+        "tls_cert_file": str(pki.client_cert),
+        "tls_key_file": str(pki.client_key),
+        "connect_timeout_s": 2.0,
+    }
     producer_url = f"rediss://{PRODUCER}:{password_for(PRODUCER)}@127.0.0.1:{port}/0"
     async with SimServer("binance", ["BTC/USDT"], rate=40, seed=11) as sim:
-        config = producer_config(producer_url, sim, symbols=["BTC/USDT"],
-                                 kinds=["trades", "ticker"], lease_ttl_s=1.0)  # fmt: skip
+        config = producer_config(
+            producer_url, sim, symbols=["BTC/USDT"], kinds=["trades", "ticker"], lease_ttl_s=1.0
+        )
         config = msgspec.structs.replace(config, redis=msgspec.structs.replace(config.redis, **tls))
         feed = "md:binance:trades:BTC/USDT"
         async with Producer(config) as producer, Subscriber(_config(port, pki)) as sub:

@@ -17,7 +17,10 @@ SECRET = "s3cret-Pw"
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
-        (f"redis://marketbus-producer:{SECRET}@redis:6379/0", "redis://marketbus-producer:***@redis:6379/0"),
+        (
+            f"redis://marketbus-producer:{SECRET}@redis:6379/0",
+            "redis://marketbus-producer:***@redis:6379/0",
+        ),
         (f"rediss://u:{SECRET}@[::1]:6380/0", "rediss://u:***@[::1]:6380/0"),
         (f"redis://u:{SECRET}@h:99999/0", "redis://<unparseable>"),
         (f"redis://h/0?password={SECRET}&db=0", "redis://h/0?password=***&db=0"),
@@ -25,7 +28,7 @@ SECRET = "s3cret-Pw"
         (f"redis://u:p@ss{SECRET}@h/0", "redis://u:***@h/0"),
         ("redis://h:6379/0", "redis://h:6379/0"),
     ],
-)  # fmt: skip
+)
 def test_redact_hides_passwords_in_every_url_form(url: str, shown: str) -> None:
     assert redact(url) == shown
 

@@ -6,9 +6,10 @@ import itertools
 
 import pytest
 
+from marketbus.shared.names import timeframe_ms
 from marketbus.sim.instruments import parse_instrument
 from marketbus.sim.market import BookEvent, CandleEvent, SyntheticMarket, TradeEvent
-from marketbus.sim.timeframes import period_start, timeframe_ms
+from marketbus.sim.timeframes import period_start
 
 T0 = 1_700_000_000_000  # a minute boundary
 

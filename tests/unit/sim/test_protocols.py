@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 from marketbus.sim.market import BookEvent, CandleEvent, SyntheticMarket
-from marketbus.sim.protocols.binance import BinanceVenue, select_klines
+from marketbus.sim.protocols.binance import BinanceVenue
 from marketbus.sim.protocols.okx import OkxVenue, bar_to_timeframe, select_candles
-from marketbus.sim.venue import WsSession
+from marketbus.sim.venue import WsSession, select_klines
 
 T0 = 1_700_000_000_000
 

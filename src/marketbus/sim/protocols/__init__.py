@@ -9,9 +9,9 @@ from marketbus.sim.protocols.binance import BinanceVenue
 from marketbus.sim.protocols.bingx import BingxVenue
 from marketbus.sim.protocols.kucoinfutures import KucoinFuturesVenue
 from marketbus.sim.protocols.okx import OkxVenue
-from marketbus.sim.venue import Venue
+from marketbus.sim.venue import Clock, Venue
 
-_FACTORIES: dict[str, Callable[[SyntheticMarket, Callable[[], int]], Venue]] = {
+_FACTORIES: dict[str, Callable[[SyntheticMarket, Clock], Venue]] = {
     "binance": BinanceVenue,
     "okx": OkxVenue,
     "kucoinfutures": KucoinFuturesVenue,
@@ -21,7 +21,7 @@ _FACTORIES: dict[str, Callable[[SyntheticMarket, Callable[[], int]], Venue]] = {
 SUPPORTED_EXCHANGES: tuple[str, ...] = tuple(_FACTORIES)
 
 
-def make_venue(exchange_id: str, market: SyntheticMarket, clock: Callable[[], int]) -> Venue:
+def make_venue(exchange_id: str, market: SyntheticMarket, clock: Clock) -> Venue:
     """The venue simulating `exchange_id` on `market`, with `clock` for server times."""
     try:
         factory = _FACTORIES[exchange_id]

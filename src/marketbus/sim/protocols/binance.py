@@ -14,10 +14,10 @@ with `{"result": null, "id": n}`. Streams: `<id>@kline_<tf>`, `<id>@trade`,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from marketbus.sim.instruments import Instrument
+from marketbus.sim.instruments import Instrument, InstrumentKind
 from marketbus.sim.market import (
     BookDelta,
     BookEvent,
@@ -30,7 +30,19 @@ from marketbus.sim.market import (
     Trade,
     TradeEvent,
 )
-from marketbus.sim.venue import Frame, Json, RestRequest, RestResponse, RestRoute, WsSession
+from marketbus.sim.venue import (
+    Clock,
+    Frame,
+    ListingVenue,
+    RestHandler,
+    RestRequest,
+    RestResponse,
+    RestRoute,
+    WsSession,
+    compact_json,
+    optional_int,
+    select_klines,
+)
 
 EXCHANGE_ID = "binance"
 _FAR_FUTURE_MS = 4_133_404_800_000  # binance's delivery date of perpetuals
@@ -39,10 +51,6 @@ _MAX_KLINES = 1000
 
 def market_id(instrument: Instrument) -> str:
     return f"{instrument.base}{instrument.quote}"
-
-
-def _dumps(value: Json) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 # -- REST bodies ---------------------------------------------------------------
@@ -135,19 +143,6 @@ def kline_row(inst: Instrument, candle: Candle) -> list[Any]:
         "0",
         "0",
     ]
-
-
-def select_klines(
-    candles: list[Candle], start_ms: int | None, end_ms: int | None, limit: int
-) -> list[Candle]:
-    """Binance's window: open times in [start, end]; from start forward when start is
-    given, else the latest `limit` ending at `end` (or now)."""
-    chosen = [
-        c
-        for c in candles
-        if (start_ms is None or c.ts_ms >= start_ms) and (end_ms is None or c.ts_ms <= end_ms)
-    ]
-    return chosen[:limit] if start_ms is not None else chosen[-limit:]
 
 
 def depth_body(
@@ -328,6 +323,7 @@ class BinanceSession:
     def __init__(self, venue: BinanceVenue, futures: bool, combined: bool) -> None:
         self._venue = venue
         self._futures = futures
+        self._kind: InstrumentKind = "swap" if futures else "spot"
         self._combined = combined
         self._streams: set[str] = set()
 
@@ -342,17 +338,17 @@ class BinanceSession:
         try:
             request = json.loads(frame)
         except ValueError:
-            return [_dumps({"error": {"code": 3, "msg": "Invalid JSON"}, "id": None})]
+            return [compact_json({"error": {"code": 3, "msg": "Invalid JSON"}, "id": None})]
         if not isinstance(request, dict):
-            return [_dumps({"error": {"code": 3, "msg": "Invalid request"}, "id": None})]
+            return [compact_json({"error": {"code": 3, "msg": "Invalid request"}, "id": None})]
         request_id = request.get("id")
         method = request.get("method")
         params = request.get("params", [])
         if method == "LIST_SUBSCRIPTIONS":
-            return [_dumps({"result": sorted(self._streams), "id": request_id})]
+            return [compact_json({"result": sorted(self._streams), "id": request_id})]
         if method not in ("SUBSCRIBE", "UNSUBSCRIBE") or not isinstance(params, list):
             return [
-                _dumps(
+                compact_json(
                     {
                         "error": {"code": 2, "msg": "Invalid request: unknown method"},
                         "id": request_id,
@@ -361,7 +357,7 @@ class BinanceSession:
             ]
         if not accept:
             return [
-                _dumps(
+                compact_json(
                     {
                         "error": {"code": 2, "msg": "Invalid request: subscription refused"},
                         "id": request_id,
@@ -370,12 +366,12 @@ class BinanceSession:
             ]
         if method == "UNSUBSCRIBE":
             self._streams.difference_update(str(p) for p in params)
-            return [_dumps({"result": None, "id": request_id})]
-        valid = self._venue.stream_names(self._futures)
+            return [compact_json({"result": None, "id": request_id})]
+        valid = self._venue.stream_names(self._kind)
         unknown = [p for p in params if p not in valid]
         if unknown:
             return [
-                _dumps(
+                compact_json(
                     {
                         "error": {
                             "code": 2,
@@ -386,10 +382,10 @@ class BinanceSession:
                 )
             ]
         self._streams.update(params)
-        return [_dumps({"result": None, "id": request_id})]
+        return [compact_json({"result": None, "id": request_id})]
 
     def render(self, event: MarketEvent) -> list[Frame]:
-        inst = self._venue.instrument_for(event.symbol, self._futures)
+        inst = self._venue.instrument_for(event.symbol, self._kind)
         if inst is None or not self._streams:
             return []
         return [
@@ -406,7 +402,7 @@ class BinanceSession:
         for name in sorted(self._streams):
             if "@kline_" in name:
                 lid = name.split("@", 1)[0]
-                inst = self._venue.instrument_by_lowercase_id(lid, self._futures)
+                inst = self._venue.instrument_by_id(lid.upper(), self._kind)
                 if inst is not None:
                     candle = self._venue.market.candles(
                         inst.symbol, self._venue.market.timeframes[0]
@@ -417,46 +413,31 @@ class BinanceSession:
         return [self._wrap("poison", {"e": "kline", "E": now_ms, "s": "NOSUCH", "k": {"i": "7x"}})]
 
     def _wrap(self, stream: str, payload: dict[str, Any]) -> str:
-        return _dumps({"stream": stream, "data": payload} if self._combined else payload)
+        return compact_json({"stream": stream, "data": payload} if self._combined else payload)
 
 
-class BinanceVenue:
+class BinanceVenue(ListingVenue):
     """Binance spot (`BASE/QUOTE`) and USD-M perpetuals (`BASE/QUOTE:QUOTE`)."""
 
     exchange_id = EXCHANGE_ID
+    market_id = staticmethod(market_id)
 
-    def __init__(self, market: SyntheticMarket, clock: Callable[[], int]) -> None:
-        self.market = market
-        self._clock = clock
-        instruments = market.instruments()
-        self._spot = {market_id(i): i for i in instruments if i.kind == "spot"}
-        self._futures = {market_id(i): i for i in instruments if i.kind == "swap"}
-        self._by_symbol = {i.symbol: i for i in instruments}
-        self._stream_names = {
-            False: self._all_streams(self._spot),
-            True: self._all_streams(self._futures),
-        }
+    def __init__(self, market: SyntheticMarket, clock: Clock) -> None:
+        super().__init__(market, clock)
+        self._stream_names = {kind: self._all_streams(kind) for kind in self.lists}
 
-    def _all_streams(self, instruments: Mapping[str, Instrument]) -> frozenset[str]:
+    def _all_streams(self, kind: InstrumentKind) -> frozenset[str]:
         names: set[str] = set()
-        for mid in instruments:
+        for mid in self.listed(kind):
             lid = mid.lower()
             names.update(f"{lid}@{s}" for s in ("trade", "aggTrade", "ticker", "miniTicker"))
             names.update(f"{lid}@depth{r}" for r in ("", "@100ms", "@1000ms", "@0ms"))
             names.update(f"{lid}@kline_{tf}" for tf in self.market.timeframes)
         return frozenset(names)
 
-    def stream_names(self, futures: bool) -> frozenset[str]:
-        return self._stream_names[futures]
-
-    def instrument_for(self, symbol: str, futures: bool) -> Instrument | None:
-        inst = self._by_symbol.get(symbol)
-        if inst is None or (inst.kind == "swap") != futures:
-            return None
-        return inst
-
-    def instrument_by_lowercase_id(self, lid: str, futures: bool) -> Instrument | None:
-        return (self._futures if futures else self._spot).get(lid.upper())
+    def stream_names(self, kind: InstrumentKind) -> frozenset[str]:
+        """Every stream a subscription on a spot or futures connection may name."""
+        return self._stream_names[kind]
 
     # -- REST ----------------------------------------------------------------------
 
@@ -477,16 +458,16 @@ class BinanceVenue:
         return routes
 
     def _lookup(self, query: Mapping[str, str], futures: bool) -> Instrument | None:
-        return (self._futures if futures else self._spot).get(query.get("symbol", ""))
+        return self.instrument_by_id(query.get("symbol", ""), "swap" if futures else "spot")
 
-    def _exchange_info_handler(self, futures: bool) -> Callable[[RestRequest], RestResponse]:
+    def _exchange_info_handler(self, futures: bool) -> RestHandler:
         def handle(request: RestRequest) -> RestResponse:
-            instruments = list((self._futures if futures else self._spot).values())
+            instruments = list(self.listed("swap" if futures else "spot").values())
             return RestResponse(200, exchange_info(instruments, self._clock()))
 
         return handle
 
-    def _klines_handler(self, futures: bool) -> Callable[[RestRequest], RestResponse]:
+    def _klines_handler(self, futures: bool) -> RestHandler:
         def handle(request: RestRequest) -> RestResponse:
             query = request.params
             inst = self._lookup(query, futures)
@@ -497,8 +478,8 @@ class BinanceVenue:
                 return _error(400, -1120, "Invalid interval.")
             try:
                 limit = min(int(query.get("limit", "500")), _MAX_KLINES)
-                start = int(query["startTime"]) if "startTime" in query else None
-                end = int(query["endTime"]) if "endTime" in query else None
+                start = optional_int(query, "startTime")
+                end = optional_int(query, "endTime")
             except ValueError:
                 return _error(400, -1100, "Illegal characters found in a parameter.")
             candles = select_klines(self.market.candles(inst.symbol, interval), start, end, limit)
@@ -506,7 +487,7 @@ class BinanceVenue:
 
         return handle
 
-    def _depth_handler(self, futures: bool) -> Callable[[RestRequest], RestResponse]:
+    def _depth_handler(self, futures: bool) -> RestHandler:
         def handle(request: RestRequest) -> RestResponse:
             query = request.params
             inst = self._lookup(query, futures)
@@ -537,9 +518,8 @@ class BinanceVenue:
     def ccxt_options(self, http_base: str, ws_base: str) -> dict[str, Any]:
         spot_rest = f"{http_base}/binance/api/v3"
         futures_rest = f"{http_base}/binance/fapi/v1"
-        types = [t for t, ids in (("spot", self._spot), ("linear", self._futures)) if ids] or [
-            "spot"
-        ]
+        listed = {"spot": self.listed("spot"), "linear": self.listed("swap")}
+        types = [t for t, ids in listed.items() if ids] or ["spot"]
         return {
             "urls": {
                 "api": {

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from marketbus.sim.instruments import Instrument
+from marketbus.sim.instruments import Instrument, InstrumentKind
 from marketbus.sim.market import (
     BookEvent,
     BookSnapshot,
@@ -39,7 +39,20 @@ from marketbus.sim.market import (
     Trade,
     TradeEvent,
 )
-from marketbus.sim.venue import Frame, Json, RestRequest, RestResponse, RestRoute, WsSession
+from marketbus.sim.venue import (
+    Clock,
+    Frame,
+    Json,
+    ListingVenue,
+    RestHandler,
+    RestRequest,
+    RestResponse,
+    RestRoute,
+    WsSession,
+    compact_json,
+    optional_int,
+    select_klines,
+)
 
 EXCHANGE_ID = "bingx"
 SPOT_WS_PATH = f"/{EXCHANGE_ID}/market"
@@ -72,13 +85,9 @@ def market_id(inst: Instrument) -> str:
     return f"{inst.base}-{inst.quote}"
 
 
-def _dumps(value: Json) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
 def gzipped(value: Json) -> bytes:
     """A websocket frame as BingX sends it (`mtime` fixed: equal payloads, equal bytes)."""
-    text = value if isinstance(value, str) else _dumps(value)
+    text = value if isinstance(value, str) else compact_json(value)
     return gzip.compress(text.encode(), mtime=0)
 
 
@@ -164,19 +173,6 @@ def swap_kline_row(inst: Instrument, candle: Candle) -> dict[str, Any]:
         "volume": inst.amount_str(candle.volume),
         "time": candle.ts_ms,
     }
-
-
-def select_klines(
-    candles: list[Candle], start_ms: int | None, end_ms: int | None, limit: int
-) -> list[Candle]:
-    """Open times in [startTime, endTime]: from startTime forward when given, else the
-    latest `limit`."""
-    chosen = [
-        c
-        for c in candles
-        if (start_ms is None or c.ts_ms >= start_ms) and (end_ms is None or c.ts_ms <= end_ms)
-    ]
-    return chosen[:limit] if start_ms is not None else chosen[-limit:]
 
 
 # -- websocket payloads -----------------------------------------------------------------
@@ -326,6 +322,7 @@ class BingxSession:
     def __init__(self, venue: BingxVenue, swap: bool) -> None:
         self._venue = venue
         self._swap = swap
+        self._kind: InstrumentKind = "swap" if swap else "spot"
         self._subs: set[str] = set()
         self._pings = 0
         self._next_ping_ms: int | None = None
@@ -369,9 +366,7 @@ class BingxSession:
         return [self._reply(request_id, 0, "", now_ms)]
 
     def render(self, event: MarketEvent) -> list[Frame]:
-        if not self._subs:
-            return []
-        inst = self._venue.instrument_for(event.symbol, self._swap)
+        inst = self._venue.instrument_for(event.symbol, self._kind) if self._subs else None
         if inst is None:
             return []
         mid = market_id(inst)
@@ -423,18 +418,14 @@ class BingxSession:
         )
 
 
-class BingxVenue:
+class BingxVenue(ListingVenue):
     """BingX spot (`BTC/USDT`) and USDT-M perpetuals (`BTC/USDT:USDT`), both `BTC-USDT`."""
 
     exchange_id = EXCHANGE_ID
+    market_id = staticmethod(market_id)
 
-    def __init__(self, market: SyntheticMarket, clock: Callable[[], int]) -> None:
-        self.market = market
-        self._clock = clock
-        instruments = market.instruments()
-        self._spot = {market_id(i): i for i in instruments if i.kind == "spot"}
-        self._swap = {market_id(i): i for i in instruments if i.kind == "swap"}
-        self._by_symbol = {i.symbol: i for i in instruments}
+    def __init__(self, market: SyntheticMarket, clock: Clock) -> None:
+        super().__init__(market, clock)
         self._data_types = {False: self._all_data_types(False), True: self._all_data_types(True)}
 
     def _all_data_types(self, swap: bool) -> frozenset[str]:
@@ -444,7 +435,7 @@ class BingxVenue:
             else [iv for tf, iv in _SPOT_INTERVALS.items() if tf in self.market.timeframes]
         )
         names: set[str] = set()
-        for mid in self._swap if swap else self._spot:
+        for mid in self.listed("swap" if swap else "spot"):
             names.update((f"{mid}@trade", f"{mid}@ticker"))
             names.update(f"{mid}@kline_{iv}" for iv in intervals)
             names.update(f"{mid}@depth{level}" for level in DEPTH_LEVELS)
@@ -456,12 +447,6 @@ class BingxVenue:
     def data_types(self, swap: bool) -> frozenset[str]:
         """Every `dataType` a subscription on a spot or swap connection may name."""
         return self._data_types[swap]
-
-    def instrument_for(self, symbol: str, swap: bool) -> Instrument | None:
-        inst = self._by_symbol.get(symbol)
-        if inst is None or (inst.kind == "swap") != swap:
-            return None
-        return inst
 
     # -- REST ---------------------------------------------------------------------------
 
@@ -485,17 +470,18 @@ class BingxVenue:
         ]
 
     def _spot_symbols(self, request: RestRequest) -> RestResponse:
-        symbols = [spot_symbol_info(i) for i in self._spot.values()]
+        symbols = [spot_symbol_info(i) for i in self.listed("spot").values()]
         return _ok({"symbols": symbols}, self._clock())
 
     def _swap_contracts(self, request: RestRequest) -> RestResponse:
-        contracts = [swap_contract_info(i, n) for n, i in enumerate(self._swap.values(), 100)]
+        swaps = self.listed("swap").values()
+        contracts = [swap_contract_info(i, n) for n, i in enumerate(swaps, 100)]
         return _ok(contracts, self._clock())
 
-    def _klines_handler(self, swap: bool) -> Callable[[RestRequest], RestResponse]:
+    def _klines_handler(self, swap: bool) -> RestHandler:
         def handle(request: RestRequest) -> RestResponse:
             query, now = request.params, self._clock()
-            inst = (self._swap if swap else self._spot).get(query.get("symbol", ""))
+            inst = self.instrument_by_id(query.get("symbol", ""), "swap" if swap else "spot")
             if inst is None:
                 return _error(109425, "Trading pair does not exist", now)
             interval = query.get("interval", "")
@@ -503,8 +489,8 @@ class BingxVenue:
                 return _error(109400, "Invalid parameters: interval", now)
             try:
                 limit = min(int(query.get("limit", "500")), _MAX_KLINES)
-                start = int(query["startTime"]) if "startTime" in query else None
-                end = int(query["endTime"]) if "endTime" in query else None
+                start = optional_int(query, "startTime")
+                end = optional_int(query, "endTime")
             except ValueError:
                 return _error(109400, "Invalid parameters", now)
             candles = select_klines(self.market.candles(inst.symbol, interval), start, end, limit)

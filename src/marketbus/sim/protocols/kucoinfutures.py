@@ -23,10 +23,11 @@ follow KuCoin: `XBTUSDTM` for BTC, `ETHUSDTM`...
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-from marketbus.sim.instruments import Instrument
+from marketbus.shared.names import timeframe_ms
+from marketbus.sim.instruments import Instrument, InstrumentKind
 from marketbus.sim.market import (
     BookDelta,
     BookEvent,
@@ -40,8 +41,19 @@ from marketbus.sim.market import (
     Trade,
     TradeEvent,
 )
-from marketbus.sim.timeframes import timeframe_ms
-from marketbus.sim.venue import Frame, Json, RestRequest, RestResponse, RestRoute, WsSession
+from marketbus.sim.venue import (
+    Clock,
+    Frame,
+    Json,
+    ListingVenue,
+    RestRequest,
+    RestResponse,
+    RestRoute,
+    WsSession,
+    compact_json,
+    optional_int,
+    select_klines,
+)
 
 EXCHANGE_ID = "kucoinfutures"
 WS_PATH = f"/{EXCHANGE_ID}/ws/endpoint"
@@ -83,10 +95,6 @@ def currency_id(code: str) -> str:
 
 def market_id(inst: Instrument) -> str:
     return f"{currency_id(inst.base)}{inst.quote}M"
-
-
-def _dumps(value: Json) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 def _ok(data: Json) -> RestResponse:
@@ -169,18 +177,6 @@ def kline_row(candle: Candle) -> list[Any]:
         candle.volume,
         candle.quote_volume,
     ]
-
-
-def select_klines(
-    candles: list[Candle], start_ms: int | None, end_ms: int | None, limit: int
-) -> list[Candle]:
-    """KuCoin's window: open times in [from, to], oldest first, at most `limit`."""
-    chosen = [
-        c
-        for c in candles
-        if (start_ms is None or c.ts_ms >= start_ms) and (end_ms is None or c.ts_ms <= end_ms)
-    ]
-    return chosen[:limit] if start_ms is not None else chosen[-limit:]
 
 
 def bullet_body(ws_base: str) -> dict[str, Any]:
@@ -296,7 +292,7 @@ class KucoinFuturesSession:
         return frozenset(f"{channel}:{arg}" for channel, arg in self._subs)
 
     def opened(self, now_ms: int) -> list[Frame]:
-        return [_dumps({"id": self._connect_id, "type": "welcome"})]
+        return [compact_json({"id": self._connect_id, "type": "welcome"})]
 
     def received(self, frame: Frame, now_ms: int, *, accept: bool) -> list[Frame]:
         try:
@@ -308,7 +304,7 @@ class KucoinFuturesSession:
         request_id = request.get("id")
         kind = request.get("type")
         if kind == "ping":
-            return [_dumps({"id": request_id, "type": "pong", "timestamp": now_ms})]
+            return [compact_json({"id": request_id, "type": "pong", "timestamp": now_ms})]
         if kind not in ("subscribe", "unsubscribe"):
             return [self._error(request_id, 415, "type is not supported")]
         topic = request.get("topic")
@@ -321,12 +317,10 @@ class KucoinFuturesSession:
             self._subs.update(parsed)
         else:
             self._subs.difference_update(parsed)
-        return [_dumps({"id": request_id, "type": "ack"})] if request.get("response") else []
+        return [compact_json({"id": request_id, "type": "ack"})] if request.get("response") else []
 
     def render(self, event: MarketEvent) -> list[Frame]:
-        if not self._subs:
-            return []
-        inst = self._venue.instrument_for(event.symbol)
+        inst = self._venue.instrument_for(event.symbol) if self._subs else None
         if inst is None:
             return []
         mid = market_id(inst)
@@ -367,32 +361,28 @@ class KucoinFuturesSession:
         return [self._push(channel, arg, "candle.stick", [])]
 
     def _push(self, channel: str, arg: str, subject: str, data: Json) -> str:
-        return _dumps(
+        return compact_json(
             {"type": "message", "topic": f"{channel}:{arg}", "subject": subject, "data": data}
         )
 
     def _error(self, request_id: object, code: int, msg: str) -> str:
-        return _dumps({"id": request_id, "type": "error", "code": code, "data": msg})
+        return compact_json({"id": request_id, "type": "error", "code": code, "data": msg})
 
 
-class KucoinFuturesVenue:
+class KucoinFuturesVenue(ListingVenue):
     """KuCoin Futures linear perpetuals (`BTC/USDT:USDT` is `XBTUSDTM`); spot symbols
     given to the simulator are not listed here."""
 
     exchange_id = EXCHANGE_ID
+    market_id = staticmethod(market_id)
+    lists: ClassVar[tuple[InstrumentKind, ...]] = ("swap",)
 
-    def __init__(self, market: SyntheticMarket, clock: Callable[[], int]) -> None:
-        self.market = market
-        self._clock = clock
-        self._by_id = {market_id(i): i for i in market.instruments() if i.kind == "swap"}
-        self._by_symbol = {i.symbol: i for i in self._by_id.values()}
+    def __init__(self, market: SyntheticMarket, clock: Clock) -> None:
+        super().__init__(market, clock)
         self._granularities = {  # kline REST names periods in minutes
             str(timeframe_ms(tf) // 60_000): tf for tf in market.timeframes if tf in _PERIODS
         }
         self._periods = {_PERIODS[tf]: tf for tf in market.timeframes if tf in _PERIODS}
-
-    def instrument_for(self, symbol: str) -> Instrument | None:
-        return self._by_symbol.get(symbol)
 
     def parse_topic(self, topic: str) -> set[tuple[str, str]] | None:
         """The (channel, argument) pairs a topic names, or None if KuCoin would refuse it."""
@@ -402,7 +392,7 @@ class KucoinFuturesVenue:
         parsed: set[tuple[str, str]] = set()
         for arg in args.split(","):
             mid, _, period = arg.partition("_")
-            if mid not in self._by_id:
+            if self.instrument_by_id(mid) is None:
                 return None
             wants_period = channel == _CANDLES
             if wants_period != bool(period) or (wants_period and period not in self._periods):
@@ -428,30 +418,31 @@ class KucoinFuturesVenue:
         ]
 
     def _contracts(self, request: RestRequest) -> RestResponse:
-        return _ok([contract_info(i, self.market.ticker(i.symbol)) for i in self._by_id.values()])
+        contracts = self.listed("swap").values()
+        return _ok([contract_info(i, self.market.ticker(i.symbol)) for i in contracts])
 
     def _currencies(self, request: RestRequest) -> RestResponse:
-        codes = sorted({c for i in self._by_id.values() for c in (i.base, i.quote)})
+        codes = sorted({c for i in self.listed("swap").values() for c in (i.base, i.quote)})
         return _ok([currency_info(c) for c in codes])
 
     def _klines(self, request: RestRequest) -> RestResponse:
         query = request.params
-        inst = self._by_id.get(query.get("symbol", ""))
+        inst = self.instrument_by_id(query.get("symbol", ""))
         if inst is None:
             return _error("400100", "Contract does not exist")
         tf = self._granularities.get(query.get("granularity", ""))
         if tf is None:
             return _error("400100", "Parameter granularity is invalid")
         try:
-            start = int(query["from"]) if "from" in query else None
-            end = int(query["to"]) if "to" in query else None
+            start = optional_int(query, "from")
+            end = optional_int(query, "to")
         except ValueError:
             return _error("400100", "Parameter from/to is invalid")
         candles = select_klines(self.market.candles(inst.symbol, tf), start, end, _MAX_KLINES)
         return _ok([kline_row(c) for c in candles])
 
     def _snapshot(self, request: RestRequest) -> RestResponse:
-        inst = self._by_id.get(request.params.get("symbol", ""))
+        inst = self.instrument_by_id(request.params.get("symbol", ""))
         if inst is None:
             return _error("400100", "Contract does not exist")
         book = self.market.book(inst.symbol)

@@ -13,28 +13,37 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from marketbus.sim.instruments import Instrument
+from marketbus.sim.instruments import Instrument, InstrumentKind
 from marketbus.sim.market import (
     BookEvent,
     BookSnapshot,
     Candle,
     CandleEvent,
     MarketEvent,
-    SyntheticMarket,
     Ticker,
     TickerEvent,
     Trade,
     TradeEvent,
 )
-from marketbus.sim.venue import Frame, Json, RestRequest, RestResponse, RestRoute, WsSession
+from marketbus.sim.venue import (
+    Frame,
+    ListingVenue,
+    RestRequest,
+    RestResponse,
+    RestRoute,
+    WsSession,
+    compact_json,
+    optional_int,
+)
 
 EXCHANGE_ID = "okx"
 _BAR_UNITS = {"s": "s", "m": "m", "H": "h", "D": "d", "W": "w"}
 _MAX_CANDLES = 300
 _BOOK_CHANNELS = ("books", "books5")
+_INST_TYPES: dict[str, InstrumentKind] = {"SPOT": "spot", "SWAP": "swap"}
 
 
 def market_id(inst: Instrument) -> str:
@@ -47,10 +56,6 @@ def bar_to_timeframe(bar: str) -> str | None:
     bar = bar.removesuffix("utc")
     unit = _BAR_UNITS.get(bar[-1:])
     return None if unit is None or not bar[:-1].isdigit() else f"{bar[:-1]}{unit}"
-
-
-def _dumps(value: Json) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 def _ok(data: list[Any]) -> RestResponse:
@@ -225,7 +230,7 @@ class OkxSession:
             replies: list[Frame] = []
             for arg in args:
                 self._subs.discard((str(arg.get("channel")), str(arg.get("instId"))))
-                replies.append(_dumps({"event": "unsubscribe", "arg": arg, "connId": "sim"}))
+                replies.append(compact_json({"event": "unsubscribe", "arg": arg, "connId": "sim"}))
             return replies
         if not accept:
             return [self._error("60018", "Subscription refused by the simulator")]
@@ -240,15 +245,16 @@ class OkxSession:
                     )
                 ]
             self._subs.add((channel, inst_id))
-            replies.append(_dumps({"event": "subscribe", "arg": arg, "connId": "sim"}))
-            if channel in _BOOK_CHANNELS:
-                replies.append(self._book_push(channel, inst_id, None, -1))
+            replies.append(compact_json({"event": "subscribe", "arg": arg, "connId": "sim"}))
+            inst = self._venue.instrument_by_id(inst_id)
+            if channel in _BOOK_CHANNELS and inst is not None:
+                replies.append(self._book_snapshot(channel, inst))
         return replies
 
     def render(self, event: MarketEvent) -> list[Frame]:
-        if not self._subs:
+        inst = self._venue.instrument_for(event.symbol) if self._subs else None
+        if inst is None:
             return []
-        inst = self._venue.instrument_by_symbol(event.symbol)
         inst_id = market_id(inst)
         match event:
             case CandleEvent(candle=candle):
@@ -269,7 +275,7 @@ class OkxSession:
                     )
                     data = book_data(inst, book, changes, delta.prev_update_id)
                     frames.append(
-                        _dumps(
+                        compact_json(
                             {
                                 "arg": {"channel": "books", "instId": inst_id},
                                 "action": "update",
@@ -291,11 +297,11 @@ class OkxSession:
         for channel, inst_id in sorted(self._subs):
             if channel.startswith("candle"):
                 row = [str(now_ms), "1", "1", "1", "1", "1", "1", "1", "0"]
-                return [_dumps({"arg": {"channel": channel, "instId": 5}, "data": [row]})]
+                return [compact_json({"arg": {"channel": channel, "instId": 5}, "data": [row]})]
             if channel == "books":
                 data = [{"asks": 5, "bids": 5}]
                 return [
-                    _dumps(
+                    compact_json(
                         {
                             "arg": {"channel": channel, "instId": inst_id},
                             "action": "update",
@@ -303,20 +309,19 @@ class OkxSession:
                         }
                     )
                 ]
-        return [_dumps({"arg": {"channel": "candle1m", "instId": 5}, "data": [["0"] * 9]})]
+        return [compact_json({"arg": {"channel": "candle1m", "instId": 5}, "data": [["0"] * 9]})]
 
     def _push(self, channel: str, inst_id: str, data: list[Any]) -> str:
-        return _dumps({"arg": {"channel": channel, "instId": inst_id}, "data": data})
+        return compact_json({"arg": {"channel": channel, "instId": inst_id}, "data": data})
 
-    def _book_push(
-        self, channel: str, inst_id: str, changes: BookSnapshot | None, prev_seq: int
-    ) -> str:
-        inst = self._venue.instrument_by_id(inst_id)
+    def _book_snapshot(self, channel: str, inst: Instrument) -> str:
+        """The whole book, pushed when `channel` is subscribed."""
+        inst_id = market_id(inst)
         book = self._venue.market.book(inst.symbol)
         if channel == "books5":
             return self._books5(inst, inst_id, book)
-        data = book_data(inst, book, changes, prev_seq)
-        return _dumps(
+        data = book_data(inst, book, None, -1)
+        return compact_json(
             {"arg": {"channel": channel, "instId": inst_id}, "action": "snapshot", "data": [data]}
         )
 
@@ -328,36 +333,26 @@ class OkxSession:
             "ts": str(book.ts_ms),
             "instId": inst_id,
         }
-        return _dumps({"arg": {"channel": "books5", "instId": inst_id}, "data": [data]})
+        return compact_json({"arg": {"channel": "books5", "instId": inst_id}, "data": [data]})
 
     def _error(self, code: str, msg: str) -> str:
-        return _dumps({"event": "error", "code": code, "msg": msg, "connId": "sim"})
+        return compact_json({"event": "error", "code": code, "msg": msg, "connId": "sim"})
 
 
-class OkxVenue:
+class OkxVenue(ListingVenue):
     """OKX spot (`BTC-USDT`) and linear swaps (`BTC-USDT-SWAP`, contract value 1)."""
 
     exchange_id = EXCHANGE_ID
-
-    def __init__(self, market: SyntheticMarket, clock: Callable[[], int]) -> None:
-        self.market = market
-        self._clock = clock
-        self._by_id = {market_id(i): i for i in market.instruments()}
+    market_id = staticmethod(market_id)
 
     @staticmethod
     def bar_of(timeframe: str) -> str:
         unit = timeframe[-1]
         return timeframe if unit in "sm" else f"{timeframe[:-1]}{unit.upper()}"
 
-    def instrument_by_symbol(self, symbol: str) -> Instrument:
-        return self.market.instrument(symbol)
-
-    def instrument_by_id(self, inst_id: str) -> Instrument:
-        return self._by_id[inst_id]
-
     def check_topic(self, channel: str, inst_id: str, business: bool) -> str | None:
         """Why OKX would refuse this subscription on this connection, or None."""
-        if inst_id not in self._by_id:
+        if self.instrument_by_id(inst_id) is None:
             return "doesn't exist"
         if channel.startswith("candle"):
             if not business:
@@ -380,12 +375,12 @@ class OkxVenue:
 
     def _instruments(self, request: RestRequest) -> RestResponse:
         query = request.params
-        kind = {"SPOT": "spot", "SWAP": "swap"}.get(query.get("instType", ""))
-        return _ok([instrument_info(i) for i in self._by_id.values() if i.kind == kind])
+        kind = _INST_TYPES.get(query.get("instType", ""))
+        return _ok([instrument_info(i) for i in self.listed(kind).values()] if kind else [])
 
     def _candles(self, request: RestRequest) -> RestResponse:
         query = request.params
-        inst = self._by_id.get(query.get("instId", ""))
+        inst = self.instrument_by_id(query.get("instId", ""))
         if inst is None:
             return RestResponse(
                 200, {"code": "51001", "msg": "Instrument ID does not exist", "data": []}
@@ -395,8 +390,8 @@ class OkxVenue:
             return RestResponse(200, {"code": "51000", "msg": "Parameter bar error", "data": []})
         try:
             limit = min(int(query.get("limit", "100")), _MAX_CANDLES)
-            after = int(query["after"]) if "after" in query else None
-            before = int(query["before"]) if "before" in query else None
+            after = optional_int(query, "after")
+            before = optional_int(query, "before")
         except ValueError:
             return RestResponse(200, {"code": "50014", "msg": "Parameter error", "data": []})
         candles = select_candles(self.market.candles(inst.symbol, tf), after, before, limit)
@@ -410,7 +405,7 @@ class OkxVenue:
         return None
 
     def ccxt_options(self, http_base: str, ws_base: str) -> dict[str, Any]:
-        types = sorted({i.kind for i in self._by_id.values()})
+        types = sorted(kind for kind in self.lists if self.listed(kind))
         return {
             "urls": {"api": {"rest": f"{http_base}/okx", "ws": f"{ws_base}/okx/ws/v5"}},
             "options": {"fetchMarkets": {"types": types}},
