@@ -13,7 +13,7 @@ from marketbus.consumers.buffers import CandleBuffer, TickerState, TradeBuffer
 from marketbus.consumers.engine import BufferSizes, Engine, Entry, Fetch
 from marketbus.consumers.events import Gap, Staleness, Update
 from marketbus.shared.codecs import encode
-from marketbus.shared.names import entry_id
+from marketbus.shared.names import STREAM_FIELD_BYTES, entry_id
 from marketbus.shared.schema import OHLCV, Message, Status, Ticker, Trade, Trades
 
 TRADES = "md:binance:trades:BTC/USDT"
@@ -27,12 +27,16 @@ class Recorder:
     def __init__(self) -> None:
         self.updates: list[tuple[str, Update, bool]] = []
         self.events: list[Gap | Staleness] = []
+        self.forgotten: list[str] = []
 
     def push(self, feed: str, message: Update, must: bool) -> None:
         self.updates.append((feed, message, must))
 
     def push_event(self, event: Gap | Staleness) -> None:
         self.events.append(event)
+
+    def forget(self, feed: str) -> None:
+        self.forgotten.append(feed)
 
 
 def trade(run: int, seq: int) -> Trades:
@@ -62,20 +66,21 @@ def status(run: int, seq: int, event: Any, feed: str | None = None) -> Status:
 
 
 def entries(messages: Iterable[Message]) -> list[Entry]:
-    return [(entry_id(m.run, m.seq).encode(), {b"d": encode(m)}) for m in messages]
+    return [(entry_id(m.run, m.seq).encode(), {STREAM_FIELD_BYTES: encode(m)}) for m in messages]
 
 
 def setup(feed: str = TRADES, **sizes: object) -> tuple[Engine, Recorder]:
     engine = Engine()
     recorder = Recorder()
-    engine.sinks.append(recorder)
+    engine.add_sink(recorder)
     engine.track(feed, msgspec.convert(sizes, BufferSizes))
     return engine, recorder
 
 
 def take(engine: Engine) -> Fetch:
-    assert len(engine.fetches) == 1, engine.fetches
-    return engine.fetches.pop()
+    fetches = engine.take_fetches()
+    assert len(fetches) == 1, fetches
+    return fetches[0]
 
 
 def prices(engine: Engine, feed: str = TRADES) -> list[float]:
@@ -125,7 +130,7 @@ def test_what_the_stream_evicted_is_reported_as_gap() -> None:
     assert prices(engine) == [1, 7, 8, 9, 10]
     gaps = [e for e in rec.events if isinstance(e, Gap)]
     assert gaps == [Gap(feed=TRADES, run=1, first_seq=2, last_seq=6, reason="evicted")]
-    assert engine.stats.missing == 5 and engine.fetches == []
+    assert engine.stats.missing == 5 and not engine.wants_fetches
 
 
 def test_never_written_seqs_are_reported_missing_without_refetch_loop() -> None:
@@ -134,7 +139,7 @@ def test_never_written_seqs_are_reported_missing_without_refetch_loop() -> None:
     engine.on_history(take(engine), entries([trade(1, 1)]), done=True, stream_first=(1, 1))
     engine.on_live(TRADES, encode(trade(1, 3)))
     engine.on_history(take(engine), [], done=True, stream_first=(1, 1))
-    assert prices(engine) == [1, 3] and engine.fetches == []
+    assert prices(engine) == [1, 3] and not engine.wants_fetches
     assert rec.events == [Gap(feed=TRADES, run=1, first_seq=2, last_seq=2, reason="missing")]
 
 
@@ -186,7 +191,7 @@ def test_state_feed_jump_is_conflated_without_fetch() -> None:
     assert fetch.count == 1
     engine.on_history(fetch, entries([ticker(1, 5)]), done=True, stream_first=(1, 1))
     engine.on_live(TICKER, encode(ticker(1, 9)))
-    assert engine.fetches == [] and rec.events == []
+    assert not engine.wants_fetches and rec.events == []
     assert engine.feeds[TICKER].buffer.latest.last == 9.0  # type: ignore[union-attr]
     engine.on_subscribed(TICKER)
     assert take(engine).count == 1  # resume reads only the newest entry
@@ -230,7 +235,7 @@ def test_producer_gap_status_is_surfaced_and_history_only_sets_state() -> None:
 
 def test_pattern_discovers_new_feed_and_backfills_it() -> None:
     engine, _ = setup(STATUS)
-    engine.patterns["md:binance:*"] = BufferSizes(trades=5)
+    engine.add_pattern("md:binance:*", BufferSizes(trades=5))
     engine.on_live(TRADES, encode(trade(1, 7)))
     fetch = take(engine)
     assert fetch.feed == TRADES and fetch.count == 5 and fetch.before == (1, 7)
@@ -256,9 +261,8 @@ def test_staleness_from_quiet_feed(monkeypatch: object) -> None:
     now = [0.0]
     engine = Engine(clock=lambda: now[0])
     rec = Recorder()
-    engine.sinks.append(rec)
+    engine.add_sink(rec)
     engine.track(TRADES, BufferSizes(stale_after_s=5))
-    engine.feeds[TRADES].health._since = 0.0
     engine.on_subscribed(TRADES)
     engine.on_history(take(engine), [], done=True, stream_first=None)
     engine.on_live(TRADES, encode(trade(1, 1)))
@@ -279,19 +283,18 @@ def test_feed_found_by_pattern_brings_its_status_channel_along() -> None:
     engine = Engine()
     engine.add_pattern("md:*:trades:*", BufferSizes())  # does not cover md:*:status
     engine.on_live(TRADES, encode(trade(1, 1)))
-    assert STATUS in engine.feeds and engine.subscriptions == [STATUS]
-    assert [f.feed for f in engine.fetches] == [TRADES]  # the status syncs once subscribed
-    engine.fetches.clear()
+    assert STATUS in engine.feeds and engine.take_subscriptions() == [STATUS]
+    assert [f.feed for f in engine.take_fetches()] == [TRADES]  # the status syncs once subscribed
     engine.on_subscribed(STATUS)
-    assert [f.feed for f in engine.fetches] == [STATUS]
+    assert [f.feed for f in engine.take_fetches()] == [STATUS]
 
 
 def test_status_channel_a_pattern_covers_is_synced_without_subscribing() -> None:
     engine = Engine()
     engine.add_pattern("md:binance:*", BufferSizes())
     engine.on_live(TRADES, encode(trade(1, 1)))
-    assert engine.subscriptions == []
-    assert sorted(f.feed for f in engine.fetches) == sorted([TRADES, STATUS])
+    assert engine.take_subscriptions() == []
+    assert sorted(f.feed for f in engine.take_fetches()) == sorted([TRADES, STATUS])
 
 
 def test_confirmed_subscription_to_a_pattern_match_tracks_and_backfills_it() -> None:
@@ -303,7 +306,7 @@ def test_confirmed_subscription_to_a_pattern_match_tracks_and_backfills_it() -> 
     fetch = take(engine)
     assert (fetch.feed, fetch.count, fetch.initial) == (TRADES, 7, True)
     engine.on_subscribed("md:binance:ticker:BTC/USDT")  # no pattern covers it: ignored
-    assert "md:binance:ticker:BTC/USDT" not in engine.feeds and engine.fetches == []
+    assert "md:binance:ticker:BTC/USDT" not in engine.feeds and not engine.wants_fetches
 
 
 def test_drop_releases_the_status_channel_with_the_last_feed_of_its_exchange() -> None:
@@ -319,12 +322,12 @@ def test_dropped_feed_is_not_rediscovered_by_a_pattern_until_tracked_again() -> 
     engine = Engine()
     engine.add_pattern("md:binance:*", BufferSizes())
     engine.on_live(TRADES, encode(trade(1, 1)))
-    engine.fetches.clear()
+    engine.take_fetches()
     # a pattern covers the status channel: it stays although no feed is left
     assert engine.drop([TRADES]) == [TRADES]
     engine.on_live(TRADES, encode(trade(1, 2)))
     engine.on_subscribed(TRADES)
-    assert TRADES not in engine.feeds and engine.fetches == []
+    assert TRADES not in engine.feeds and not engine.wants_fetches
     engine.track(TRADES, BufferSizes())
     engine.on_live(TRADES, encode(trade(1, 3)))
     assert TRADES in engine.feeds
@@ -358,7 +361,7 @@ def _state_of(engine: Engine, recorder: Recorder, feed: str) -> tuple[object, ..
         content,
         [(f, m.position, must) for f, m, must in recorder.updates],
         recorder.events,
-        [(f.feed, f.after, f.before, f.count) for f in engine.fetches],
+        [(f.feed, f.after, f.before, f.count) for f in engine.take_fetches()],
     )
 
 
