@@ -296,6 +296,11 @@ class Engine:
         return self._recent_gaps
 
     @property
+    def sinks(self) -> tuple[Sink, ...]:
+        """Where applied updates and events go (see `add_sink`)."""
+        return tuple(self._sinks)
+
+    @property
     def excluded(self) -> frozenset[str]:
         """Channels unsubscribed from that a pattern would otherwise bring back."""
         return frozenset(self._dropped)
@@ -729,6 +734,11 @@ class Engine:
         )
         self._gap(gap, None)
         self.on_history(fetch, [], done=True, stream_first=None)
+
+    def on_read_back_failed(self, feed: str, error: str) -> None:
+        """A listener's read-back of *feed* was given up: counted (the listener's
+        mailbox reports what it misses as a `Gap`)."""
+        self._stats.read_errors += 1
 
     def read_back(self, entries: Iterable[Entry]) -> list[Update]:
         """Stream entries a slow listener reads back, decoded, oldest first; undecodable

@@ -132,6 +132,7 @@ class StreamReader:
         try:
             entries = await self._retrying(feed, "read-back", read)
         except _GivenUp as exc:
+            self._engine.on_read_back_failed(feed, str(exc))
             raise ReadBackError(str(exc)) from None
         raise_if_cancelled()
         return self._engine.read_back(entries or [])
