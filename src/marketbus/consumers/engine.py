@@ -89,8 +89,9 @@ _DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, IndexErro
 _LOG_EVERY: Final = 1000
 """Undecodable/rejected payloads and messages on ignored channels are logged on the 1st,
 1001st, ... occurrence."""
-_MAX_IGNORED: Final = 10_000
-"""Channels remembered as matching no pattern (beyond: looked up again, not remembered)."""
+MAX_IGNORED: Final = 10_000
+"""Channels remembered as matching no pattern, by default (beyond: looked up again each
+time, not remembered)."""
 
 B = TypeVar("B", CandleBuffer, TradeBuffer, TickerState, BookState)
 
@@ -254,7 +255,9 @@ def parse_channel(name: str) -> tuple[str, Kind, str | None]:
 class Engine:
     """All feeds of one subscriber: decode, order, apply, report (no I/O)."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, max_ignored: int = MAX_IGNORED
+    ) -> None:
         self._feeds: dict[str, FeedState] = {}
         self._index: dict[str | bytes, FeedState] = {}
         """`feeds` keyed by name both as str and as bytes: one lookup per live message
@@ -271,7 +274,10 @@ class Engine:
         self._sinks: list[Sink] = []
         self._recent_gaps: deque[Gap] = deque(maxlen=1000)
         self._ignored: set[str] = set()
-        """Channels no pattern covers (at most `_MAX_IGNORED`; cleared by a new pattern)."""
+        """Channels no pattern covers (at most *max_ignored*; cleared by a new pattern)."""
+        self._max_ignored = max_ignored
+        self._unremembered = 0
+        """Channels found to match no pattern while `_ignored` was full."""
         self._dropped: set[str] = set()
         """Channels the user unsubscribed from while a pattern covered them: that pattern
         does not bring them back. Only channels a pattern covers are kept."""
@@ -539,6 +545,7 @@ class Engine:
         name = channel if isinstance(channel, str) else channel.decode("utf-8", "replace")
         state = self.discover(name)
         if state is None:
+            self._stats.ignored += 1
             return
         message = self._decode(state, payload)
         if message is not None:
@@ -579,18 +586,19 @@ class Engine:
         return state
 
     def _ignore(self, channel: str, error: FeedNameError) -> None:
-        """Count a message on a channel that is not a feed of ours; log at a bounded rate
-        (the first time per remembered channel, then every `_LOG_EVERY`-th)."""
-        self._stats.ignored += 1
-        if len(self._ignored) < _MAX_IGNORED:
+        """Remember that *channel* is not a feed of ours, logged once per channel; once
+        too many are remembered, the others are logged on the 1st, 1001st, ... time."""
+        if len(self._ignored) < self._max_ignored:
             self._ignored.add(channel)
             log.warning("ignoring channel %r: %s", channel, error)
-        elif self._stats.ignored % _LOG_EVERY == 1:
+            return
+        self._unremembered += 1
+        if self._unremembered % _LOG_EVERY == 1:
             log.warning(
-                "ignoring channel %r: %s (%d messages ignored so far)",
+                "ignoring channel %r: %s (and %d more times a channel too many to remember)",
                 channel,
                 error,
-                self._stats.ignored,
+                self._unremembered - 1,
             )
 
     def _follow_status(self, state: FeedState, sizes: BufferSizes) -> None:

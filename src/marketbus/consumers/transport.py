@@ -251,9 +251,7 @@ class FastPubSubTransport:
     def unreported(self) -> frozenset[str]:
         """Channels and patterns subscribed on this connection whose confirmation the
         sink has not had yet."""
-        return frozenset(self._unreported.values()) | frozenset(
-            self._unreported_patterns.values()
-        )
+        return frozenset(self._unreported.values()) | frozenset(self._unreported_patterns.values())
 
     @property
     def pump_waiting(self) -> bool:

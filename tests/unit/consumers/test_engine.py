@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from marketbus.consumers.buffers import CandleBuffer, TickerState, TradeBuffer
+from marketbus.consumers.delivery import Mailbox
 from marketbus.consumers.engine import BufferSizes, Engine, Entry, Fetch
 from marketbus.consumers.events import Gap, Staleness, Update
 from marketbus.shared.codecs import encode
+from marketbus.shared.errors import NotSubscribedError
 from marketbus.shared.names import STREAM_FIELD_BYTES, entry_id
 from marketbus.shared.schema import OHLCV, Message, Status, Ticker, Trade, Trades
 
@@ -41,9 +45,14 @@ class Recorder:
 
 def trade(run: int, seq: int) -> Trades:
     return Trades(
-        exchange="binance", symbol="BTC/USDT", run=run, seq=seq, ts_ms=seq, recv_ns=0,
+        exchange="binance",
+        symbol="BTC/USDT",
+        run=run,
+        seq=seq,
+        ts_ms=seq,
+        recv_ns=0,
         trades=(Trade(id=str(seq), ts_ms=seq, price=float(seq), amount=1.0, side="buy"),),
-    )  # fmt: skip
+    )
 
 
 def ticker(run: int, seq: int) -> Ticker:
@@ -54,9 +63,20 @@ def ticker(run: int, seq: int) -> Ticker:
 
 def candle(run: int, seq: int, minute: int, closed: bool) -> OHLCV:
     return OHLCV(
-        exchange="binance", symbol="BTC/USDT", run=run, seq=seq, ts_ms=minute * M, recv_ns=0,
-        timeframe="1m", open=1.0, high=1.0, low=1.0, close=float(seq), volume=1.0, closed=closed,
-    )  # fmt: skip
+        exchange="binance",
+        symbol="BTC/USDT",
+        run=run,
+        seq=seq,
+        ts_ms=minute * M,
+        recv_ns=0,
+        timeframe="1m",
+        open=1.0,
+        high=1.0,
+        low=1.0,
+        close=float(seq),
+        volume=1.0,
+        closed=closed,
+    )
 
 
 def status(run: int, seq: int, event: Any, feed: str | None = None) -> Status:
@@ -426,3 +446,76 @@ def test_dropped_feed_leaves_the_channel_index() -> None:
     engine.drop([TRADES])
     engine.on_live_batch([(TRADES.encode(), None, encode(trade(1, 1)))])
     assert TRADES not in engine.feeds and engine.stats.applied == 0
+
+
+# -- what the shell reads, and what goes away with a feed -----------------------------
+
+
+def test_asking_for_a_feed_as_another_kind_names_the_feed_and_its_kind() -> None:
+    engine = Engine()
+    engine.track(TRADES, BufferSizes())
+    assert isinstance(engine.buffer_of(TRADES, TradeBuffer), TradeBuffer)
+    with pytest.raises(TypeError, match=r"'md:binance:trades:BTC/USDT' is a trades feed"):
+        engine.buffer_of(TRADES, CandleBuffer)
+    with pytest.raises(NotSubscribedError, match="not subscribed"):
+        engine.buffer_of(TICKER, TickerState)
+
+
+async def _nothing_to_read_back(
+    feed: str, after: tuple[int, int], upto: tuple[int, int], count: int
+) -> list[Update]:
+    return []
+
+
+def test_feeds_coming_and_going_leave_nothing_behind() -> None:
+    """Subscribing to and unsubscribing from many feeds: what the engine and a listener's
+    mailbox keep per feed returns to where it was."""
+    engine = Engine()
+    mailbox = Mailbox(_nothing_to_read_back, engine.stats)
+    engine.add_sink(mailbox)
+
+    def kept() -> tuple[object, ...]:
+        return (engine.excluded, engine.ignored, dict(engine.feeds), mailbox.feeds_held)
+
+    baseline = kept()
+    for i in range(300):
+        name = f"md:binance:trades:C{i}/USDT"
+        engine.follow([name], BufferSizes())
+        for channel in (STATUS, name):
+            engine.on_subscribed(channel)
+        for fetch in engine.take_fetches():
+            engine.on_history(fetch, [], done=True, stream_first=None)
+        engine.on_live(name, encode(trade(1, 1)))
+        if i % 2:  # half of them still waiting in the mailbox when dropped
+            while mailbox.get_nowait() is not None:
+                pass
+        assert engine.drop([name]) == [name, STATUS]
+    while mailbox.get_nowait() is not None:
+        pass
+    assert kept() == baseline
+
+
+def test_only_what_a_pattern_would_bring_back_is_remembered_as_dropped() -> None:
+    engine = Engine()
+    engine.add_pattern("md:binance:*", BufferSizes())
+    engine.track(OKX_TRADES, BufferSizes())
+    engine.track(TRADES, BufferSizes())
+    engine.drop([OKX_TRADES, TRADES])
+    assert engine.excluded == {TRADES}  # no pattern covers okx: nothing to remember
+    engine.track(TRADES, BufferSizes())
+    assert engine.excluded == frozenset()
+
+
+def test_messages_on_unknown_channels_are_counted_always_and_logged_at_a_bounded_rate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = Engine(max_ignored=5)
+    engine.add_pattern("md:binance:*", BufferSizes())
+    payload = encode(trade(1, 1))
+    with caplog.at_level(logging.WARNING, logger="marketbus.consumers"):
+        for _repeat in range(2):
+            engine.on_live_batch([(f"md:okx:trades:C{i}", None, payload) for i in range(3000)])
+    assert engine.stats.ignored == 6000 and engine.ignored == 5
+    logged = [r for r in caplog.records if "ignoring channel" in r.message]
+    # the 5 remembered ones once each, then the 1st, 1001st, ... of the 5990 others
+    assert len(logged) == 5 + 6

@@ -22,9 +22,14 @@ OTHER = "md:binance:trades:ETH/USDT"
 
 def trade(seq: int, run: int = 1) -> Trades:
     return Trades(
-        exchange="binance", symbol="BTC/USDT", run=run, seq=seq, ts_ms=seq, recv_ns=0,
+        exchange="binance",
+        symbol="BTC/USDT",
+        run=run,
+        seq=seq,
+        ts_ms=seq,
+        recv_ns=0,
         trades=(Trade(id=str(seq), ts_ms=seq, price=float(seq), amount=1.0, side="buy"),),
-    )  # fmt: skip
+    )
 
 
 def gap() -> Gap:
