@@ -67,7 +67,7 @@ log = logging.getLogger("marketbus.consumers")
 Kind: TypeAlias = Literal["ohlcv", "ticker", "trades", "book", "status"]
 Buffer: TypeAlias = CandleBuffer | TradeBuffer | TickerState | BookState | None
 Entry: TypeAlias = tuple[bytes | str, dict[bytes, bytes]]
-"""One stream entry as redis-py returns it: ``(id, {b"d": payload})``."""
+"""One stream entry as redis-py returns it: ``(id, {STREAM_FIELD_BYTES: payload})``."""
 Live: TypeAlias = tuple[str | bytes, bytes | str | None, bytes]
 """One pub/sub message: ``(channel, pattern, payload)``, the channel as bytes (as the
 fast transport reads it) or str; the pattern (None for a named channel) is not used."""
