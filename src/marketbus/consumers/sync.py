@@ -9,10 +9,11 @@ has a deadline (``timeout_s``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, TypeVar, Unpack
+from typing import Any, Concatenate, ParamSpec, TypeVar, Unpack
 
 from marketbus.consumers.buffers import BookState, CandleBuffer, TradeBuffer
 from marketbus.consumers.events import Gap, Stats
@@ -24,6 +25,31 @@ from marketbus.shared.errors import SubscriberClosedError
 from marketbus.shared.schema import Ticker
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _blocking(
+    method: Callable[Concatenate[Subscriber, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[SyncSubscriber, P], T]:
+    """*method* of `Subscriber`, with its signature, awaited on the loop thread."""
+
+    @functools.wraps(method)
+    def call(self: SyncSubscriber, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._run(method(self._subscriber(), *args, **kwargs))
+
+    return call
+
+
+def _on_loop(
+    method: Callable[Concatenate[Subscriber, P], T],
+) -> Callable[Concatenate[SyncSubscriber, P], T]:
+    """Plain *method* of `Subscriber`, with its signature, called on the loop thread."""
+
+    @functools.wraps(method)
+    def call(self: SyncSubscriber, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._read(lambda sub: method(sub, *args, **kwargs))
+
+    return call
 
 
 class SyncSubscriber:
@@ -140,23 +166,12 @@ class SyncSubscriber:
 
     # -- subscribing -------------------------------------------------------------------
 
-    def subscribe(self, *feeds: str, **kwargs: Any) -> list[str]:
-        """See `Subscriber.subscribe`; blocks until backfilled (by default)."""
-        return self._run(self._subscriber().subscribe(*feeds, **kwargs))
-
-    def subscribe_pattern(self, pattern: str, **kwargs: Any) -> list[str]:
-        return self._run(self._subscriber().subscribe_pattern(pattern, **kwargs))
-
-    def discover(self, **kwargs: Any) -> list[str]:
-        return self._run(self._subscriber().discover(**kwargs))
-
-    def unsubscribe(self, *feeds: str) -> None:
-        """See `Subscriber.unsubscribe`."""
-        self._run(self._subscriber().unsubscribe(*feeds))
-
-    def on_message(self, callback: Any = None, **kwargs: Any) -> None:
-        """See `Subscriber.on_message`; callbacks run on the background thread."""
-        self._read(lambda s: s.on_message(callback, **kwargs))
+    # `Subscriber`'s own signatures, run on the loop thread (callbacks run there too).
+    subscribe = _blocking(Subscriber.subscribe)
+    subscribe_pattern = _blocking(Subscriber.subscribe_pattern)
+    discover = _blocking(Subscriber.discover)
+    unsubscribe = _blocking(Subscriber.unsubscribe)
+    on_message = _on_loop(Subscriber.on_message)
 
     # -- snapshots ---------------------------------------------------------------------
 
