@@ -16,6 +16,7 @@ from marketbus.consumers.buffers import (
 )
 from marketbus.consumers.engine import BufferSizes
 from marketbus.consumers.events import Event, Gap, Staleness, Stats, Update
+from marketbus.consumers.options import SubscriberOptions
 from marketbus.consumers.subscriber import Subscriber
 from marketbus.consumers.sync import SyncSubscriber
 from marketbus.shared.backoff import Backoff
@@ -39,6 +40,7 @@ __all__ = [
     "Subscriber",
     "SubscriberClosedError",
     "SubscriberError",
+    "SubscriberOptions",
     "SyncSubscriber",
     "Ticker",
     "TickerState",

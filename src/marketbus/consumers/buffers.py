@@ -20,7 +20,7 @@ import math
 import time
 from array import array
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Self, TypeVar
 
 import msgspec
 
@@ -551,8 +551,13 @@ class _Latest(Generic[M]):
         self.latest = message
         self.updated_ns = _time_ns()
 
-    def snapshot(self) -> _Latest[M]:
-        return self  # the held message is immutable; replacing it does not touch readers
+    def snapshot(self) -> Self:
+        """An independent copy: a later message does not change it (the message it
+        holds is immutable, so it is shared, not copied)."""
+        copy = object.__new__(type(self))
+        copy.latest = self.latest
+        copy.updated_ns = self.updated_ns
+        return copy
 
 
 class TickerState(_Latest[Ticker]):
@@ -572,6 +577,11 @@ class BookState(_Latest[Book]):
     def __init__(self, depth: int | None = None) -> None:
         super().__init__()
         self.depth = depth
+
+    def snapshot(self) -> Self:
+        copy = super().snapshot()
+        copy.depth = self.depth
+        return copy
 
     def apply(self, message: Book) -> None:
         depth = self.depth

@@ -8,8 +8,9 @@ listener owns a `Mailbox` with this policy, per feed and in feed order:
 - updates that must not be skipped (trades, closed candles) are queued up to
   ``max_pending`` in total; beyond that the feed switches to *read-back*: the mailbox
   only remembers the range of positions it skipped and, when the listener gets there,
-  reads them back from the feed's stream. What the stream has evicted meanwhile is
-  reported as a `Gap` (reason ``delivery``), never skipped silently;
+  reads them back from the feed's stream. What the stream has evicted meanwhile, or
+  what cannot be read back (`ReadBackError`), is reported as a `Gap` (reason
+  ``delivery``), never skipped silently;
 - events (gaps, staleness) come first; at most ``max_events`` wait, the oldest
   staleness flips are dropped first (the current state is in `Subscriber.is_stale`).
 
@@ -30,14 +31,15 @@ from typing import Any, TypeAlias
 
 from marketbus.consumers.events import Event, Gap, Staleness, Stats, Update
 from marketbus.consumers.sequencing import Position
-from marketbus.shared.errors import ConfigError
+from marketbus.shared.errors import ConfigError, SubscriberError
 from marketbus.shared.schema import OHLCV
 
 log = logging.getLogger("marketbus.consumers")
 
 ReadBack: TypeAlias = Callable[[str, Position, Position, int], Awaitable[list[Update]]]
 """``(feed, after, upto, count)`` -> at most *count* messages of *feed* with
-``after < position <= upto`` from its stream, oldest first."""
+``after < position <= upto`` from its stream, oldest first; `ReadBackError` if the
+stream cannot be read."""
 
 READ_BACK_PAGE = 1000
 
@@ -45,11 +47,18 @@ Failure: TypeAlias = Callable[[Event, Exception], None]
 """``(item, error)``: what to do when a callback raised on *item* (the error policy)."""
 
 
+class ReadBackError(SubscriberError):
+    """A `ReadBack` gave up (Redis refused the read, or it kept failing). The mailbox
+    reports what it could not read back as a `Gap` of reason ``delivery``."""
+
+
 class _FeedBox:
-    __slots__ = ("feed", "items", "overflow", "queued", "skipped", "state")
+    __slots__ = ("feed", "forgotten", "items", "overflow", "queued", "skipped", "state")
 
     def __init__(self, feed: str) -> None:
         self.feed = feed
+        self.forgotten = False
+        """The feed is not followed any more: the box goes once it is drained."""
         self.items: deque[Update] = deque()
         self.state: Update | None = None
         self.overflow: tuple[Position, Position] | None = None
@@ -106,6 +115,22 @@ class Mailbox:
     def pending(self) -> int:
         """Must-deliver updates waiting in memory."""
         return self._pending
+
+    @property
+    def feeds_held(self) -> int:
+        """Feeds this mailbox keeps a box for (each goes once forgotten and drained)."""
+        return len(self._boxes)
+
+    def forget(self, feed: str) -> None:
+        """*feed* is not followed any more: drop its box now if it is empty, else once
+        what it holds is delivered."""
+        box = self._boxes.get(feed)
+        if box is None:
+            return
+        if box.queued:
+            box.forgotten = True
+        else:
+            del self._boxes[feed]
 
     def push(self, feed: str, message: Update, must: bool) -> None:
         if self._feeds is not None and feed not in self._feeds:
@@ -208,6 +233,8 @@ class Mailbox:
                 return None
             ready.popleft()
             box.queued = False
+            if box.forgotten and self._boxes.get(box.feed) is box:
+                del self._boxes[box.feed]
             state = box.state
             if state is not None:
                 box.state = None
@@ -218,7 +245,11 @@ class Mailbox:
         """Read the next page of an overflow range back into the box's items."""
         assert box.overflow is not None
         after, upto = box.overflow
-        page = await self._read_back(feed, after, upto, READ_BACK_PAGE)
+        try:
+            page = await self._read_back(feed, after, upto, READ_BACK_PAGE)
+        except ReadBackError as exc:
+            self._end_overflow(box, upto, f"could not be read back from the stream ({exc})")
+            return
         expected = after
         for message in page:
             self._report_hole(feed, expected, message)
@@ -230,22 +261,27 @@ class Mailbox:
         if page:
             box.overflow = (page[-1].position, box.overflow[1])
         if not page or page[-1].position >= box.overflow[1]:
-            if box.skipped > 0:
-                self.push_event(
-                    Gap(
-                        feed=feed,
-                        run=upto[0],
-                        first_seq=None,
-                        last_seq=None,
-                        reason="delivery",
-                        detail=f"{box.skipped} update(s) evicted from the stream before "
-                        "this listener read them back",
-                    )
+            self._end_overflow(
+                box, upto, "evicted from the stream before this listener read them back"
+            )
+
+    def _end_overflow(self, box: _FeedBox, upto: Position, why: str) -> None:
+        """The read-back of *box* is over: what it did not get back is a `Gap`."""
+        if box.skipped > 0:
+            self.push_event(
+                Gap(
+                    feed=box.feed,
+                    run=upto[0],
+                    first_seq=None,
+                    last_seq=None,
+                    reason="delivery",
+                    detail=f"{box.skipped} update(s) {why}",
                 )
-                self._stats.gaps += 1
-                self._stats.missing += box.skipped
-            box.overflow = None
-            box.skipped = 0
+            )
+            self._stats.gaps += 1
+            self._stats.missing += box.skipped
+        box.overflow = None
+        box.skipped = 0
 
     def _report_hole(self, feed: str, after: Position, message: Update) -> None:
         """Holes between read-back trades are exact (every trades seq is in the stream)."""
@@ -301,6 +337,9 @@ class InlineListener:
     def close(self) -> None:
         """No callback is called from now on."""
         self._closed = True
+
+    def forget(self, feed: str) -> None:
+        """Nothing is kept per feed."""
 
     def push(self, feed: str, message: Update, must: bool) -> None:
         callback = self._on_message

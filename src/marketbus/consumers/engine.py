@@ -24,7 +24,12 @@ general per-message path. Counters are added up once per batch.
 
 Feeds found by a pattern (a message on an unknown channel, a subscribe confirmation
 of one, or the catalog) bring their exchange's status channel along: the engine asks
-the shell to subscribe to it (`Engine.subscriptions`) unless a pattern covers it too.
+the shell to subscribe to it (`Engine.take_subscriptions`) unless a pattern covers it.
+
+What the engine asks of the shell goes out through methods that hand it over and clear
+it (`take_fetches`, `take_subscriptions`), as websockets' ``data_to_send()`` does; what
+the shell learns goes in through methods (`on_history`, `on_fetch_failed`,
+`on_reconnected`, ...). The shell never writes the engine's attributes.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ import fnmatch
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from typing import Annotated, Final, Literal, Protocol, TypeAlias
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Annotated, Final, Literal, Protocol, TypeAlias, TypeVar
 
 import msgspec
 from msgspec import Meta
@@ -44,8 +49,17 @@ from marketbus.consumers.events import Gap, GapReason, Staleness, Stats, Update
 from marketbus.consumers.health import FeedHealth
 from marketbus.consumers.sequencing import Position, Verdict, classify, missing_seqs
 from marketbus.shared.codecs import decode
-from marketbus.shared.errors import ContractError, FeedNameError
-from marketbus.shared.names import Feed, is_status_name, status_name, timeframe_ms
+from marketbus.shared.errors import ContractError, FeedNameError, NotSubscribedError
+from marketbus.shared.names import (
+    STREAM_FIELD_BYTES,
+    Feed,
+    exchange_of,
+    is_status_name,
+    newest_wins,
+    ns_of,
+    status_name,
+    timeframe_ms,
+)
 from marketbus.shared.schema import OHLCV, Book, Message, Status, Ticker, Trades
 
 log = logging.getLogger("marketbus.consumers")
@@ -53,12 +67,11 @@ log = logging.getLogger("marketbus.consumers")
 Kind: TypeAlias = Literal["ohlcv", "ticker", "trades", "book", "status"]
 Buffer: TypeAlias = CandleBuffer | TradeBuffer | TickerState | BookState | None
 Entry: TypeAlias = tuple[bytes | str, dict[bytes, bytes]]
-"""One stream entry as redis-py returns it: ``(id, {b"d": payload})``."""
+"""One stream entry as redis-py returns it: ``(id, {STREAM_FIELD_BYTES: payload})``."""
 Live: TypeAlias = tuple[str | bytes, bytes | str | None, bytes]
 """One pub/sub message: ``(channel, pattern, payload)``, the channel as bytes (as the
 fast transport reads it) or str; the pattern (None for a named channel) is not used."""
 
-STATE_KINDS: Final = frozenset({"ticker", "book"})
 _TYPE_OF_KIND: Final[dict[str, type[Message]]] = {
     "ohlcv": OHLCV,
     "ticker": Ticker,
@@ -74,7 +87,13 @@ goes through ``codecs.decode`` for the error."""
 _DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, IndexError)
 """What the hot loop's decoding raises for a bad payload (IndexError: an empty one)."""
 _LOG_EVERY: Final = 1000
-"""Undecodable/rejected payloads are logged on the 1st, 1001st, ... occurrence."""
+"""Undecodable/rejected payloads and messages on ignored channels are logged on the 1st,
+1001st, ... occurrence."""
+MAX_IGNORED: Final = 10_000
+"""Channels remembered as matching no pattern, by default (beyond: looked up again each
+time, not remembered)."""
+
+B = TypeVar("B", CandleBuffer, TradeBuffer, TickerState, BookState)
 
 PositiveInt = Annotated[int, Meta(gt=0)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
@@ -130,6 +149,10 @@ class Sink(Protocol):
 
     def push_event(self, event: Gap | Staleness) -> None: ...
 
+    def forget(self, feed: str) -> None:
+        """*feed* is not followed any more: release what is kept for it (once delivered)."""
+        ...
+
 
 class FeedState:
     """Everything the engine keeps for one feed."""
@@ -153,7 +176,13 @@ class FeedState:
     )
 
     def __init__(
-        self, name: str, exchange: str, kind: Kind, timeframe: str | None, sizes: BufferSizes
+        self,
+        name: str,
+        exchange: str,
+        kind: Kind,
+        timeframe: str | None,
+        sizes: BufferSizes,
+        now: float,
     ) -> None:
         self.name = name
         self.exchange = exchange
@@ -174,9 +203,7 @@ class FeedState:
         self.held: deque[Message] = deque(maxlen=sizes.hold)
         self.ready = False
         """The first sync (backfill) is done."""
-        self.health = FeedHealth(
-            name, None if kind == "status" else sizes.stale_after_s, time.monotonic()
-        )
+        self.health = FeedHealth(name, None if kind == "status" else sizes.stale_after_s, now)
 
     @property
     def last(self) -> Position | None:
@@ -212,13 +239,13 @@ def _make_buffer(kind: Kind, timeframe: str | None, sizes: BufferSizes) -> Buffe
 
 def _status_of(state: FeedState) -> str:
     """The status channel of *state*'s exchange, in *state*'s namespace."""
-    return status_name(state.name.split(":", 1)[0], state.exchange)
+    return status_name(ns_of(state.name), state.exchange)
 
 
 def parse_channel(name: str) -> tuple[str, Kind, str | None]:
     """``(exchange, kind, timeframe)`` of a feed or status channel; FeedNameError if neither."""
     if is_status_name(name):
-        return name.split(":")[1], "status", None
+        return exchange_of(name), "status", None
     feed = Feed.parse(name)
     timeframe = feed.timeframe
     kind: Kind = "ohlcv" if timeframe else feed.kind  # type: ignore[assignment]
@@ -228,26 +255,123 @@ def parse_channel(name: str) -> tuple[str, Kind, str | None]:
 class Engine:
     """All feeds of one subscriber: decode, order, apply, report (no I/O)."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.feeds: dict[str, FeedState] = {}
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, max_ignored: int = MAX_IGNORED
+    ) -> None:
+        self._feeds: dict[str, FeedState] = {}
         self._index: dict[str | bytes, FeedState] = {}
         """`feeds` keyed by name both as str and as bytes: one lookup per live message
         whichever form the transport reads."""
-        self.patterns: dict[str, BufferSizes] = {}
+        self._patterns: dict[str, BufferSizes] = {}
         """Patterns of `Subscriber.subscribe_pattern`; a new channel matching one becomes
         a feed (see `discover`)."""
-        self.stats = Stats()
-        self.fetches: list[Fetch] = []
-        """Stream reads requested since the shell last drained this list."""
-        self.subscriptions: list[str] = []
+        self._stats = Stats()
+        self._fetches: list[Fetch] = []
+        """Stream reads requested since the shell last took them (`take_fetches`)."""
+        self._subscriptions: list[str] = []
         """Channels the shell must subscribe to (status channels of feeds found by a
-        pattern), requested since it last drained this list."""
-        self.sinks: list[Sink] = []
-        self.recent_gaps: deque[Gap] = deque(maxlen=1000)
+        pattern), requested since it last took them (`take_subscriptions`)."""
+        self._sinks: list[Sink] = []
+        self._recent_gaps: deque[Gap] = deque(maxlen=1000)
         self._ignored: set[str] = set()
+        """Channels no pattern covers (at most *max_ignored*; cleared by a new pattern)."""
+        self._max_ignored = max_ignored
+        self._unremembered = 0
+        """Channels found to match no pattern while `_ignored` was full."""
         self._dropped: set[str] = set()
-        """Channels the user unsubscribed from: patterns do not bring them back."""
+        """Channels the user unsubscribed from while a pattern covered them: that pattern
+        does not bring them back. Only channels a pattern covers are kept."""
         self._clock = clock
+
+    # -- what the shell reads ----------------------------------------------------------
+
+    @property
+    def feeds(self) -> Mapping[str, FeedState]:
+        """Every feed and status channel kept, by name (read-only: use `track`/`drop`)."""
+        return self._feeds
+
+    @property
+    def stats(self) -> Stats:
+        """The subscriber's counters. The engine adds to them, and so do the mailboxes
+        and listeners it is handed at their construction; nobody else writes them."""
+        return self._stats
+
+    @property
+    def recent_gaps(self) -> Sequence[Gap]:
+        """The most recent gap events (up to 1000), oldest first."""
+        return self._recent_gaps
+
+    @property
+    def sinks(self) -> tuple[Sink, ...]:
+        """Where applied updates and events go (see `add_sink`)."""
+        return tuple(self._sinks)
+
+    @property
+    def excluded(self) -> frozenset[str]:
+        """Channels unsubscribed from that a pattern would otherwise bring back."""
+        return frozenset(self._dropped)
+
+    @property
+    def ignored(self) -> int:
+        """Channels remembered as matching no pattern (bounded)."""
+        return len(self._ignored)
+
+    def state_of(self, name: str) -> FeedState:
+        """The state of feed *name*; NotSubscribedError if it is not kept."""
+        state = self._feeds.get(name)
+        if state is None:
+            raise NotSubscribedError(f"not subscribed to {name!r}")
+        return state
+
+    def buffer_of(self, name: str, kind: type[B]) -> B:
+        """The buffer of feed *name*, which must be a *kind*: NotSubscribedError if the
+        feed is not kept, TypeError naming the feed's kind if its buffer is another."""
+        state = self.state_of(name)
+        buffer = state.buffer
+        if not isinstance(buffer, kind):
+            raise TypeError(
+                f"feed {name!r} is a {state.kind} feed: its buffer is a "
+                f"{type(buffer).__name__}, not a {kind.__name__}; read it with the "
+                f"accessor of its kind, or with buffer({name!r})"
+            )
+        return buffer
+
+    # -- what goes out, and what the shell reports -------------------------------------
+
+    def take_fetches(self) -> list[Fetch]:
+        """The stream reads requested since the last call (the shell performs them and
+        hands the entries to `on_history`)."""
+        fetches, self._fetches = self._fetches, []
+        return fetches
+
+    @property
+    def wants_fetches(self) -> bool:
+        """True when `take_fetches` has something."""
+        return bool(self._fetches)
+
+    def take_subscriptions(self) -> list[str]:
+        """Channels to subscribe to, requested since the last call (oldest first, once)."""
+        channels, self._subscriptions = self._subscriptions, []
+        return list(dict.fromkeys(channels))
+
+    @property
+    def wants_subscriptions(self) -> bool:
+        """True when `take_subscriptions` has something."""
+        return bool(self._subscriptions)
+
+    def add_sink(self, sink: Sink) -> None:
+        """Deliver applied updates and events to *sink* from now on."""
+        self._sinks.append(sink)
+
+    def remove_sink(self, sink: Sink) -> None:
+        """Stop delivering to *sink* (no error if it is not a sink)."""
+        if sink in self._sinks:
+            self._sinks.remove(sink)
+
+    def on_reconnected(self) -> None:
+        """The shell lost the pub/sub connection (it reconnects; the confirmations of the
+        new connection resync every feed)."""
+        self._stats.reconnects += 1
 
     # -- feeds -------------------------------------------------------------------------
 
@@ -256,24 +380,50 @@ class Engine:
 
         The feed syncs once its subscription is confirmed (`on_subscribed`).
         """
-        state = self.feeds.get(name)
+        state = self._feeds.get(name)
         if state is None:
             exchange, kind, timeframe = parse_channel(name)
-            state = FeedState(name, exchange, kind, timeframe, sizes)
-            self.feeds[name] = state
+            state = FeedState(name, exchange, kind, timeframe, sizes, self._clock())
+            self._feeds[name] = state
             self._index[name] = self._index[name.encode()] = state
             self._dropped.discard(name)
         return state
 
+    def follow(self, names: Iterable[str], sizes: BufferSizes) -> list[str]:
+        """`track` feeds *names* and their exchanges' status channels; the channels
+        not kept before (to subscribe to), status channels first."""
+        channels: list[str] = []
+        for name in names:
+            exchange, _, _ = parse_channel(name)
+            for channel in (status_name(ns_of(name), exchange), name):
+                if channel not in self._feeds:
+                    self.track(channel, sizes)
+                    channels.append(channel)
+        return channels
+
+    def adopt(self, names: Iterable[str], pattern: str) -> list[str]:
+        """Track and backfill the feeds of *names* (the catalog's) that *pattern* covers
+        and that are not kept yet, as `discover` would on their first message."""
+        found = []
+        for name in names:
+            fresh = fnmatch.fnmatchcase(name, pattern) and name not in self._feeds
+            if fresh and self.discover(name) is not None:
+                self.resync(name)
+                found.append(name)
+        return found
+
     def _forget(self, name: str) -> FeedState | None:
         self._index.pop(name, None)
         self._index.pop(name.encode(), None)
-        self._dropped.add(name)
-        return self.feeds.pop(name, None)
+        if self._sizes_for(name) is not None:
+            self._dropped.add(name)  # else no pattern could bring it back anyway
+        for sink in self._sinks:
+            sink.forget(name)
+        return self._feeds.pop(name, None)
 
     def add_pattern(self, pattern: str, sizes: BufferSizes) -> None:
         """Follow every channel matching the glob *pattern* as it is found."""
-        self.patterns[pattern] = sizes
+        self._patterns[pattern] = sizes
         self._ignored.clear()  # what matched no pattern so far may match this one
 
     def drop(self, names: Iterable[str]) -> list[str]:
@@ -287,9 +437,9 @@ class Engine:
             channels.append(name)
             if state is not None and state.kind != "status":
                 statuses[_status_of(state)] = None
-        kept = {_status_of(s) for s in self.feeds.values() if s.kind != "status"}
+        kept = {_status_of(s) for s in self._feeds.values() if s.kind != "status"}
         for status in statuses:
-            if status in self.feeds and status not in kept and self._sizes_for(status) is None:
+            if status in self._feeds and status not in kept and self._sizes_for(status) is None:
                 self._forget(status)
                 channels.append(status)
         return channels
@@ -298,7 +448,7 @@ class Engine:
         """SUBSCRIBE confirmed (also after a silent reconnect): live is contiguous from
         here on, so the feed resyncs from its stream. An unknown channel that a pattern
         covers (a cluster subscriber subscribes to pattern matches by name) is tracked."""
-        state = self.feeds.get(channel)
+        state = self._feeds.get(channel)
         if state is None and self._sizes_for(channel) is not None:
             state = self.discover(channel)
         if state is not None:
@@ -306,13 +456,13 @@ class Engine:
 
     def on_psubscribed(self, pattern: str) -> None:
         """PSUBSCRIBE confirmed: every known feed the pattern covers resyncs."""
-        for state in list(self.feeds.values()):
+        for state in list(self._feeds.values()):
             if fnmatch.fnmatchcase(state.name, pattern):
                 self._resync(state)
 
     def resync(self, name: str) -> None:
         """Resync *name* now (a feed discovered without a message, e.g. from the catalog)."""
-        self._resync(self.feeds[name])
+        self._resync(self._feeds[name])
 
     def _resync(self, state: FeedState) -> None:
         state.syncing = True
@@ -321,16 +471,16 @@ class Engine:
         if state.last is None:
             fetch = Fetch(state.name, state.epoch, None, before, state.backfill_count, True)
         else:
-            self.stats.resumes += 1
-            count = 1 if state.kind in STATE_KINDS else None
+            self._stats.resumes += 1
+            count = 1 if newest_wins(state.kind) else None
             fetch = Fetch(state.name, state.epoch, state.last, before, count, False)
-        self.fetches.append(fetch)
+        self._fetches.append(fetch)
 
     def _repair(self, state: FeedState, before: Position) -> None:
-        self.stats.repairs += 1
+        self._stats.repairs += 1
         state.syncing = True
         state.epoch += 1
-        self.fetches.append(Fetch(state.name, state.epoch, state.last, before, None, False))
+        self._fetches.append(Fetch(state.name, state.epoch, state.last, before, None, False))
 
     # -- live --------------------------------------------------------------------------
 
@@ -344,10 +494,10 @@ class Engine:
         The common case (a ready market-data feed, the next seq of the same run, the
         right type) is applied here; anything else takes `_on_message`.
         """
-        self.stats.received += len(batch)
+        self._stats.received += len(batch)
         get_state = self._index.get
         json_decode, msgpack_decode = _json_decode, _msgpack_decode
-        sinks = self.sinks
+        sinks = self._sinks
         now = self._clock()
         applied = 0
         try:
@@ -388,13 +538,14 @@ class Engine:
                     for sink in sinks:
                         sink.push(state.name, message, must)  # type: ignore[arg-type]
         finally:
-            self.stats.applied += applied
+            self._stats.applied += applied
 
     def _on_unknown(self, channel: str | bytes, payload: bytes) -> None:
         """A message on a channel not kept (yet): a pattern may cover it."""
         name = channel if isinstance(channel, str) else channel.decode("utf-8", "replace")
         state = self.discover(name)
         if state is None:
+            self._stats.ignored += 1
             return
         message = self._decode(state, payload)
         if message is not None:
@@ -412,7 +563,7 @@ class Engine:
 
     def _sizes_for(self, channel: str) -> BufferSizes | None:
         """Buffer sizes of the first pattern covering *channel* (None: none does)."""
-        return next((s for p, s in self.patterns.items() if fnmatch.fnmatchcase(channel, p)), None)
+        return next((s for p, s in self._patterns.items() if fnmatch.fnmatchcase(channel, p)), None)
 
     def discover(self, channel: str) -> FeedState | None:
         """Track *channel*, found through a pattern (None: ignore it, because no pattern
@@ -428,28 +579,42 @@ class Engine:
                 raise FeedNameError(f"{channel!r} matches no subscription")
             state = self.track(channel, sizes)
         except FeedNameError as exc:
-            if len(self._ignored) < 10_000:
-                self._ignored.add(channel)
-            log.warning("ignoring channel %r: %s", channel, exc)
+            self._ignore(channel, exc)
             return None
         if state.kind != "status":
             self._follow_status(state, sizes)
         return state
 
+    def _ignore(self, channel: str, error: FeedNameError) -> None:
+        """Remember that *channel* is not a feed of ours, logged once per channel; once
+        too many are remembered, the others are logged on the 1st, 1001st, ... time."""
+        if len(self._ignored) < self._max_ignored:
+            self._ignored.add(channel)
+            log.warning("ignoring channel %r: %s", channel, error)
+            return
+        self._unremembered += 1
+        if self._unremembered % _LOG_EVERY == 1:
+            log.warning(
+                "ignoring channel %r: %s (and %d more times a channel too many to remember)",
+                channel,
+                error,
+                self._unremembered - 1,
+            )
+
     def _follow_status(self, state: FeedState, sizes: BufferSizes) -> None:
         """Keep the status channel of *state*'s exchange: staleness and producer gaps."""
         status = _status_of(state)
-        if status in self.feeds:
+        if status in self._feeds:
             return
         status_state = self.track(status, sizes)
         if self._sizes_for(status) is not None:
             self._resync(status_state)  # a pattern delivers it already
         else:
-            self.subscriptions.append(status)  # resyncs once the subscription is confirmed
+            self._subscriptions.append(status)  # resyncs once the subscription is confirmed
 
     def _hold(self, state: FeedState, message: Message) -> None:
         if len(state.held) == state.held.maxlen:
-            self.stats.held_dropped += 1
+            self._stats.held_dropped += 1
         state.held.append(message)
 
     def _decode(self, state: FeedState, payload: bytes) -> Message | None:
@@ -464,8 +629,8 @@ class Engine:
     def _undecodable(
         self, state: FeedState, payload: bytes, error: ContractError | None = None
     ) -> None:
-        self.stats.undecodable += 1
-        if self.stats.undecodable % _LOG_EVERY == 1:
+        self._stats.undecodable += 1
+        if self._stats.undecodable % _LOG_EVERY == 1:
             if error is None:
                 try:
                     decode(payload)
@@ -474,7 +639,7 @@ class Engine:
             log.warning(
                 "feed %s: skipping undecodable payload (%d so far): %s",
                 state.name,
-                self.stats.undecodable,
+                self._stats.undecodable,
                 error,
             )
 
@@ -484,13 +649,13 @@ class Engine:
             state.kind != "ohlcv" or message.ts_ms is not None
         ):
             return True
-        self.stats.rejected += 1
-        if self.stats.rejected % _LOG_EVERY == 1:
+        self._stats.rejected += 1
+        if self._stats.rejected % _LOG_EVERY == 1:
             log.warning(
                 "feed %s: skipping a %s message that does not fit the feed (%d so far)",
                 state.name,
                 type(message).__name__,
-                self.stats.rejected,
+                self._stats.rejected,
             )
         return False
 
@@ -509,12 +674,12 @@ class Engine:
         position = message.position
         verdict = classify(state.last, position)
         if verdict is Verdict.DUPLICATE:
-            self.stats.duplicates += 1
+            self._stats.duplicates += 1
             return True
         if verdict is not Verdict.APPLY:
             if accept_up_to is not None and position <= accept_up_to:
                 self._check_hole(state, message, stream_first)
-            elif state.kind not in STATE_KINDS:
+            elif not newest_wins(state.kind):
                 self._hold(state, message)
                 self._repair(state, position)
                 return False
@@ -531,14 +696,19 @@ class Engine:
         *stream_first* is the oldest ID the stream still holds (None if empty): entries
         missing after it were never written, before it they may have been evicted.
         """
-        state = self.feeds.get(fetch.feed)
+        state = self._feeds.get(fetch.feed)
         if state is None:
             return
         for entry_id, fields in entries:
-            payload = fields.get(b"d")
+            payload = fields.get(STREAM_FIELD_BYTES)
             if payload is None:
-                self.stats.undecodable += 1
-                log.warning("feed %s: stream entry %r has no 'd' field", state.name, entry_id)
+                self._stats.undecodable += 1
+                log.warning(
+                    "feed %s: stream entry %r has no %r field",
+                    state.name,
+                    entry_id,
+                    STREAM_FIELD_BYTES,
+                )
                 continue
             message = self._decode(state, payload)
             if message is None:
@@ -547,10 +717,50 @@ class Engine:
                 continue
             if not fetch.initial:
                 self._check_hole(state, message, stream_first)
-            self.stats.backfilled += 1
+            self._stats.backfilled += 1
             self._apply(state, message, deliver=not fetch.initial, historical=fetch.initial)
         if done and fetch.epoch == state.epoch:
             self._finish_sync(state, fetch, stream_first)
+
+    def on_fetch_failed(self, fetch: Fetch, error: str) -> None:
+        """The shell gave up on *fetch* (Redis refused it, or it kept failing): counted,
+        reported as a `Gap` (reason ``unreadable``), and the feed goes on live without
+        that history (what it held is applied, holes among it reported)."""
+        self._stats.read_errors += 1
+        state = self._feeds.get(fetch.feed)
+        if state is None or fetch.epoch != state.epoch:
+            return  # dropped or superseded meanwhile
+        bound = fetch.before or fetch.after
+        run = bound[0] if bound is not None else max(state.run, 0)
+        gap = Gap(
+            feed=state.name,
+            run=run,
+            first_seq=None,
+            last_seq=None,
+            reason="unreadable",
+            detail=f"cannot read the stream ({error}); going on live without that history",
+        )
+        self._gap(gap, None)
+        self.on_history(fetch, [], done=True, stream_first=None)
+
+    def on_read_back_failed(self, feed: str, error: str) -> None:
+        """A listener's read-back of *feed* was given up: counted (the listener's
+        mailbox reports what it misses as a `Gap`)."""
+        self._stats.read_errors += 1
+
+    def read_back(self, entries: Iterable[Entry]) -> list[Update]:
+        """Stream entries a slow listener reads back, decoded, oldest first; undecodable
+        ones are counted and skipped, status events are not updates."""
+        updates: list[Update] = []
+        for _, fields in entries:
+            try:
+                message = decode(fields.get(STREAM_FIELD_BYTES, b""))
+            except ContractError:
+                self._stats.undecodable += 1
+                continue
+            if not isinstance(message, Status):
+                updates.append(message)
+        return updates
 
     def _finish_sync(self, state: FeedState, fetch: Fetch, stream_first: Position | None) -> None:
         state.syncing = False
@@ -568,7 +778,7 @@ class Engine:
     ) -> None:
         """Report what is missing between the last applied message and *message*."""
         kind = state.kind
-        if kind in STATE_KINDS:
+        if newest_wins(kind):
             return
         last = state.last
         hole = missing_seqs(last, message.position)
@@ -600,9 +810,9 @@ class Engine:
         )
 
     def _gap(self, gap: Gap, count: int | None) -> None:
-        self.stats.gaps += 1
-        self.stats.missing += count or 0
-        self.recent_gaps.append(gap)
+        self._stats.gaps += 1
+        self._stats.missing += count or 0
+        self._recent_gaps.append(gap)
         log.warning(
             "feed %s: gap run=%d seq %s..%s (%s) %s",
             gap.feed,
@@ -612,12 +822,12 @@ class Engine:
             gap.reason,
             gap.detail,
         )
-        for sink in self.sinks:
+        for sink in self._sinks:
             sink.push_event(gap)
 
     def _staleness(self, event: Staleness | None) -> None:
         if event is not None:
-            for sink in self.sinks:
+            for sink in self._sinks:
                 sink.push_event(event)
 
     # -- apply -------------------------------------------------------------------------
@@ -626,7 +836,7 @@ class Engine:
         self, state: FeedState, message: Message, *, deliver: bool, historical: bool
     ) -> None:
         state.last = message.position
-        self.stats.applied += 1
+        self._stats.applied += 1
         kind = state.kind
         buffer = state.buffer
         must = True
@@ -652,7 +862,7 @@ class Engine:
         if not historical:
             self._staleness(state.health.on_data(self._clock()))
         if deliver:
-            for sink in self.sinks:
+            for sink in self._sinks:
                 sink.push(state.name, message, must)
 
     def _on_status(self, state: FeedState, message: Status, historical: bool) -> None:
@@ -671,18 +881,27 @@ class Engine:
                 )
             return
         if message.feed is not None:
-            target = self.feeds.get(message.feed)
+            target = self._feeds.get(message.feed)
             targets = [target] if target is not None else []
         else:
             targets = [
-                s for s in self.feeds.values() if s.exchange == state.exchange and s is not state
+                s for s in self._feeds.values() if s.exchange == state.exchange and s is not state
             ]
         now = self._clock()
         for target in targets:
             self._staleness(target.health.on_producer(message.event, message.detail, now))
 
+    @property
+    def health_period(self) -> float:
+        """Seconds between `check_health` calls: a quarter of the shortest quiet
+        threshold, between 20 ms and 1 s."""
+        thresholds = [
+            s.sizes.stale_after_s for s in self._feeds.values() if s.sizes.stale_after_s is not None
+        ]
+        return min(1.0, max(0.02, min(thresholds, default=4.0) / 4))
+
     def check_health(self) -> None:
         """Re-evaluate quiet thresholds (the shell calls this periodically)."""
         now = self._clock()
-        for state in self.feeds.values():
+        for state in self._feeds.values():
             self._staleness(state.health.check(now))

@@ -11,7 +11,7 @@ import msgspec
 
 from marketbus.shared.schema import OHLCV, Book, Ticker, Trades
 
-GapReason: TypeAlias = Literal["evicted", "missing", "producer", "delivery"]
+GapReason: TypeAlias = Literal["evicted", "missing", "producer", "delivery", "unreadable"]
 
 
 class Gap(msgspec.Struct, frozen=True, kw_only=True):
@@ -25,7 +25,11 @@ class Gap(msgspec.Struct, frozen=True, kw_only=True):
     - ``missing``: the entries were never in the stream (e.g. the producer skipped them);
     - ``producer``: the producer announced lost data on its status channel (``detail``);
     - ``delivery``: buffers are complete but a slow listener missed these messages
-      (they were evicted before it could read them back from the stream).
+      (they were evicted before it could read them back from the stream, or the read
+      back failed: ``detail`` says which);
+    - ``unreadable``: the feed's stream could not be read (Redis refused the read, e.g.
+      NOPERM, or it kept failing): the feed went on live without that history
+      (``detail`` has the error).
     """
 
     feed: str
@@ -97,6 +101,11 @@ class Stats(msgspec.Struct, kw_only=True):
     """State updates (ticker, book, forming candle) listeners skipped for a newer one."""
     refetched: int = 0
     """Messages slow listeners read back from streams instead of memory."""
+    ignored: int = 0
+    """Messages on channels no subscription or pattern covers, skipped."""
+    read_errors: int = 0
+    """Stream reads given up (refused by Redis, or failing beyond the retry bound); each
+    is reported as a `Gap` of the feed."""
     callback_errors: int = 0
     """Exceptions raised by listener callbacks under ``on_error="log"`` (each logged;
     the update was skipped for that listener and the subscriber kept running)."""

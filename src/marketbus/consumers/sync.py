@@ -9,22 +9,52 @@ has a deadline (``timeout_s``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, Unpack
 
 from marketbus.consumers.buffers import BookState, CandleBuffer, TradeBuffer
 from marketbus.consumers.events import Gap, Stats
+from marketbus.consumers.listeners import GapCallback, MessageCallback, StaleCallback
+from marketbus.consumers.options import OptionKeywords, SubscriberOptions, resolve_options
 from marketbus.consumers.subscriber import Subscriber
+from marketbus.shared.config import RedisConfig
 from marketbus.shared.errors import SubscriberClosedError
 from marketbus.shared.schema import Ticker
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _blocking(
+    method: Callable[Concatenate[Subscriber, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[SyncSubscriber, P], T]:
+    """*method* of `Subscriber`, with its signature, awaited on the loop thread."""
+
+    @functools.wraps(method)
+    def call(self: SyncSubscriber, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._run(method(self._subscriber(), *args, **kwargs))
+
+    return call
+
+
+def _on_loop(
+    method: Callable[Concatenate[Subscriber, P], T],
+) -> Callable[Concatenate[SyncSubscriber, P], T]:
+    """Plain *method* of `Subscriber`, with its signature, called on the loop thread."""
+
+    @functools.wraps(method)
+    def call(self: SyncSubscriber, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._read(lambda sub: method(sub, *args, **kwargs))
+
+    return call
 
 
 class SyncSubscriber:
-    """Blocking facade over `Subscriber`; takes the same keyword arguments.
+    """Blocking facade over `Subscriber`; takes the same options and keyword arguments
+    (validated here: a bad option is a ConfigError before any thread starts).
 
     ::
 
@@ -34,9 +64,19 @@ class SyncSubscriber:
     """
 
     def __init__(
-        self, redis: Any = "redis://127.0.0.1:6379/0", *, timeout_s: float = 30.0, **kwargs: Any
+        self,
+        redis: str | RedisConfig = "redis://127.0.0.1:6379/0",
+        *,
+        options: SubscriberOptions | None = None,
+        timeout_s: float = 30.0,
+        on_message: MessageCallback | None = None,
+        on_gap: GapCallback | None = None,
+        on_stale: StaleCallback | None = None,
+        **keywords: Unpack[OptionKeywords],
     ) -> None:
-        self._args = (redis, kwargs)
+        self._redis = redis
+        self._options = resolve_options(options, keywords)
+        self._callbacks = (on_message, on_gap, on_stale)
         self._timeout_s = timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -64,10 +104,16 @@ class SyncSubscriber:
             target=loop.run_forever, name="marketbus-subscriber", daemon=True
         )
         self._thread.start()
-        redis, kwargs = self._args
+        on_message, on_gap, on_stale = self._callbacks
 
         async def make() -> Subscriber:
-            sub = Subscriber(redis, **kwargs)
+            sub = Subscriber(
+                self._redis,
+                options=self._options,
+                on_message=on_message,
+                on_gap=on_gap,
+                on_stale=on_stale,
+            )
             await sub.start()
             return sub
 
@@ -120,23 +166,12 @@ class SyncSubscriber:
 
     # -- subscribing -------------------------------------------------------------------
 
-    def subscribe(self, *feeds: str, **kwargs: Any) -> list[str]:
-        """See `Subscriber.subscribe`; blocks until backfilled (by default)."""
-        return self._run(self._subscriber().subscribe(*feeds, **kwargs))
-
-    def subscribe_pattern(self, pattern: str, **kwargs: Any) -> list[str]:
-        return self._run(self._subscriber().subscribe_pattern(pattern, **kwargs))
-
-    def discover(self, **kwargs: Any) -> list[str]:
-        return self._run(self._subscriber().discover(**kwargs))
-
-    def unsubscribe(self, *feeds: str) -> None:
-        """See `Subscriber.unsubscribe`."""
-        self._run(self._subscriber().unsubscribe(*feeds))
-
-    def on_message(self, callback: Any = None, **kwargs: Any) -> None:
-        """See `Subscriber.on_message`; callbacks run on the background thread."""
-        self._read(lambda s: s.on_message(callback, **kwargs))
+    # `Subscriber`'s own signatures, run on the loop thread (callbacks run there too).
+    subscribe = _blocking(Subscriber.subscribe)
+    subscribe_pattern = _blocking(Subscriber.subscribe_pattern)
+    discover = _blocking(Subscriber.discover)
+    unsubscribe = _blocking(Subscriber.unsubscribe)
+    on_message = _on_loop(Subscriber.on_message)
 
     # -- snapshots ---------------------------------------------------------------------
 
@@ -148,13 +183,7 @@ class SyncSubscriber:
         return self._read(lambda s: s.trades(exchange, symbol).snapshot())
 
     def book(self, exchange: str, symbol: str) -> BookState:
-        def copy(s: Subscriber) -> BookState:
-            source = s.book(exchange, symbol)
-            state = BookState(source.depth)
-            state.latest, state.updated_ns = source.latest, source.updated_ns
-            return state
-
-        return self._read(copy)
+        return self._read(lambda s: s.book(exchange, symbol).snapshot())
 
     def ticker(self, exchange: str, symbol: str) -> Ticker | None:
         return self._read(lambda s: s.ticker(exchange, symbol))
@@ -164,6 +193,11 @@ class SyncSubscriber:
 
     def position(self, feed: str) -> tuple[int, int] | None:
         return self._read(lambda s: s.position(feed))
+
+    @property
+    def options(self) -> SubscriberOptions:
+        """The options the subscriber runs with (validated)."""
+        return self._options
 
     @property
     def stats(self) -> Stats:

@@ -245,22 +245,18 @@ class FastPubSubTransport:
 
     def _on_batch(self, batch: list[PubSubMessage]) -> None:
         """Called by the connection for every socket read that held messages."""
-        if self._unreported or self._unreported_patterns:
-            self._report_confirmed(batch)
-        self._sink.on_live_batch(batch)
+        hand_over(batch, self._sink, self._unreported, self._unreported_patterns)
 
-    def _report_confirmed(self, batch: list[PubSubMessage]) -> None:
-        """Report the confirmations that Redis sent before the messages in *batch*."""
-        sink = self._sink
-        for channel, pattern, _ in batch:
-            if pattern is None:
-                name = self._unreported.pop(channel, None)
-                if name is not None:
-                    sink.on_subscribed(name)
-            else:
-                name = self._unreported_patterns.pop(pattern, None)
-                if name is not None:
-                    sink.on_psubscribed(name)
+    @property
+    def unreported(self) -> frozenset[str]:
+        """Channels and patterns subscribed on this connection whose confirmation the
+        sink has not had yet."""
+        return frozenset(self._unreported.values()) | frozenset(self._unreported_patterns.values())
+
+    @property
+    def pump_waiting(self) -> bool:
+        """True while a `pump` waits for traffic (`wake` ends the wait)."""
+        return self._waiter is not None
 
     async def subscribe(self, channels: list[str]) -> None:
         new = [c for c in dict.fromkeys(channels) if c not in self._channels]
@@ -345,6 +341,28 @@ class FastPubSubTransport:
         self.wake()
         if conn is not None:
             await conn.aclose()
+
+
+def hand_over(
+    batch: list[PubSubMessage],
+    sink: FrameSink,
+    unreported: dict[bytes, str],
+    unreported_patterns: dict[bytes, str],
+) -> None:
+    """Hand *batch* (one socket read) to *sink*, after the confirmations Redis sent
+    before its messages: a message of a channel (or pattern) in *unreported* (or
+    *unreported_patterns*) reports that confirmation first, once (it is removed)."""
+    if unreported or unreported_patterns:
+        for channel, pattern, _ in batch:
+            if pattern is None:
+                name = unreported.pop(channel, None)
+                if name is not None:
+                    sink.on_subscribed(name)
+            else:
+                name = unreported_patterns.pop(pattern, None)
+                if name is not None:
+                    sink.on_psubscribed(name)
+    sink.on_live_batch(batch)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
@@ -460,13 +478,20 @@ class ShardedPubSubTransport:
         """Every channel wanted: named by `subscribe` or matched by a pattern."""
         self._patterns: list[str] = []
         self._excluded: set[str] = set()
-        """Unsubscribed from: patterns do not subscribe to them again."""
+        """Unsubscribed from while a pattern covered them: patterns do not subscribe to
+        them again. Only channels a pattern covers are kept (the others could not come
+        back anyway), so this does not grow as feeds come and go."""
         self._next_scan = math.inf
 
     @property
     def channels(self) -> frozenset[str]:
         """The channels subscribed to (or to be, once a lost node is back)."""
         return frozenset(self._channels)
+
+    @property
+    def excluded(self) -> frozenset[str]:
+        """Channels unsubscribed from that a pattern would otherwise bring back."""
+        return frozenset(self._excluded)
 
     async def subscribe(self, channels: list[str]) -> None:
         self._excluded.difference_update(channels)
@@ -481,7 +506,9 @@ class ShardedPubSubTransport:
 
     async def unsubscribe(self, channels: list[str]) -> None:
         self._channels.difference_update(channels)
-        self._excluded.update(channels)
+        self._excluded.update(
+            c for c in channels if any(fnmatchcase(c, pattern) for pattern in self._patterns)
+        )
         await self._apply(channels, subscribe=False)
 
     async def _apply(self, channels: list[str], *, subscribe: bool) -> None:

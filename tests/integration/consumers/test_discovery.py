@@ -25,8 +25,15 @@ async def test_pattern_discovers_feeds_from_messages_and_catalog(
         writer = WireWriter(redis, run=5)
         old = writer.feed("trades", SYM)
         await writer.write(old, writer.trades(SYM, 1.0, first_id=1))
-        info = FeedInfo(exchange="binance", symbol=SYM, kind="trades", timeframe=None, run=5,
-                        stream_maxlen=100, updated_ms=0)  # fmt: skip
+        info = FeedInfo(
+            exchange="binance",
+            symbol=SYM,
+            kind="trades",
+            timeframe=None,
+            run=5,
+            stream_maxlen=100,
+            updated_ms=0,
+        )
         await redis.hset(catalog_key("md"), old, encode_feed_info(info))
         async with Subscriber(redis_url, transport=transport) as sub:
             known = await sub.subscribe_pattern("md:binance:*")
@@ -47,8 +54,15 @@ async def test_discover_from_catalog(redis_url: str) -> None:
         writer = WireWriter(redis, run=5)
         feed = writer.feed("ohlcv.1m", SYM)
         await writer.write(feed, writer.candle(SYM, 0, 1.0, closed=True))
-        info = FeedInfo(exchange="binance", symbol=SYM, kind="ohlcv.1m", timeframe="1m", run=5,
-                        stream_maxlen=100, updated_ms=0)  # fmt: skip
+        info = FeedInfo(
+            exchange="binance",
+            symbol=SYM,
+            kind="ohlcv.1m",
+            timeframe="1m",
+            run=5,
+            stream_maxlen=100,
+            updated_ms=0,
+        )
         await redis.hset(catalog_key("md"), feed, encode_feed_info(info))
         async with Subscriber(redis_url) as sub:
             assert await sub.discover(exchange="binance") == [feed]
@@ -115,8 +129,15 @@ async def test_catalogued_feeds_are_backfilled_before_subscribe_pattern_returns(
     writer = WireWriter(admin, run=1)
     feed = writer.feed("ticker", "BTC/USDT")
     await writer.write(feed, writer.ticker("BTC/USDT", 1.5))
-    info = FeedInfo(exchange="binance", symbol="BTC/USDT", kind="ticker", timeframe=None,
-                    run=1, stream_maxlen=1000, updated_ms=0)  # fmt: skip
+    info = FeedInfo(
+        exchange="binance",
+        symbol="BTC/USDT",
+        kind="ticker",
+        timeframe=None,
+        run=1,
+        stream_maxlen=1000,
+        updated_ms=0,
+    )
     await admin.hset(catalog_key("md"), feed, encode_feed_info(info))
     try:
         async with Subscriber(redis_url) as sub:

@@ -17,6 +17,7 @@ from marketbus.consumers.events import Update
 from marketbus.consumers.subscriber import TransportKind
 from marketbus.shared.codecs import encode
 from marketbus.shared.errors import ConfigError
+from marketbus.shared.names import STREAM_FIELD, entry_id
 from tests.support.redis_process import RedisProcess
 from tests.support.waiting import wait_until
 from tests.support.wire_writer import WireWriter
@@ -165,7 +166,7 @@ def _flood_until_dropped(url: str, writer: WireWriter, feed: str, last: list[int
                     seq += 1
                     message = writer.trades(SYM, *[float(seq)] * 30, first_id=seq)
                     payload = encode(msgspec.structs.replace(message, run=7, seq=seq))
-                    pipe.xadd(feed, {"d": payload}, id=f"7-{seq}")
+                    pipe.xadd(feed, {STREAM_FIELD: payload}, id=entry_id(7, seq))
                     pipe.publish(feed, payload)
                 pipe.execute()
     finally:

@@ -165,3 +165,33 @@ def test_unknown_error_policy_is_a_config_error() -> None:
 def test_unknown_transport_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="transport"):
         Subscriber("redis://127.0.0.1:1/0", transport="zmq")  # type: ignore[arg-type]
+
+
+async def test_closing_after_a_failure_waits_for_the_shutdown_it_started(
+    redis_url: str, writer: WireWriter
+) -> None:
+    """A failing callback starts the shutdown; `close` then waits for that shutdown, so
+    once it returns nothing of the subscriber runs any more."""
+    feed = writer.feed("trades", SYM)
+    failed = asyncio.Event()
+
+    def broken(update: Update) -> None:
+        failed.set()
+        raise ValueError("strategy bug")
+
+    sub = Subscriber(redis_url, on_message=broken, delivery="inline")
+    await sub.start()
+    await sub.subscribe(feed)
+    await writer.write(feed, writer.trades(SYM, 1.0))
+    async with asyncio.timeout(5):
+        await failed.wait()
+    await sub.close()
+    assert not sub.connected
+    running = [
+        task.get_name()
+        for task in asyncio.all_tasks()
+        if task.get_name().startswith("marketbus-subscriber") and not task.done()
+    ]
+    assert running == []
+    with pytest.raises(SubscriberClosedError, match="strategy bug"):
+        await sub.subscribe(feed)

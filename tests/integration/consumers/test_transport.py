@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from marketbus.consumers import Subscriber
 from marketbus.consumers.engine import Live
-from marketbus.consumers.transport import FastPubSubTransport
+from marketbus.consumers.transport import FastPubSubTransport, hand_over
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.errors import CommandError, ConnectionLostError
 from tests.integration.deploy.test_tls import Pki
@@ -93,21 +93,15 @@ async def test_reconnect_confirms_every_channel_and_pattern_before_their_message
         await transport.close()
 
 
-async def test_a_message_in_the_same_read_as_its_confirmation_comes_after_it(
-    redis_url: str,
-) -> None:
+def test_a_message_in_the_same_read_as_its_confirmation_comes_after_it() -> None:
     """Redis sends a channel's confirmation before its first message; when both come in
-    one socket read, the sink still gets the confirmation first."""
+    one socket read, the sink still gets the confirmation first (what
+    `FastPubSubTransport` does with every socket read: `hand_over`)."""
     sink = Recorder()
-    transport = FastPubSubTransport(RedisConfig(url=redis_url), sink)
-    try:
-        await transport.connect()
-        transport._unreported[A.encode()] = A  # as if SUBSCRIBE A were in flight
-        transport._on_batch([(A.encode(), None, b"1"), (B.encode(), None, b"x")])
-        assert sink.events == [(A, "SUBSCRIBED"), (A, "1"), (B, "x")]
-        assert not transport._unreported
-    finally:
-        await transport.close()
+    unreported = {A.encode(): A}  # as if SUBSCRIBE A were in flight
+    hand_over([(A.encode(), None, b"1"), (B.encode(), None, b"x")], sink, unreported, {})
+    assert sink.events == [(A, "SUBSCRIBED"), (A, "1"), (B, "x")]
+    assert not unreported
 
 
 async def test_wake_returns_a_waiting_pump_at_once(redis_url: str) -> None:
@@ -115,7 +109,7 @@ async def test_wake_returns_a_waiting_pump_at_once(redis_url: str) -> None:
     try:
         await transport.connect()
         pump = asyncio.create_task(transport.pump(30.0))
-        await wait_until(lambda: transport._waiter is not None, what="pump waiting")
+        await wait_until(lambda: transport.pump_waiting, what="pump waiting")
         transport.wake()
         async with asyncio.timeout(2):
             await pump

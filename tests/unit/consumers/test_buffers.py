@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from marketbus.consumers.buffers import BookState, CandleBuffer, TickerState, TradeBuffer
+from marketbus.consumers.buffers import (
+    BookState,
+    Candle,
+    CandleBuffer,
+    TickerState,
+    TradeBuffer,
+)
 from marketbus.shared.schema import OHLCV, Book, Ticker, Trade, Trades
 
 M = 60_000
@@ -101,10 +109,10 @@ def test_numpy_views_are_zero_copy_and_in_time_order() -> None:
 
 def test_null_prices_are_nan_in_views_and_none_in_rows() -> None:
     buf = CandleBuffer(2)
+    nulls = dict.fromkeys(("open", "high", "low", "close", "volume"))
     buf.apply(
-        OHLCV(exchange="x", symbol="A/B", ts_ms=0, recv_ns=0, timeframe="1m", open=None,
-              high=None, low=None, close=None, volume=None, closed=False)
-    )  # fmt: skip
+        OHLCV(exchange="x", symbol="A/B", ts_ms=0, recv_ns=0, timeframe="1m", **nulls, closed=False)
+    )
     assert math.isnan(buf.arrays().close[0])
     assert buf.latest is not None and buf.latest.close is None
 
@@ -162,14 +170,30 @@ def test_trade_without_time_takes_batch_time() -> None:
 
 
 def test_book_state_cuts_depth_and_derives_top() -> None:
-    book = Book(
-        exchange="x", symbol="A/B", ts_ms=1, recv_ns=0, depth=3,
-        bids=((9.0, 1.0), (8.0, 1.0), (7.0, 1.0)), asks=((11.0, 2.0), (12.0, 1.0), (13.0, 1.0)),
-    )  # fmt: skip
+    bids = ((9.0, 1.0), (8.0, 1.0), (7.0, 1.0))
+    asks = ((11.0, 2.0), (12.0, 1.0), (13.0, 1.0))
+    book = Book(exchange="x", symbol="A/B", ts_ms=1, recv_ns=0, depth=3, bids=bids, asks=asks)
     state = BookState(depth=2)
     state.apply(book)
     assert state.bids == ((9.0, 1.0), (8.0, 1.0)) and len(state.asks) == 2
     assert state.mid == 10.0 and state.spread == 2.0 and state.updated_ns > 0
+
+
+def test_a_held_state_snapshot_does_not_change_with_later_messages() -> None:
+    ticker = TickerState()
+    ticker.apply(Ticker(exchange="x", symbol="A/B", ts_ms=1, recv_ns=0, last=3.0))
+    held = ticker.snapshot()
+    ticker.apply(Ticker(exchange="x", symbol="A/B", ts_ms=2, recv_ns=0, last=4.0))
+    assert held is not ticker and held.latest is not None and held.latest.last == 3.0
+    book = BookState(depth=1)
+    book.apply(
+        Book(exchange="x", symbol="A/B", ts_ms=1, recv_ns=0, depth=1, bids=((9.0, 1.0),), asks=())
+    )
+    kept = book.snapshot()
+    book.apply(
+        Book(exchange="x", symbol="A/B", ts_ms=2, recv_ns=0, depth=1, bids=((8.0, 1.0),), asks=())
+    )
+    assert kept.depth == 1 and kept.best_bid == (9.0, 1.0) and kept.updated_ns > 0
 
 
 def test_ticker_state_keeps_latest() -> None:
@@ -208,3 +232,102 @@ def test_trade_buffer_keeps_the_newest_capacity_trades(batches: list[int], capac
     assert [t.price for t in buf] == kept and buf.arrays().price.tolist() == kept
     assert [t.id for t in buf] == [str(p) for p in kept] and buf.total == len(model)
     assert buf.snapshot().trades() == buf.trades()
+
+
+class CandleModel:
+    """The plain path that `CandleBuffer.apply` inlines, on a list: one row per candle,
+    the newest last; every row is closed except the newest while it is forming."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.rows: list[Candle] = []
+        self.forming = False
+
+    def _row(self, message: OHLCV, closed: bool) -> Candle:
+        return Candle(
+            ts_ms=message.ts_ms or 0,
+            open=message.open,
+            high=message.high,
+            low=message.low,
+            close=message.close,
+            volume=message.volume,
+            closed=closed,
+        )
+
+    def apply(self, message: OHLCV) -> bool:
+        ts, rows = message.ts_ms, self.rows
+        if ts is None:
+            return False
+        if rows and ts < rows[-1].ts_ms:
+            return self._correct(message, ts)
+        if rows and ts == rows[-1].ts_ms:  # the newest again: in place
+            if self.forming and message.closed:
+                self.forming = False
+                if len(rows) > self.capacity:
+                    rows.pop(0)
+            rows[-1] = self._row(message, closed=not self.forming)
+            return True
+        if rows:  # a newer candle closes the newest one
+            rows[-1] = msgspec.structs.replace(rows[-1], closed=True)
+        self.forming = not message.closed
+        rows.append(self._row(message, closed=message.closed))
+        if len(rows) > self.capacity + 1:
+            rows.pop(0)
+        if len(rows) - self.forming > self.capacity:
+            rows.pop(0)
+        return True
+
+    def _correct(self, message: OHLCV, ts: int) -> bool:
+        rows = self.rows
+        stamps = [r.ts_ms for r in rows]
+        index = bisect.bisect_left(stamps, ts)
+        if stamps[index] == ts:
+            rows[index] = self._row(message, closed=rows[index].closed)
+            return True
+        if index == 0 and len(rows) - self.forming >= self.capacity:
+            return False
+        rows.insert(index, self._row(message, closed=True))
+        closed = [r for r in rows if r.closed][-self.capacity :]
+        self.rows = closed + ([rows[-1]] if self.forming and not rows[-1].closed else [])
+        return True
+
+
+@given(
+    st.integers(1, 5),
+    st.lists(
+        st.tuples(
+            st.integers(-4, 2),
+            st.booleans(),
+            st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False)),
+            st.booleans(),
+        ),
+        max_size=150,
+    ),
+)
+def test_candle_apply_matches_the_plain_path_it_inlines(
+    capacity: int, script: list[tuple[int, bool, float | None, bool]]
+) -> None:
+    """Whatever arrives (new candles, updates in place, corrections, closes, nulls, no
+    time, many window moves), the inlined `apply` ends exactly where the plain path ends."""
+    buf, model = CandleBuffer(capacity), CandleModel(capacity)
+    ts = 0
+    for step, closed, price, timed in script:
+        ts = max(0, ts + step)
+        message = OHLCV(
+            exchange="x",
+            symbol="A/B",
+            ts_ms=ts * M if timed else None,
+            recv_ns=0,
+            timeframe="1m",
+            open=price,
+            high=price,
+            low=price,
+            close=price,
+            volume=1.0,
+            closed=closed,
+        )
+        assert buf.apply(message) == model.apply(message)
+        assert buf.rows() == model.rows and buf.has_forming == model.forming
+        assert buf.closed() == [r for r in model.rows if r.closed]
+        ts_view = buf.arrays().ts.tolist()
+        assert ts_view == [r.ts_ms for r in model.rows]

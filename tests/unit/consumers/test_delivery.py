@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from marketbus.consumers.delivery import Mailbox
+from marketbus.consumers.delivery import Mailbox, ReadBackError
 from marketbus.consumers.events import Event, Gap, Staleness, Stats, Update
 from marketbus.consumers.sequencing import Position
 from marketbus.shared.schema import Ticker, Trade, Trades
@@ -15,9 +15,14 @@ TICKER = "md:binance:ticker:BTC/USDT"
 
 def trade(seq: int) -> Trades:
     return Trades(
-        exchange="binance", symbol="BTC/USDT", run=1, seq=seq, ts_ms=seq, recv_ns=0,
+        exchange="binance",
+        symbol="BTC/USDT",
+        run=1,
+        seq=seq,
+        ts_ms=seq,
+        recv_ns=0,
         trades=(Trade(id=str(seq), ts_ms=seq, price=float(seq), amount=1.0, side=None),),
-    )  # fmt: skip
+    )
 
 
 def ticker(seq: int) -> Ticker:
@@ -106,3 +111,41 @@ async def test_a_waiting_get_is_woken_by_a_push_and_by_close() -> None:
     mailbox.close()
     async with asyncio.timeout(1):
         assert await waiting is None
+
+
+class RefusingStream(Stream):
+    """A stream whose read-back Redis refuses (e.g. NOPERM), as the reader reports it."""
+
+    async def read_back(
+        self, feed: str, after: Position, upto: Position, count: int
+    ) -> list[Update]:
+        self.reads += 1
+        raise ReadBackError("ResponseError: NOPERM no permissions")
+
+
+async def test_a_read_back_that_fails_is_a_delivery_gap_not_a_crash() -> None:
+    stream, stats = RefusingStream([]), Stats()
+    mailbox = Mailbox(stream.read_back, stats, max_pending=2)
+    for seq in range(1, 6):
+        mailbox.push(TRADES, trade(seq), True)
+    got = [await mailbox.get() for _ in range(3)]
+    assert got[:2] == [trade(1), trade(2)]
+    gap = got[2]
+    assert isinstance(gap, Gap) and gap.reason == "delivery" and "NOPERM" in gap.detail
+    assert stats.missing == 3 and stats.gaps == 1 and stream.reads == 1
+    mailbox.push(TRADES, trade(6), True)  # the feed goes on from memory
+    assert await mailbox.get() == trade(6)
+
+
+def test_a_forgotten_feed_leaves_the_mailbox_once_delivered() -> None:
+    mailbox = Mailbox(Stream([]).read_back, Stats())
+    mailbox.push(TRADES, trade(1), True)
+    mailbox.push(TICKER, ticker(1), False)
+    mailbox.forget(TICKER)
+    mailbox.forget(TRADES)
+    mailbox.forget("md:binance:trades:never/SEEN")
+    assert mailbox.feeds_held == 2  # what they hold is still delivered
+    assert seqs(drain(mailbox)) == [("Trades", 1), ("Ticker", 1)]
+    assert mailbox.feeds_held == 0
+    mailbox.push(TRADES, trade(2), True)  # followed again: a new box
+    assert mailbox.feeds_held == 1 and drain(mailbox) == [trade(2)]

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from marketbus.consumers.buffers import CandleBuffer, TickerState, TradeBuffer
+from marketbus.consumers.delivery import Mailbox
 from marketbus.consumers.engine import BufferSizes, Engine, Entry, Fetch
 from marketbus.consumers.events import Gap, Staleness, Update
 from marketbus.shared.codecs import encode
-from marketbus.shared.names import entry_id
+from marketbus.shared.errors import NotSubscribedError
+from marketbus.shared.names import STREAM_FIELD_BYTES, entry_id
 from marketbus.shared.schema import OHLCV, Message, Status, Ticker, Trade, Trades
 
 TRADES = "md:binance:trades:BTC/USDT"
@@ -27,6 +31,7 @@ class Recorder:
     def __init__(self) -> None:
         self.updates: list[tuple[str, Update, bool]] = []
         self.events: list[Gap | Staleness] = []
+        self.forgotten: list[str] = []
 
     def push(self, feed: str, message: Update, must: bool) -> None:
         self.updates.append((feed, message, must))
@@ -34,12 +39,20 @@ class Recorder:
     def push_event(self, event: Gap | Staleness) -> None:
         self.events.append(event)
 
+    def forget(self, feed: str) -> None:
+        self.forgotten.append(feed)
+
 
 def trade(run: int, seq: int) -> Trades:
     return Trades(
-        exchange="binance", symbol="BTC/USDT", run=run, seq=seq, ts_ms=seq, recv_ns=0,
+        exchange="binance",
+        symbol="BTC/USDT",
+        run=run,
+        seq=seq,
+        ts_ms=seq,
+        recv_ns=0,
         trades=(Trade(id=str(seq), ts_ms=seq, price=float(seq), amount=1.0, side="buy"),),
-    )  # fmt: skip
+    )
 
 
 def ticker(run: int, seq: int) -> Ticker:
@@ -50,9 +63,20 @@ def ticker(run: int, seq: int) -> Ticker:
 
 def candle(run: int, seq: int, minute: int, closed: bool) -> OHLCV:
     return OHLCV(
-        exchange="binance", symbol="BTC/USDT", run=run, seq=seq, ts_ms=minute * M, recv_ns=0,
-        timeframe="1m", open=1.0, high=1.0, low=1.0, close=float(seq), volume=1.0, closed=closed,
-    )  # fmt: skip
+        exchange="binance",
+        symbol="BTC/USDT",
+        run=run,
+        seq=seq,
+        ts_ms=minute * M,
+        recv_ns=0,
+        timeframe="1m",
+        open=1.0,
+        high=1.0,
+        low=1.0,
+        close=float(seq),
+        volume=1.0,
+        closed=closed,
+    )
 
 
 def status(run: int, seq: int, event: Any, feed: str | None = None) -> Status:
@@ -62,20 +86,21 @@ def status(run: int, seq: int, event: Any, feed: str | None = None) -> Status:
 
 
 def entries(messages: Iterable[Message]) -> list[Entry]:
-    return [(entry_id(m.run, m.seq).encode(), {b"d": encode(m)}) for m in messages]
+    return [(entry_id(m.run, m.seq).encode(), {STREAM_FIELD_BYTES: encode(m)}) for m in messages]
 
 
 def setup(feed: str = TRADES, **sizes: object) -> tuple[Engine, Recorder]:
     engine = Engine()
     recorder = Recorder()
-    engine.sinks.append(recorder)
+    engine.add_sink(recorder)
     engine.track(feed, msgspec.convert(sizes, BufferSizes))
     return engine, recorder
 
 
 def take(engine: Engine) -> Fetch:
-    assert len(engine.fetches) == 1, engine.fetches
-    return engine.fetches.pop()
+    fetches = engine.take_fetches()
+    assert len(fetches) == 1, fetches
+    return fetches[0]
 
 
 def prices(engine: Engine, feed: str = TRADES) -> list[float]:
@@ -125,7 +150,7 @@ def test_what_the_stream_evicted_is_reported_as_gap() -> None:
     assert prices(engine) == [1, 7, 8, 9, 10]
     gaps = [e for e in rec.events if isinstance(e, Gap)]
     assert gaps == [Gap(feed=TRADES, run=1, first_seq=2, last_seq=6, reason="evicted")]
-    assert engine.stats.missing == 5 and engine.fetches == []
+    assert engine.stats.missing == 5 and not engine.wants_fetches
 
 
 def test_never_written_seqs_are_reported_missing_without_refetch_loop() -> None:
@@ -134,7 +159,7 @@ def test_never_written_seqs_are_reported_missing_without_refetch_loop() -> None:
     engine.on_history(take(engine), entries([trade(1, 1)]), done=True, stream_first=(1, 1))
     engine.on_live(TRADES, encode(trade(1, 3)))
     engine.on_history(take(engine), [], done=True, stream_first=(1, 1))
-    assert prices(engine) == [1, 3] and engine.fetches == []
+    assert prices(engine) == [1, 3] and not engine.wants_fetches
     assert rec.events == [Gap(feed=TRADES, run=1, first_seq=2, last_seq=2, reason="missing")]
 
 
@@ -186,7 +211,7 @@ def test_state_feed_jump_is_conflated_without_fetch() -> None:
     assert fetch.count == 1
     engine.on_history(fetch, entries([ticker(1, 5)]), done=True, stream_first=(1, 1))
     engine.on_live(TICKER, encode(ticker(1, 9)))
-    assert engine.fetches == [] and rec.events == []
+    assert not engine.wants_fetches and rec.events == []
     assert engine.feeds[TICKER].buffer.latest.last == 9.0  # type: ignore[union-attr]
     engine.on_subscribed(TICKER)
     assert take(engine).count == 1  # resume reads only the newest entry
@@ -230,7 +255,7 @@ def test_producer_gap_status_is_surfaced_and_history_only_sets_state() -> None:
 
 def test_pattern_discovers_new_feed_and_backfills_it() -> None:
     engine, _ = setup(STATUS)
-    engine.patterns["md:binance:*"] = BufferSizes(trades=5)
+    engine.add_pattern("md:binance:*", BufferSizes(trades=5))
     engine.on_live(TRADES, encode(trade(1, 7)))
     fetch = take(engine)
     assert fetch.feed == TRADES and fetch.count == 5 and fetch.before == (1, 7)
@@ -256,9 +281,8 @@ def test_staleness_from_quiet_feed(monkeypatch: object) -> None:
     now = [0.0]
     engine = Engine(clock=lambda: now[0])
     rec = Recorder()
-    engine.sinks.append(rec)
+    engine.add_sink(rec)
     engine.track(TRADES, BufferSizes(stale_after_s=5))
-    engine.feeds[TRADES].health._since = 0.0
     engine.on_subscribed(TRADES)
     engine.on_history(take(engine), [], done=True, stream_first=None)
     engine.on_live(TRADES, encode(trade(1, 1)))
@@ -279,19 +303,18 @@ def test_feed_found_by_pattern_brings_its_status_channel_along() -> None:
     engine = Engine()
     engine.add_pattern("md:*:trades:*", BufferSizes())  # does not cover md:*:status
     engine.on_live(TRADES, encode(trade(1, 1)))
-    assert STATUS in engine.feeds and engine.subscriptions == [STATUS]
-    assert [f.feed for f in engine.fetches] == [TRADES]  # the status syncs once subscribed
-    engine.fetches.clear()
+    assert STATUS in engine.feeds and engine.take_subscriptions() == [STATUS]
+    assert [f.feed for f in engine.take_fetches()] == [TRADES]  # the status syncs once subscribed
     engine.on_subscribed(STATUS)
-    assert [f.feed for f in engine.fetches] == [STATUS]
+    assert [f.feed for f in engine.take_fetches()] == [STATUS]
 
 
 def test_status_channel_a_pattern_covers_is_synced_without_subscribing() -> None:
     engine = Engine()
     engine.add_pattern("md:binance:*", BufferSizes())
     engine.on_live(TRADES, encode(trade(1, 1)))
-    assert engine.subscriptions == []
-    assert sorted(f.feed for f in engine.fetches) == sorted([TRADES, STATUS])
+    assert engine.take_subscriptions() == []
+    assert sorted(f.feed for f in engine.take_fetches()) == sorted([TRADES, STATUS])
 
 
 def test_confirmed_subscription_to_a_pattern_match_tracks_and_backfills_it() -> None:
@@ -303,7 +326,7 @@ def test_confirmed_subscription_to_a_pattern_match_tracks_and_backfills_it() -> 
     fetch = take(engine)
     assert (fetch.feed, fetch.count, fetch.initial) == (TRADES, 7, True)
     engine.on_subscribed("md:binance:ticker:BTC/USDT")  # no pattern covers it: ignored
-    assert "md:binance:ticker:BTC/USDT" not in engine.feeds and engine.fetches == []
+    assert "md:binance:ticker:BTC/USDT" not in engine.feeds and not engine.wants_fetches
 
 
 def test_drop_releases_the_status_channel_with_the_last_feed_of_its_exchange() -> None:
@@ -319,12 +342,12 @@ def test_dropped_feed_is_not_rediscovered_by_a_pattern_until_tracked_again() -> 
     engine = Engine()
     engine.add_pattern("md:binance:*", BufferSizes())
     engine.on_live(TRADES, encode(trade(1, 1)))
-    engine.fetches.clear()
+    engine.take_fetches()
     # a pattern covers the status channel: it stays although no feed is left
     assert engine.drop([TRADES]) == [TRADES]
     engine.on_live(TRADES, encode(trade(1, 2)))
     engine.on_subscribed(TRADES)
-    assert TRADES not in engine.feeds and engine.fetches == []
+    assert TRADES not in engine.feeds and not engine.wants_fetches
     engine.track(TRADES, BufferSizes())
     engine.on_live(TRADES, encode(trade(1, 3)))
     assert TRADES in engine.feeds
@@ -358,7 +381,7 @@ def _state_of(engine: Engine, recorder: Recorder, feed: str) -> tuple[object, ..
         content,
         [(f, m.position, must) for f, m, must in recorder.updates],
         recorder.events,
-        [(f.feed, f.after, f.before, f.count) for f in engine.fetches],
+        [(f.feed, f.after, f.before, f.count) for f in engine.take_fetches()],
     )
 
 
@@ -423,3 +446,76 @@ def test_dropped_feed_leaves_the_channel_index() -> None:
     engine.drop([TRADES])
     engine.on_live_batch([(TRADES.encode(), None, encode(trade(1, 1)))])
     assert TRADES not in engine.feeds and engine.stats.applied == 0
+
+
+# -- what the shell reads, and what goes away with a feed -----------------------------
+
+
+def test_asking_for_a_feed_as_another_kind_names_the_feed_and_its_kind() -> None:
+    engine = Engine()
+    engine.track(TRADES, BufferSizes())
+    assert isinstance(engine.buffer_of(TRADES, TradeBuffer), TradeBuffer)
+    with pytest.raises(TypeError, match=r"'md:binance:trades:BTC/USDT' is a trades feed"):
+        engine.buffer_of(TRADES, CandleBuffer)
+    with pytest.raises(NotSubscribedError, match="not subscribed"):
+        engine.buffer_of(TICKER, TickerState)
+
+
+async def _nothing_to_read_back(
+    feed: str, after: tuple[int, int], upto: tuple[int, int], count: int
+) -> list[Update]:
+    return []
+
+
+def test_feeds_coming_and_going_leave_nothing_behind() -> None:
+    """Subscribing to and unsubscribing from many feeds: what the engine and a listener's
+    mailbox keep per feed returns to where it was."""
+    engine = Engine()
+    mailbox = Mailbox(_nothing_to_read_back, engine.stats)
+    engine.add_sink(mailbox)
+
+    def kept() -> tuple[object, ...]:
+        return (engine.excluded, engine.ignored, dict(engine.feeds), mailbox.feeds_held)
+
+    baseline = kept()
+    for i in range(300):
+        name = f"md:binance:trades:C{i}/USDT"
+        engine.follow([name], BufferSizes())
+        for channel in (STATUS, name):
+            engine.on_subscribed(channel)
+        for fetch in engine.take_fetches():
+            engine.on_history(fetch, [], done=True, stream_first=None)
+        engine.on_live(name, encode(trade(1, 1)))
+        if i % 2:  # half of them still waiting in the mailbox when dropped
+            while mailbox.get_nowait() is not None:
+                pass
+        assert engine.drop([name]) == [name, STATUS]
+    while mailbox.get_nowait() is not None:
+        pass
+    assert kept() == baseline
+
+
+def test_only_what_a_pattern_would_bring_back_is_remembered_as_dropped() -> None:
+    engine = Engine()
+    engine.add_pattern("md:binance:*", BufferSizes())
+    engine.track(OKX_TRADES, BufferSizes())
+    engine.track(TRADES, BufferSizes())
+    engine.drop([OKX_TRADES, TRADES])
+    assert engine.excluded == {TRADES}  # no pattern covers okx: nothing to remember
+    engine.track(TRADES, BufferSizes())
+    assert engine.excluded == frozenset()
+
+
+def test_messages_on_unknown_channels_are_counted_always_and_logged_at_a_bounded_rate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = Engine(max_ignored=5)
+    engine.add_pattern("md:binance:*", BufferSizes())
+    payload = encode(trade(1, 1))
+    with caplog.at_level(logging.WARNING, logger="marketbus.consumers"):
+        for _repeat in range(2):
+            engine.on_live_batch([(f"md:okx:trades:C{i}", None, payload) for i in range(3000)])
+    assert engine.stats.ignored == 6000 and engine.ignored == 5
+    logged = [r for r in caplog.records if "ignoring channel" in r.message]
+    # the 5 remembered ones once each, then the 1st, 1001st, ... of the 5990 others
+    assert len(logged) == 5 + 6

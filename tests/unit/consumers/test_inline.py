@@ -13,6 +13,7 @@ from marketbus.consumers.engine import BufferSizes, Engine
 from marketbus.consumers.events import Event, Gap, Staleness, Update
 from marketbus.shared.codecs import encode
 from marketbus.shared.errors import ConfigError
+from marketbus.shared.names import STREAM_FIELD_BYTES
 from marketbus.shared.schema import Trade, Trades
 
 TRADES = "md:binance:trades:BTC/USDT"
@@ -21,9 +22,14 @@ OTHER = "md:binance:trades:ETH/USDT"
 
 def trade(seq: int, run: int = 1) -> Trades:
     return Trades(
-        exchange="binance", symbol="BTC/USDT", run=run, seq=seq, ts_ms=seq, recv_ns=0,
+        exchange="binance",
+        symbol="BTC/USDT",
+        run=run,
+        seq=seq,
+        ts_ms=seq,
+        recv_ns=0,
         trades=(Trade(id=str(seq), ts_ms=seq, price=float(seq), amount=1.0, side="buy"),),
-    )  # fmt: skip
+    )
 
 
 def gap() -> Gap:
@@ -45,10 +51,11 @@ class Failures:
 def ready_engine(listener: InlineListener) -> Engine:
     """An engine with TRADES backfilled (empty stream) and *listener* as its sink."""
     engine = Engine()
-    engine.sinks.append(listener)
+    engine.add_sink(listener)
     engine.track(TRADES, msgspec.convert({}, BufferSizes))
     engine.on_subscribed(TRADES)
-    engine.on_history(engine.fetches.pop(), [], done=True, stream_first=None)
+    [backfill] = engine.take_fetches()
+    engine.on_history(backfill, [], done=True, stream_first=None)
     return engine
 
 
@@ -78,9 +85,9 @@ def test_repaired_history_and_gaps_are_delivered_in_feed_order() -> None:
     )
     engine = ready_engine(listener)
     engine.on_live_batch([(TRADES, None, encode(trade(1))), (TRADES, None, encode(trade(5)))])
-    repair = engine.fetches.pop()
+    [repair] = engine.take_fetches()
     # 2 and 4 are in the stream, 3 never was: reported as missing, in order
-    history = [(f"1-{s}".encode(), {b"d": encode(trade(s))}) for s in (2, 4)]
+    history = [(f"1-{s}".encode(), {STREAM_FIELD_BYTES: encode(trade(s))}) for s in (2, 4)]
     engine.on_history(repair, history, done=True, stream_first=(1, 1))
     assert order == ["update 1", "update 2", "gap 3..3", "update 4", "update 5"]
 
