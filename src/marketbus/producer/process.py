@@ -23,7 +23,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Final
 
@@ -240,7 +240,7 @@ class Producer:
             run = _ExchangeRun(cfg, exchange)
             watch.guard_frames(exchange, functools.partial(self._bad_frame, run))
             self._runs.append(run)
-        await asyncio.gather(*(self._prepare(run) for run in self._runs))
+        await _together(self._prepare(run) for run in self._runs)
         for feed in self.feeds:
             self._counter(feed.name)  # every feed shows in stats from the start
 
@@ -290,7 +290,7 @@ class Producer:
             )
             log.info("Prometheus metrics on port %d (/metrics)", self._metrics.port)
         await self._write_catalog()
-        await asyncio.gather(*(self._backfill(run, last_by_stream) for run in self._runs))
+        await _together(self._backfill(run, last_by_stream) for run in self._runs)
         for run in self._runs:
             by_feed = run.handlers
             for sub in watch.subscriptions(run.exchange, run.feeds, run.config.batch_watch):
@@ -525,6 +525,17 @@ class Producer:
         if self._transport is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._transport.close()
+
+
+async def _together(work: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run *work* concurrently; the first failure cancels the rest, waits until they
+    stopped (so no one still uses a client the caller then closes) and is raised as is."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coro in work:
+                group.create_task(coro)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
 
 
 def _last_candle(entry: tuple[bytes, bytes | None] | None) -> Row | None:
