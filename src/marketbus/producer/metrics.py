@@ -23,7 +23,7 @@ from typing import Any
 
 from marketbus.producer.stats import FeedCounters, LatencyHistogram
 from marketbus.shared.errors import ConfigError
-from marketbus.shared.names import Feed
+from marketbus.shared.names import STATUS, Feed, exchange_of, is_status_name
 
 PREFIX = "marketbus_producer_"
 
@@ -46,9 +46,8 @@ class _Collector:
     def _labels_of(self, name: str) -> list[str]:
         labels = self._labels.get(name)
         if labels is None:
-            parts = name.split(":", 3)
-            kind = Feed.parse(name).kind if len(parts) == 4 else parts[-1]
-            labels = self._labels[name] = [parts[1], kind, name]
+            kind = STATUS if is_status_name(name) else Feed.parse(name).kind
+            labels = self._labels[name] = [exchange_of(name), kind, name]
         return labels
 
     def collect(self) -> Iterator[Any]:
@@ -89,7 +88,7 @@ class _Collector:
             reconnects.add_metric(values, c.reconnects)
             if c.last_message_ms is not None:
                 age.add_metric(values, max(0.0, (now_ms - c.last_message_ms) / 1000))
-            if not name.endswith(":status"):
+            if not is_status_name(name):
                 connected.add_metric(values, 1.0 if c.state == "connected" else 0.0)
         yield from (published, dropped, errors, reconnects, age, connected)
         yield GaugeMetricFamily(

@@ -47,7 +47,13 @@ from marketbus.shared.codecs import decode, encode_feed_info
 from marketbus.shared.config import ExchangeConfig, ProducerConfig
 from marketbus.shared.connection import connect
 from marketbus.shared.errors import ContractError, FencedError, MarketbusError
-from marketbus.shared.names import Feed, catalog_key, parse_entry_id, status_name
+from marketbus.shared.names import (
+    Feed,
+    catalog_key,
+    exchange_prefix,
+    parse_entry_id,
+    status_name,
+)
 from marketbus.shared.schema import OHLCV, FeedInfo, MarketMessage, Status, StatusEvent
 
 log = logging.getLogger(__name__)
@@ -417,7 +423,7 @@ class Producer:
             now_ms = time.time_ns() // 1_000_000
             for run in self._runs:
                 detail = heartbeat_detail(
-                    self._counters, prefix=f"{self._ns}:{run.config.id}:", queued=queued,
+                    self._counters, prefix=exchange_prefix(self._ns, run.config.id), queued=queued,
                     now_ms=now_ms, lease=self.holder,
                 )  # fmt: skip
                 self._status(run.config.id, "heartbeat", None, detail)

@@ -38,7 +38,7 @@ from marketbus.producer.stats import FeedCounters, FeedState
 from marketbus.shared.backoff import BackoffState
 from marketbus.shared.config import ExchangeConfig, ProducerSettings
 from marketbus.shared.errors import ConfigError, MarketbusError, NormalizeError
-from marketbus.shared.names import Feed
+from marketbus.shared.names import Feed, timeframe_of
 from marketbus.shared.schema import MarketMessage, StatusEvent
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def _guard_client(ws: Any, on_bad_frame: BadFrameSink) -> None:
 
 
 def _method_for(kind: str, batch: bool) -> str:
-    if kind.startswith("ohlcv."):
+    if timeframe_of(kind) is not None:
         return OHLCV_BATCH if batch else OHLCV_SINGLE
     return (BATCH if batch else SINGLE)[kind]
 
@@ -159,7 +159,7 @@ def plan_feeds(exchange: Exchange, config: ExchangeConfig, namespace: str) -> li
         if not has.get(method):
             problems.append(f"{config.id} does not support {kind} ({method} is not in has)")
             continue
-        timeframe = kind[len("ohlcv.") :] if kind.startswith("ohlcv.") else None
+        timeframe = timeframe_of(kind)
         if timeframe is not None and timeframe not in timeframes:
             problems.append(
                 f"{config.id} has no timeframe {timeframe!r} (it has: {', '.join(timeframes)})"
@@ -200,8 +200,8 @@ class Subscription:
     async def watch(self, exchange: Exchange) -> list[tuple[str, Any]]:
         """One watch call; its result split as ``(symbol, data)`` pairs."""
         kind = self.kind
-        if kind.startswith("ohlcv."):
-            timeframe = kind[len("ohlcv.") :]
+        timeframe = timeframe_of(kind)
+        if timeframe is not None:
             if not self.batch:
                 return [
                     (
