@@ -89,7 +89,7 @@ def describe(raw: bytes) -> str:
 
 
 class LeaseStore(Protocol):
-    """The Redis commands a lease needs (`RedisTransport` implements them)."""
+    """The Redis commands a lease needs (`lease_store.RedisLeaseStore` implements them)."""
 
     async def lease_acquire(self, key: str, value: bytes, ttl_ms: int) -> bytes | None:
         """``SET key value NX PX ttl_ms``: None if set, else the current holder's value."""

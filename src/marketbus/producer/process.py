@@ -35,12 +35,13 @@ from redis.exceptions import RedisError
 from marketbus.producer import watch
 from marketbus.producer.feeds import FeedHandler, OhlcvHandler, handler_for
 from marketbus.producer.lease import LeaseKeeper
+from marketbus.producer.lease_store import RedisLeaseStore
 from marketbus.producer.metrics import MetricsServer, MetricsSource
 from marketbus.producer.normalize import Row
 from marketbus.producer.publisher import Publisher
 from marketbus.producer.sequencing import choose_run
 from marketbus.producer.stats import FeedCounters, FeedStats, heartbeat_detail, snapshot
-from marketbus.producer.transport import ClusterTransport, FastTransport, RedisTransport
+from marketbus.producer.transport import ClusterTransport, FastTransport, Transport
 from marketbus.shared.backoff import BackoffState
 from marketbus.shared.cluster import connect_cluster, is_cluster
 from marketbus.shared.codecs import decode, encode_feed_info
@@ -95,7 +96,7 @@ class Producer:
         self._exchange_configs = [config.exchange(i) for i in ids]
         self._ns = config.redis.namespace
         self._runs: list[_ExchangeRun] = []
-        self._transport: RedisTransport | None = None
+        self._transport: Transport | None = None
         self._publisher: Publisher | None = None
         self._lease: LeaseKeeper | None = None
         self._metrics: MetricsServer | None = None
@@ -234,12 +235,13 @@ class Producer:
         settings = self.config.producer
         # No retries hidden in redis-py: the writer retries itself and must know when a
         # pipeline may have been applied twice.
-        transport: RedisTransport
+        transport: Transport
         if is_cluster(self.config.redis):
-            transport = ClusterTransport(await connect_cluster(self.config.redis))
+            cluster = await connect_cluster(self.config.redis)
+            transport, leases = ClusterTransport(cluster), RedisLeaseStore(cluster)
         else:
             redis = await connect(self.config.redis, retry=Retry(NoBackoff(), 0))
-            transport = FastTransport(self.config.redis, redis)
+            transport, leases = FastTransport(self.config.redis, redis), RedisLeaseStore(redis)
         self._transport = transport
         for cfg in self._exchange_configs:
             exchange = watch.create_exchange(cfg)
@@ -251,7 +253,7 @@ class Producer:
             self._counter(feed.name)  # every feed shows in stats from the start
 
         self._lease = lease = LeaseKeeper(
-            transport,
+            leases,
             self._ns,
             [run.config.id for run in self._runs],
             ttl_s=settings.lease_ttl_s,
