@@ -33,15 +33,14 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from marketbus.producer import watch
-from marketbus.producer.feeds import FeedHandler, OhlcvHandler, handler_for
+from marketbus.producer.feeds import FeedHandler, handler_for
 from marketbus.producer.lease import LeaseKeeper
 from marketbus.producer.lease_store import RedisLeaseStore
 from marketbus.producer.metrics import MetricsServer, MetricsSource
-from marketbus.producer.normalize import Row
 from marketbus.producer.publisher import Publisher
 from marketbus.producer.sequencing import choose_run
 from marketbus.producer.stats import FeedCounters, FeedStats, heartbeat_detail, snapshot
-from marketbus.producer.transport import ClusterTransport, FastTransport, Transport
+from marketbus.producer.transport import ClusterTransport, FastTransport, Tail, Transport
 from marketbus.shared.backoff import BackoffState
 from marketbus.shared.cluster import connect_cluster, is_cluster
 from marketbus.shared.codecs import decode, encode_feed_info
@@ -55,7 +54,7 @@ from marketbus.shared.names import (
     parse_entry_id,
     status_name,
 )
-from marketbus.shared.schema import OHLCV, FeedInfo, MarketMessage, Status, StatusEvent
+from marketbus.shared.schema import FeedInfo, MarketMessage, Status, StatusEvent
 
 log = logging.getLogger(__name__)
 
@@ -329,43 +328,17 @@ class Producer:
                 book_interval_ms=run.config.book_interval_ms,
             )
 
-    async def _backfill(
-        self, run: _ExchangeRun, last: dict[str, tuple[bytes, bytes | None] | None]
-    ) -> None:
-        """Fill each candle stream from its last closed candle up to now, over REST.
-
-        The stream's last candle seeds the tracker too, so a candle that closed between
-        the previous run and this one's first live row shows as a hole and is fetched.
-        """
-        if not run.exchange.has.get("fetchOHLCV"):
-            return
+    async def _backfill(self, run: _ExchangeRun, last: dict[str, Tail | None]) -> None:
+        """Before watching: each handler sees its stream's newest message and does the
+        REST work that brings the stream up to now (candles: the closed ones since)."""
         cap = self.config.streams.ohlcv
         for name, handler in run.handlers.items():
-            if not isinstance(handler, OhlcvHandler):
-                continue
-            newest = _last_candle(last.get(name))
-            after_ms = None if newest is None else newest[0]
-            now_ms = time.time_ns() // 1_000_000
-            try:
-                rows = await watch.fetch_closed_candles(
-                    run.exchange, handler.feed, after_ms, now_ms, cap
-                )
-            except (ccxt.BaseError, ContractError) as exc:
-                log.error("%s: candle backfill failed, history may have a hole: %s", name, exc)
-                self._counter(name).errors += 1
-                rows = []
-            handler.tracker.seed_closed(rows if newest is None else [newest, *rows])
-            recv_ns = time.time_ns()
-            for row in rows:
-                ts, o, h, low, c, v = row
-                self._submit(
-                    name,
-                    OHLCV(exchange=run.config.id, symbol=handler.feed.symbol, ts_ms=ts,
-                          recv_ns=recv_ns, timeframe=handler.tracker.timeframe, open=o, high=h,
-                          low=low, close=c, volume=v, closed=True),
-                )  # fmt: skip
-            if rows:
-                log.info("%s: backfilled %d closed candle(s)", name, len(rows))
+            handler.on_start(_last_message(name, last.get(name)), time.time_ns() // 1_000_000)
+            if handler.pending:
+                served = await watch.serve(run.exchange, handler, cap, self._counter(name),
+                                           self._status)
+                for message in served:
+                    self._submit(name, message)
 
     # -- running -----------------------------------------------------------------
 
@@ -546,19 +519,17 @@ async def _together(work: Iterable[Coroutine[Any, Any, None]]) -> None:
         raise failed.exceptions[0] from None
 
 
-def _last_candle(entry: tuple[bytes, bytes | None] | None) -> Row | None:
-    """The candle in a stream's last entry as a row, None if none or unreadable."""
+def _last_message(feed: str, entry: Tail | None) -> MarketMessage | None:
+    """The message in a stream's last entry, None if none or unreadable."""
     if entry is None or entry[1] is None:
         return None
     try:
         message = decode(entry[1])
     except ContractError as exc:
-        log.warning("last stream entry does not decode, backfilling from scratch: %s", exc)
+        log.warning("%s: the last stream entry does not decode, starting as if empty: %s",
+                    feed, exc)
         return None
-    if not isinstance(message, OHLCV) or message.ts_ms is None:
-        return None
-    m = message
-    return (m.ts_ms, m.open, m.high, m.low, m.close, m.volume)  # type: ignore[return-value]
+    return None if isinstance(message, Status) else message
 
 
 async def run(config: ProducerConfig, exchange_ids: Sequence[str] | None = None) -> int:

@@ -32,7 +32,7 @@ from typing import Any
 import ccxt
 import ccxt.pro
 
-from marketbus.producer.feeds import FeedHandler, OhlcvHandler, TradesHandler
+from marketbus.producer.feeds import FeedHandler, Notice, RestFailed, RestRequest, RestResult
 from marketbus.producer.normalize import Row, ohlcv_rows
 from marketbus.producer.stats import FeedCounters, FeedState
 from marketbus.shared.backoff import BackoffState
@@ -407,8 +407,7 @@ class WatchLoop:
                 counters.errors += 1
         if down:
             for handler in self.handlers.values():
-                if isinstance(handler, OhlcvHandler | TradesHandler):
-                    handler.live = False
+                handler.on_down()
         self._transition(event, detail)
         return self.backoff.failure()
 
@@ -461,7 +460,8 @@ class WatchLoop:
             deadline.close()
 
     async def _deliver(self, results: list[tuple[str, Any]], recv_ns: int) -> None:
-        """Normalize each symbol's data and submit its messages, in order."""
+        """Normalize each symbol's data and submit its messages, in order (after any REST
+        work its handler asked for, whose results complete them)."""
         now_ms = recv_ns // 1_000_000
         submit = self._submit
         for symbol, data in results:
@@ -469,22 +469,8 @@ class WatchLoop:
             if route is None:
                 continue  # a batch call may report a symbol we did not ask for
             handler, name = route
-            messages: Sequence[MarketMessage]
             try:
-                if isinstance(handler, OhlcvHandler):
-                    rows = handler.rows(data)  # copied before any await: ccxt mutates them
-                    missed = handler.tracker.missing(rows, refetch_forming=not handler.live)
-                    if missed:
-                        # Closed candles over REST are final: they win over ccxt's rows.
-                        fetched = {r[0]: r for r in await self._fetch_missed(handler, missed)}
-                        rows = [r for r in rows if r[0] not in fetched] + list(fetched.values())
-                    messages = handler.apply(rows, now_ms, recv_ns)
-                    handler.take_holes()  # what is still missing was reported by the fetch
-                    handler.live = True
-                else:
-                    messages = handler.on_data(data, now_ms, recv_ns)
-                    if isinstance(handler, TradesHandler):
-                        self._announce_interruption(handler, name)
+                messages = handler.on_data(data, now_ms, recv_ns)
             except NormalizeError as exc:
                 self._counters_of(name).errors += 1
                 if name not in self._bad_data:
@@ -492,55 +478,21 @@ class WatchLoop:
                     log.error("%s: skipping malformed data: %s; data: %s", name, exc, sample(data))
                     self._status(self.sub.exchange_id, "error", name, f"malformed data: {exc}")
                 continue
+            if handler.pending:
+                counters = self._counters_of(name)
+                served = await serve(self.exchange, handler, self.max_fill_candles, counters,
+                                     self._status)
+                messages = [*messages, *served]
             if self._bad_data:
                 self._bad_data.discard(name)
             for message in messages:
                 submit(name, message)
-
-    def _announce_interruption(self, handler: TradesHandler, name: str) -> None:
-        """Trades flow again after the socket was down: say which may be missing."""
-        interrupted = handler.take_interruption()
-        if interrupted is not None:
-            log.warning("%s: %s", name, interrupted)
-            self._status(self.sub.exchange_id, "gap", name, interrupted)
 
     def _counters_of(self, feed_name: str) -> FeedCounters:
         for feed, counters in zip(self.sub.feeds, self._counters, strict=True):
             if feed.name == feed_name:
                 return counters
         raise KeyError(feed_name)
-
-    async def _fetch_missed(
-        self, handler: OhlcvHandler, missed: list[tuple[int, int]]
-    ) -> list[Row]:
-        """Closed candles the socket skipped (a reconnect, the start-up race), over REST,
-        fetched before the socket's rows are applied so the stream stays in order."""
-        period = handler.tracker.period_ms
-        name = handler.feed.name
-        fetched: list[Row] = []
-        for start, end in missed:
-            try:
-                rows = await fetch_closed_candles(
-                    self.exchange, handler.feed, start - period, end, self.max_fill_candles
-                )
-            except (ccxt.BaseError, NormalizeError) as exc:
-                self._counters_of(name).errors += 1
-                detail = f"candles {start}..{end - period} missed and not fetched: {exc}"
-                log.error("%s: %s", name, detail)
-                self._status(self.sub.exchange_id, "error", name, detail)
-                continue
-            got = [r for r in rows if start <= r[0] < end]
-            expected = (end - start) // period
-            log.info("%s: candles %d..%d missed by the socket: %d of %d fetched over REST",
-                     name, start, end - period, len(got), expected)  # fmt: skip
-            if len(got) < expected:
-                self._counters_of(name).errors += 1
-                detail = (f"candles {start}..{end - period}: the socket skipped {expected}, "
-                          f"REST had {len(got)}: the stream has a hole")  # fmt: skip
-                log.error("%s: %s", name, detail)
-                self._status(self.sub.exchange_id, "error", name, detail)
-            fetched.extend(got)
-        return fetched
 
     async def _stale(self, stale_s: float) -> None:
         """No data for *stale_s*: fail sockets that went silent, else keep waiting.
@@ -631,3 +583,49 @@ async def fetch_closed_candles(
         r for r in collected if (after_ms is None or r[0] > after_ms) and r[0] + period <= now_ms
     ]
     return closed[-max_candles:]
+
+
+async def serve(
+    exchange: Exchange,
+    handler: FeedHandler,
+    max_candles: int,
+    counters: FeedCounters,
+    status: StatusSink,
+) -> list[MarketMessage]:
+    """Do the REST work *handler* asks for, hand each answer back, and report its
+    notices (logged, counted in *counters*, published through *status*): the messages
+    the answers completed. One round: work asked for meanwhile waits for the next call."""
+    out: list[MarketMessage] = []
+    for request in handler.take_requests():
+        result = await fetch(exchange, handler.feed, request, max_candles)
+        out.extend(handler.on_rest(request, result, time.time_ns()))
+    for notice in handler.take_notices():
+        report(handler.feed, notice, counters, status)
+    return out
+
+
+async def fetch(
+    exchange: Exchange, feed: Feed, request: RestRequest, max_candles: int
+) -> RestResult:
+    """The answer to *request*: what ccxt returned (copied, checked) or why not."""
+    if not exchange.has.get("fetchOHLCV"):
+        return RestFailed(f"{exchange.id} has no fetchOHLCV", unsupported=True)
+    try:
+        return await fetch_closed_candles(
+            exchange, feed, request.after_ms, request.until_ms, max_candles
+        )
+    except (ccxt.BaseError, NormalizeError) as exc:
+        return RestFailed(str(exc))
+
+
+def report(feed: Feed, notice: Notice, counters: FeedCounters, status: StatusSink) -> None:
+    """Log a handler's *notice* about *feed*, count it if an error, publish its event."""
+    if notice.error:
+        counters.errors += 1
+        log.error("%s: %s", feed.name, notice.detail)
+    elif notice.event is not None:
+        log.warning("%s: %s", feed.name, notice.detail)
+    else:
+        log.info("%s: %s", feed.name, notice.detail)
+    if notice.event is not None:
+        status(feed.exchange, notice.event, feed.name, notice.detail)

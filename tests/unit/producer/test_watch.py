@@ -10,7 +10,7 @@ from typing import Any
 import ccxt
 import pytest
 
-from marketbus.producer.feeds import TickerHandler, TradesHandler
+from marketbus.producer.feeds import OhlcvHandler, TickerHandler, TradesHandler
 from marketbus.producer.stats import FeedCounters
 from marketbus.producer.watch import (
     BadFrameError,
@@ -279,3 +279,46 @@ async def test_a_socket_another_loop_replaced_counts_as_down_for_this_loops_feed
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert [e for e, _ in events] == ["stale", "connected", "gap"]
+
+
+async def test_candles_the_socket_skipped_are_fetched_and_submitted_in_order() -> None:
+    minute = 60_000
+    start = (time.time_ns() // 1_000_000 // minute - 10) * minute
+
+    def candle(i: int, close: float = 1.0) -> list[float]:
+        return [start + i * minute, 1.0, 1.0, 1.0, close, 1.0]
+
+    class Candles(ScriptedExchange):
+        has = {"fetchOHLCV": True}
+        id = "binance"
+
+        def parse_timeframe(self, timeframe: str) -> int:
+            return 60
+
+        async def watch_ohlcv(self, symbol: str, timeframe: str) -> Any:
+            return await self.watch_ticker(symbol)
+
+        async def fetch_ohlcv(self, symbol: str, timeframe: str, **kw: Any) -> Any:
+            return [candle(i, 5.0) for i in range(0, 4)]
+
+    feed = Feed("md", "binance", "ohlcv.1m", "BTC/USDT")
+    submitted: list[tuple[int | None, float | None, bool]] = []
+    events: list[tuple[StatusEvent, str]] = []
+    exchange = Candles([[candle(0)], [candle(3)]])
+    loop = WatchLoop(
+        exchange, Subscription("binance", "ohlcv.1m", (feed,), batch=False),
+        {"BTC/USDT": OhlcvHandler(feed, close_grace_ms=0)},
+        ProducerSettings(backoff_initial_s=0.001, backoff_max_s=0.001),
+        submit=lambda name, m: submitted.append((m.ts_ms, m.close, m.closed)),  # type: ignore[union-attr]
+        status=lambda exchange, event, name, detail: events.append((event, detail)),
+        counters={feed.name: FeedCounters()},
+    )  # fmt: skip
+    task = asyncio.create_task(loop.run())
+    await asyncio.wait_for(exchange.done.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [(ts - start, c, closed) for ts, c, closed in submitted if ts is not None] == [
+        (0, 1.0, True), (minute, 5.0, True), (2 * minute, 5.0, True), (3 * minute, 1.0, True),
+    ]  # fmt: skip
+    assert [e for e, _ in events] == ["connected"], "everything skipped was fetched"
