@@ -66,16 +66,19 @@ class _Collector:
             "Messages dropped because the writer backlog was full (announced as gaps)",
             labels=labels,
         )
-        errors = CounterMetricFamily(PREFIX + "errors", "Errors (exchange, data, Redis)",
-                                     labels=labels)  # fmt: skip
+        errors = CounterMetricFamily(
+            PREFIX + "errors", "Errors (exchange, data, Redis)", labels=labels
+        )
         reconnects = CounterMetricFamily(
-            PREFIX + "reconnects", "Failed watch attempts (each is followed by a retry)",
+            PREFIX + "reconnects",
+            "Failed watch attempts (each is followed by a retry)",
             labels=labels,
-        )  # fmt: skip
+        )
         age = GaugeMetricFamily(
-            PREFIX + "last_message_age_seconds", "Seconds since the feed's last message was "
-            "written", labels=labels,
-        )  # fmt: skip
+            PREFIX + "last_message_age_seconds",
+            "Seconds since the feed's last message was written",
+            labels=labels,
+        )
         connected = GaugeMetricFamily(
             PREFIX + "feed_connected", "1 while the feed receives data", labels=labels
         )
@@ -95,9 +98,10 @@ class _Collector:
             PREFIX + "queue_depth", "Messages waiting for Redis", value=self.source.queue_depth()
         )
         yield GaugeMetricFamily(
-            PREFIX + "lease_held", "1 while this producer holds its leases and may write",
+            PREFIX + "lease_held",
+            "1 while this producer holds its leases and may write",
             value=1.0 if self.source.lease_held() else 0.0,
-        )  # fmt: skip
+        )
         histogram = self.source.latency()
         if histogram is not None:
             counts = list(histogram.counts)
@@ -135,6 +139,11 @@ class MetricsServer:
                 f"producer.metrics_port {port} on metrics_host {addr!r}: cannot listen: {exc}"
             ) from None
         self.port: int = self._httpd.server_port
+
+    @property
+    def host(self) -> str:
+        """The address the endpoint listens on (``metrics_host``)."""
+        return str(self._httpd.server_address[0])
 
     def close(self) -> None:
         self._httpd.shutdown()

@@ -56,8 +56,15 @@ def policy(message: Message) -> tuple[bool, bool]:
 class Outbox:
     """FIFO of `Entry` with conflation of state and a bound on history."""
 
-    __slots__ = ("_entries", "_history", "_pending_skip", "_slots", "capacity", "conflated",
-                 "dropped")  # fmt: skip
+    __slots__ = (
+        "_entries",
+        "_history",
+        "_pending_skip",
+        "_slots",
+        "capacity",
+        "conflated",
+        "dropped",
+    )
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
@@ -72,6 +79,11 @@ class Outbox:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        """What is queued, oldest first (a snapshot: `take` is how entries leave)."""
+        return tuple(self._entries)
 
     def put(self, feed: str, message: Message) -> bool:
         """Queue *message* of *feed*; False if it was dropped (history over capacity)."""

@@ -283,8 +283,9 @@ class Producer:
             lease=lease,
         )
         self._writer = self._spawn(self._publisher.run(), "writer", track=False)
-        log.info("producer run %d: %d feed(s), lease holder %s", run_id, len(self.feeds),
-                 lease.holder)  # fmt: skip
+        log.info(
+            "producer run %d: %d feed(s), lease holder %s", run_id, len(self.feeds), lease.holder
+        )
         for run in self._runs:
             detail = f"run {run_id}, {len(run.feeds)} feeds, lease holder {lease.holder}"
             previous = lease.previous.get(run.config.id)
@@ -335,8 +336,9 @@ class Producer:
         for name, handler in run.handlers.items():
             handler.on_start(_last_message(name, last.get(name)), time.time_ns() // 1_000_000)
             if handler.pending:
-                served = await watch.serve(run.exchange, handler, cap, self._counter(name),
-                                           self._status)
+                served = await watch.serve(
+                    run.exchange, handler, cap, self._counter(name), self._status
+                )
                 for message in served:
                     self._submit(name, message)
 
@@ -354,9 +356,13 @@ class Producer:
 
     def _status(self, exchange: str, event: StatusEvent, feed: str | None, detail: str) -> None:
         message = Status(
-            exchange=exchange, ts_ms=None, recv_ns=time.time_ns(), event=event, feed=feed,
+            exchange=exchange,
+            ts_ms=None,
+            recv_ns=time.time_ns(),
+            event=event,
+            feed=feed,
             detail=detail,
-        )  # fmt: skip
+        )
         self._submit(status_name(self._ns, exchange), message)
 
     def _bad_frame(self, run: _ExchangeRun, url: str, frame: str, exc: BaseException) -> None:
@@ -374,8 +380,12 @@ class Producer:
             log.error(
                 "%s: %s; reconnecting that socket. Frame: %s (%d bad frame(s) so far; "
                 "logged at most every %gs)",
-                exchange, what, frame, run.bad_frames, BAD_FRAME_LOG_EVERY_S,
-            )  # fmt: skip
+                exchange,
+                what,
+                frame,
+                run.bad_frames,
+                BAD_FRAME_LOG_EVERY_S,
+            )
             self._status(exchange, "error", None, f"{what}; frame: {frame}")
 
     async def _clock(self) -> None:
@@ -398,9 +408,12 @@ class Producer:
             now_ms = time.time_ns() // 1_000_000
             for run in self._runs:
                 detail = heartbeat_detail(
-                    self._counters, prefix=exchange_prefix(self._ns, run.config.id), queued=queued,
-                    now_ms=now_ms, lease=self.holder,
-                )  # fmt: skip
+                    self._counters,
+                    prefix=exchange_prefix(self._ns, run.config.id),
+                    queued=queued,
+                    now_ms=now_ms,
+                    lease=self.holder,
+                )
                 self._status(run.config.id, "heartbeat", None, detail)
             await self._write_catalog()
 
@@ -413,13 +426,17 @@ class Producer:
         fields = {
             feed.name: encode_feed_info(
                 FeedInfo(
-                    exchange=feed.exchange, symbol=feed.symbol, kind=feed.kind,
-                    timeframe=feed.timeframe, run=self._publisher.run_id,
-                    stream_maxlen=self.config.streams.for_kind(feed.kind), updated_ms=now_ms,
+                    exchange=feed.exchange,
+                    symbol=feed.symbol,
+                    kind=feed.kind,
+                    timeframe=feed.timeframe,
+                    run=self._publisher.run_id,
+                    stream_maxlen=self.config.streams.for_kind(feed.kind),
+                    updated_ms=now_ms,
                 )
             )
             for feed in self.feeds
-        }  # fmt: skip
+        }
         try:
             await self._transport.set_fields(catalog_key(self._ns), fields)
         except (RedisError, OSError) as exc:
@@ -476,8 +493,12 @@ class Producer:
             for task in pending:
                 where = io.StringIO()
                 task.print_stack(limit=8, file=where)
-                log.error("%s did not stop within %gs of being cancelled; left behind at:\n%s",
-                          task.get_name(), timeout_s, where.getvalue())  # fmt: skip
+                log.error(
+                    "%s did not stop within %gs of being cancelled; left behind at:\n%s",
+                    task.get_name(),
+                    timeout_s,
+                    where.getvalue(),
+                )
         tasks.clear()
 
     async def _close_resources(self, deadline: float | None = None) -> None:
@@ -526,8 +547,9 @@ def _last_message(feed: str, entry: Tail | None) -> MarketMessage | None:
     try:
         message = decode(entry[1])
     except ContractError as exc:
-        log.warning("%s: the last stream entry does not decode, starting as if empty: %s",
-                    feed, exc)
+        log.warning(
+            "%s: the last stream entry does not decode, starting as if empty: %s", feed, exc
+        )
         return None
     return None if isinstance(message, Status) else message
 
@@ -569,7 +591,7 @@ async def run(config: ProducerConfig, exchange_ids: Sequence[str] | None = None)
             return 0
         starting.result()
         # What start-up built (markets, ccxt's tables) stays for good: out of the cyclic
-        # collector, full collections stop walking it (~170 ms -> ~40 ms at 800 feeds).
+        # collector, full collections stop walking it (docs/benchmarks.md has the pauses).
         gc.freeze()
         failure = asyncio.ensure_future(producer.wait())
         waiters.append(failure)

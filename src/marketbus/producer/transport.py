@@ -105,9 +105,10 @@ class WriteOnConfirm:
     __slots__ = ("_batch", "_write")
 
     def __init__(
-        self, write: Callable[[Sequence[Outgoing]], Awaitable[ReplyErrors]],
+        self,
+        write: Callable[[Sequence[Outgoing]], Awaitable[ReplyErrors]],
         batch: Sequence[Outgoing],
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._write = write
         self._batch = batch
 
@@ -292,10 +293,16 @@ class FastTransport(RedisCommands):
             if item.stream is not None:
                 out.append(
                     pack_command(
-                        "XADD", item.stream, "MAXLEN", "~", item.maxlen, item.entry_id,
-                        STREAM_FIELD_BYTES, item.payload,
+                        "XADD",
+                        item.stream,
+                        "MAXLEN",
+                        "~",
+                        item.maxlen,
+                        item.entry_id,
+                        STREAM_FIELD_BYTES,
+                        item.payload,
                     )
-                )  # fmt: skip
+                )
                 owner.append(index)
         writer.send_parts(out, len(owner), tag=owner)
         pending = _Pending(writer, owner, len(batch))

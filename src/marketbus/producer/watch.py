@@ -7,7 +7,8 @@ own staleness deadline, reports a status event once per state change (not once p
 retry), backs off with jitter and calls again; ccxt re-subscribes the topic on the next
 call. One loop's failure never stops another's.
 
-Two ccxt 4.5.90 behaviours are handled here (see /work/shared/CCXT_NOTES.md):
+Two behaviours of ccxt 4.5.90 (the version pinned in pyproject.toml) are handled here,
+and exercised against the simulator by ``tests/integration/producer/test_faults.py``:
 
 - a frame that makes ccxt's message handler raise (bad JSON, a payload it cannot
   parse) kills that socket's receive loop while the socket stays open: every watch on
@@ -54,8 +55,11 @@ BadFrameSink = Callable[[str, str, BaseException], None]
 """``(socket url, sample of the frame, what ccxt raised)``."""
 
 SINGLE = {"ticker": "watchTicker", "trades": "watchTrades", "book": "watchOrderBook"}
-BATCH = {"ticker": "watchTickers", "trades": "watchTradesForSymbols",
-         "book": "watchOrderBookForSymbols"}  # fmt: skip
+BATCH = {
+    "ticker": "watchTickers",
+    "trades": "watchTradesForSymbols",
+    "book": "watchOrderBookForSymbols",
+}
 OHLCV_SINGLE = "watchOHLCV"
 OHLCV_BATCH = "watchOHLCVForSymbols"
 SAMPLE_CHARS = 200
@@ -256,16 +260,24 @@ def subscriptions(exchange: Exchange, feeds: Sequence[Feed], batch: bool) -> lis
 class _Deadline:
     """The staleness deadline of one loop's watch calls, at a float store per call.
 
-    ``asyncio.timeout`` schedules and cancels a timer per call (4.6 us here, as much as
-    the rest of the producer's per-message work in the loop). This keeps one timer per
-    loop: each call only moves the deadline; the timer, firing at an older deadline,
-    re-arms itself for the current one, and only a call still waiting at its own
-    deadline is cancelled, the way ``asyncio.timeout`` does it (`expired` then
-    withdraws that cancellation and tells the loop).
+    ``asyncio.timeout`` schedules and cancels a timer per call, which costs about as
+    much as the rest of the producer's per-message work in the loop (docs/benchmarks.md).
+    This keeps one timer per loop: each call only moves the deadline; the timer, firing
+    at an older deadline, re-arms itself for the current one, and only a call still
+    waiting at its own deadline is cancelled, the way ``asyncio.timeout`` does it
+    (`expired` then withdraws that cancellation and tells the loop).
     """
 
-    __slots__ = ("_after_s", "_armed_for", "_expired", "_loop", "_task", "_timer", "_waiting",
-                 "_when")  # fmt: skip
+    __slots__ = (
+        "_after_s",
+        "_armed_for",
+        "_expired",
+        "_loop",
+        "_task",
+        "_timer",
+        "_waiting",
+        "_when",
+    )
 
     def __init__(self, after_s: float) -> None:
         task = asyncio.current_task()
@@ -321,8 +333,12 @@ class _Deadline:
         self._task.cancel()
 
 
-_STATE_OF: dict[str, FeedState] = {"stale": "stale", "disconnected": "disconnected",
-                                   "error": "error", "connected": "connected"}  # fmt: skip
+_STATE_OF: dict[str, FeedState] = {
+    "stale": "stale",
+    "disconnected": "disconnected",
+    "error": "error",
+    "connected": "connected",
+}
 
 
 class WatchLoop:
@@ -434,17 +450,17 @@ class WatchLoop:
                     if task is None or task.cancelling():
                         raise  # we are being stopped
                     # ccxt cancelled the future we awaited: its client was closed under us.
-                    delay = self._failed("disconnected",
-                                         "socket closed (ccxt cancelled the watch)",
-                                         error=False)  # fmt: skip
+                    delay = self._failed(
+                        "disconnected", "socket closed (ccxt cancelled the watch)", error=False
+                    )
                 except StaleConnectionError as exc:
                     delay = self._failed("stale", str(exc), error=False)
                 except BadFrameError as exc:
-                    delay = self._failed("error", f"bad frame from the exchange: {exc}",
-                                         error=True)  # fmt: skip
+                    delay = self._failed("error", f"bad frame from the exchange: {exc}", error=True)
                 except ccxt.NetworkError as exc:
-                    delay = self._failed("disconnected", f"{type(exc).__name__}: {exc}",
-                                         error=False)  # fmt: skip
+                    delay = self._failed(
+                        "disconnected", f"{type(exc).__name__}: {exc}", error=False
+                    )
                 except ccxt.BaseError as exc:  # ExchangeError and ccxt's other refusals
                     delay = self._failed("error", f"{type(exc).__name__}: {exc}", error=True)
                 else:
@@ -480,8 +496,9 @@ class WatchLoop:
                 continue
             if handler.pending:
                 counters = self._counters_of(name)
-                served = await serve(self.exchange, handler, self.max_fill_candles, counters,
-                                     self._status)
+                served = await serve(
+                    self.exchange, handler, self.max_fill_candles, counters, self._status
+                )
                 messages = [*messages, *served]
             if self._bad_data:
                 self._bad_data.discard(name)

@@ -35,8 +35,11 @@ def test_forming_updates_are_sent_open_and_a_newer_candle_closes_the_previous() 
     ]
     message = t.update([row(P, 4.0)], now_ms=P + 6, recv_ns=9)[0]
     assert (message.exchange, message.symbol, message.timeframe, message.recv_ns) == (
-        "binance", "BTC/USDT", "1m", 9,
-    )  # fmt: skip
+        "binance",
+        "BTC/USDT",
+        "1m",
+        9,
+    )
 
 
 def test_clock_closes_after_end_plus_grace_exactly_once() -> None:

@@ -130,8 +130,11 @@ def test_rows_that_skip_candles_wait_for_them_over_rest_and_come_out_in_order() 
     rest = [(P, 1.0, 1.0, 1.0, 7.0, 1.0), (2 * P, 1.0, 1.0, 1.0, 8.0, 1.0)]
     out = h.on_rest(request, rest, recv_ns=9)
     assert [(m.ts_ms, m.close, m.closed) for m in out if isinstance(m, OHLCV)] == [
-        (0, 1.0, True), (P, 7.0, True), (2 * P, 8.0, True), (3 * P, 1.0, False),
-    ]  # fmt: skip
+        (0, 1.0, True),
+        (P, 7.0, True),
+        (2 * P, 8.0, True),
+        (3 * P, 1.0, False),
+    ]
     assert {m.recv_ns for m in out} == {5}, "the held data keeps its own time"
     (notice,) = h.take_notices()
     assert notice.event is None and "2 of 2 fetched over REST" in notice.detail
@@ -151,8 +154,19 @@ def test_a_failed_fetch_of_skipped_candles_is_an_error_notice_and_the_rows_go_on
 
 def test_backfill_sends_the_closed_candles_after_the_streams_newest_and_seeds_it() -> None:
     h = OhlcvHandler(CANDLES, close_grace_ms=0)
-    newest = OHLCV(exchange="binance", symbol="BTC/USDT", ts_ms=0, recv_ns=0, timeframe="1m",
-                   open=1.0, high=1.0, low=1.0, close=1.0, volume=1.0, closed=True)  # fmt: skip
+    newest = OHLCV(
+        exchange="binance",
+        symbol="BTC/USDT",
+        ts_ms=0,
+        recv_ns=0,
+        timeframe="1m",
+        open=1.0,
+        high=1.0,
+        low=1.0,
+        close=1.0,
+        volume=1.0,
+        closed=True,
+    )
     h.on_start(newest, now_ms=3 * P)
     (request,) = h.take_requests()
     assert request == FetchCandles(0, 3 * P, "backfill")
@@ -164,8 +178,19 @@ def test_backfill_sends_the_closed_candles_after_the_streams_newest_and_seeds_it
 
 def test_no_rest_history_means_no_backfill_and_no_seed() -> None:
     h = OhlcvHandler(CANDLES, close_grace_ms=0)
-    newest = OHLCV(exchange="binance", symbol="BTC/USDT", ts_ms=0, recv_ns=0, timeframe="1m",
-                   open=1.0, high=1.0, low=1.0, close=1.0, volume=1.0, closed=True)  # fmt: skip
+    newest = OHLCV(
+        exchange="binance",
+        symbol="BTC/USDT",
+        ts_ms=0,
+        recv_ns=0,
+        timeframe="1m",
+        open=1.0,
+        high=1.0,
+        low=1.0,
+        close=1.0,
+        volume=1.0,
+        closed=True,
+    )
     h.on_start(newest, now_ms=3 * P)
     (request,) = h.take_requests()
     assert h.on_rest(request, RestFailed("no fetchOHLCV", unsupported=True), recv_ns=1) == []
@@ -175,8 +200,9 @@ def test_no_rest_history_means_no_backfill_and_no_seed() -> None:
 
 
 def test_kinds_without_rest_work_have_nothing_pending_and_refuse_answers() -> None:
-    h = handler_for(Feed("md", "x", "ticker", "A/B"), close_grace_ms=0, book_depth=5,
-                    book_interval_ms=0)  # fmt: skip
+    h = handler_for(
+        Feed("md", "x", "ticker", "A/B"), close_grace_ms=0, book_depth=5, book_interval_ms=0
+    )
     h.on_start(None, 0)
     h.on_down()
     assert not h.pending and h.take_requests() == [] and h.on_clock(0, 1) == []
