@@ -5,7 +5,9 @@ This is the only module that calls ccxt. Each loop catches exactly what ccxt rai
 the boundary (`ccxt.NetworkError`, `ccxt.ExchangeError`, ccxt's other errors) and its
 own staleness deadline, reports a status event once per state change (not once per
 retry), backs off with jitter and calls again; ccxt re-subscribes the topic on the next
-call. One loop's failure never stops another's.
+call. One loop's failure never stops another's. It also does the REST work feed
+handlers ask for (`serve`: `FetchCandles` -> ``fetch_ohlcv``), after a watch result and
+at start-up, and reports their notices; the handlers themselves never call ccxt.
 
 Two behaviours of ccxt 4.5.90 (the version pinned in pyproject.toml) are handled here,
 and exercised against the simulator by ``tests/integration/producer/test_faults.py``:
