@@ -1,10 +1,10 @@
 """The producer: ccxt.pro watch loops -> normalized messages -> Redis (pub/sub + streams).
 
 `Producer` runs in-process (tests, ``marketbus demo``); `run` is the CLI entry point.
-The core (normalize, candles, sequencing, outbox, stats) is pure; watch loops, the
-lease and the publisher are the thin asyncio shell around it. Only this package
-imports ccxt, and only when `Producer` or `run` is used: `marketbus status` reads
-`marketbus.producer.stats` on the light install.
+The core (normalize, candles, feeds, sequencing, outbox, stats) is pure; watch loops,
+the lease and its store, the transports and the publisher are the thin asyncio shell
+around it. Only this package imports ccxt, and only when `Producer` or `run` is used:
+`marketbus status` reads `marketbus.producer.stats` on the light install.
 """
 
 from __future__ import annotations

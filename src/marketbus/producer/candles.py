@@ -27,9 +27,18 @@ _open_time = itemgetter(0)
 class CandleTracker:
     """Turns ccxt OHLCV rows of one feed into forming and closed `OHLCV` messages."""
 
-    __slots__ = ("_clock_closed", "_close_grace_ms", "_closed", "_forming", "_holes", "_memory",
-                 "_newest",
-                 "_period_ms", "exchange", "symbol", "timeframe")  # fmt: skip
+    __slots__ = (
+        "_clock_closed",
+        "_close_grace_ms",
+        "_closed",
+        "_forming",
+        "_memory",
+        "_newest",
+        "_period_ms",
+        "exchange",
+        "symbol",
+        "timeframe",
+    )
 
     def __init__(
         self,
@@ -49,7 +58,6 @@ class CandleTracker:
         self._clock_closed: int | None = None  # oldest candle the clock closed since data
         self._closed: dict[int, Row] = {}
         self._newest: int | None = None
-        self._holes: list[tuple[int, int]] = []
 
     @property
     def forming(self) -> Row | None:
@@ -71,6 +79,8 @@ class CandleTracker:
         """The periods *rows* would skip, as ``[start, end)`` ranges of open times: before
         the first row (after the newest candle seen) and between rows. The caller fetches
         them and passes them to `update` together with *rows*, so candles stay in order.
+        This is the tracker's one way of telling what is missing: it keeps no list of
+        holes, so asking again after `update` finds nothing left before those rows.
 
         With *refetch_forming* (the socket was down) it is one range from the candle that
         was forming up to the newest row: the forming candle's last updates were missed,
@@ -112,17 +122,9 @@ class CandleTracker:
                 latest = ts
         return ranges
 
-    def take_holes(self) -> list[tuple[int, int]]:
-        """Periods skipped by the data (e.g. during a reconnect) as ``[start, end)`` ms
-        ranges of candle open times, for the caller to fill over REST with `fill`."""
-        holes = self._holes
-        if not holes:
-            return []
-        self._holes = []
-        return holes
-
     def fill(self, rows: Iterable[Row], recv_ns: int) -> list[OHLCV]:
-        """Closed candles fetched to fill a hole: sent closed unless already sent as is."""
+        """Closed candles fetched over REST (the start-up backfill): each is sent closed
+        unless it was already sent as is or is not older than the forming candle."""
         out: list[OHLCV] = []
         for row in sorted(rows, key=_open_time):
             if self._closed.get(row[0]) != row and (
@@ -179,11 +181,8 @@ class CandleTracker:
                 self._remember(row)
                 out.append(self._message(row, closed=True, recv_ns=recv_ns))
             return
-        # A newer candle: the forming one is final. Periods between it and the last
-        # candle seen were missed (no data while reconnecting): report them as a hole.
-        latest = forming[0] if forming is not None else last_closed
-        if latest is not None and ts > latest + self._period_ms:
-            self._holes.append((latest + self._period_ms, ts))
+        # A newer candle: the forming one is final. (Periods skipped before it were asked
+        # for with `missing` and applied first.)
         if forming is not None:
             self._remember(forming)
             out.append(self._message(forming, closed=True, recv_ns=recv_ns))

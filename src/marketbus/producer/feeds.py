@@ -1,84 +1,289 @@
-"""Per-feed state between ccxt and the outbox (pure): one handler per data kind.
+"""Per-feed state between ccxt and the outbox (pure): one `FeedHandler` per feed.
 
-A handler turns what one watch call returned for its feed into wire messages (run/seq
-unset) and may emit more when the clock moves (closing a candle, releasing a
-conflated book). Nothing here awaits or reads a clock.
+Every kind (ticker, trades, book, ohlcv) implements the same interface, and the shell
+(the watch loop, the process at start-up, the clock) drives each one the same way:
+
+- **in**: `FeedHandler.on_start` (the stream's newest message, before the first watch),
+  `on_data` (this feed's part of one watch result), `on_clock` (time passed),
+  `on_down` (the socket the feed was on failed: what it carried meanwhile is lost),
+  `on_rest` (the result of REST work the handler asked for);
+- **out**: the messages each call returns (run/seq unset), and, when `pending` says
+  so, `take_requests` (REST work to do, as data) and `take_notices` (what to log,
+  count and publish as status events), each returning and clearing its list.
+
+REST work is the seam for everything the socket cannot tell. A handler never calls
+ccxt: it asks with a `RestRequest` (e.g. `FetchCandles`), the shell makes the call
+(`watch.serve`) and hands back the rows or a `RestFailed`, and the handler turns them
+into messages and notices. A request raised by `on_data` holds that data back until
+its answer is in, so the stream stays in order. Today candles use it to fill what the
+socket skipped (reconnects, the start-up race) and to backfill at start-up. Two
+features fit behind the same seam without changing the shell's side much:
+
+- candle reconciliation: when a candle closes, the ohlcv handler asks for that candle
+  over REST (``FetchCandles(purpose="reconcile")``) and sends a correction, closed, if
+  the exchange's final values differ (`CandleTracker.fill` already skips equal ones);
+- trade recovery: when trades flow again after `on_down`, the trades handler asks for
+  the window it announces as a ``gap`` today (a ``FetchTrades(since_ms, until_ms)``
+  request next to `FetchCandles`), holds the live batch, and on the answer sends the
+  recovered trades first (deduplicated by `TradeIds`), or the ``gap`` notice if the
+  fetch failed or the ids cannot be merged.
+
+Nothing here awaits or reads a clock.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
 
 from marketbus.producer import normalize
 from marketbus.producer.candles import CandleTracker
+from marketbus.producer.normalize import Row
 from marketbus.shared.names import Feed
-from marketbus.shared.schema import OHLCV, Book, MarketMessage, Trade
+from marketbus.shared.schema import OHLCV, Book, MarketMessage, StatusEvent, Trade
 
 TRADE_ID_MEMORY = 10_000
 """Recent trade ids remembered per feed to drop trades ccxt repeats after a reconnect."""
 
 
-class FeedHandler(Protocol):
-    """What a watch loop and the clock need from a feed's state."""
+@dataclass(frozen=True, slots=True)
+class FetchCandles:
+    """REST work: the feed's closed candles opened after ``after_ms`` (None: the latest
+    page) and ended by ``until_ms``, over ``fetch_ohlcv``. ``purpose`` is for the
+    handler that asked: the shell makes the same call whatever it is."""
 
-    feed: Feed
+    after_ms: int | None
+    until_ms: int
+    purpose: Literal["backfill", "missed"]
 
-    def on_data(self, data: Any, now_ms: int, recv_ns: int) -> list[MarketMessage]:
+
+RestRequest: TypeAlias = FetchCandles
+"""What a handler may ask the shell to fetch over REST (one class per kind of call)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RestFailed:
+    """The answer to a `RestRequest` the shell could not do: why, and whether the
+    exchange has no such call at all (``unsupported``)."""
+
+    reason: str
+    unsupported: bool = False
+
+
+RestResult: TypeAlias = Sequence[Row] | RestFailed
+"""The answer to a `RestRequest`: the rows it asked for (copied, checked) or why not."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something about a feed for the shell to report: logged (as an error when
+    ``error``, which also counts it in the feed's errors; else as a warning when it has an
+    ``event``, else as information) and, with an ``event``, published on the exchange's
+    status stream."""
+
+    detail: str
+    event: StatusEvent | None = None
+    error: bool = False
+
+
+class FeedHandler:
+    """The one interface of every feed's state; this base class is a kind with no REST
+    work, no notices and nothing due by the clock (`on_data` is the only must)."""
+
+    def __init__(self, feed: Feed) -> None:
+        self.feed = feed
+        self._requests: list[RestRequest] = []
+        self._notices: list[Notice] = []
+
+    @property
+    def pending(self) -> bool:
+        """Whether `take_requests` or `take_notices` has something (checked by the shell
+        after each call in)."""
+        return bool(self._requests or self._notices)
+
+    def on_start(self, last: MarketMessage | None, now_ms: int) -> None:
+        """Before the first watch: *last* is the newest message already in the feed's
+        stream (None if it is empty or unreadable)."""
+
+    def on_data(self, data: Any, now_ms: int, recv_ns: int) -> Sequence[MarketMessage]:
         """Messages for *data* (this feed's part of one watch result)."""
-        ...
+        raise NotImplementedError
 
-    def on_clock(self, now_ms: int, recv_ns: int) -> list[MarketMessage]:
+    def on_clock(self, now_ms: int, recv_ns: int) -> Sequence[MarketMessage]:
         """Messages due because time passed."""
-        ...
+        return []
+
+    def on_down(self) -> None:
+        """The socket this feed was on failed (or was replaced): data was lost with it."""
+
+    def on_rest(
+        self, request: RestRequest, result: RestResult, recv_ns: int
+    ) -> Sequence[MarketMessage]:
+        """The answer to *request* (taken with `take_requests`), *recv_ns* when it came;
+        the messages it completes (data held back for it keeps its own times)."""
+        raise ValueError(f"{self.feed.name}: {request!r} was not asked for by this handler")
+
+    def take_requests(self) -> list[RestRequest]:
+        """REST work to do now, in order; each answer goes back through `on_rest`."""
+        requests, self._requests = self._requests, []
+        return requests
+
+    def take_notices(self) -> list[Notice]:
+        """What to report about the feed since the last call."""
+        notices, self._notices = self._notices, []
+        return notices
 
 
-class OhlcvHandler:
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A watch result's rows waiting for the candles it skipped, fetched over REST."""
+
+    rows: list[Row]
+    now_ms: int
+    recv_ns: int
+
+
+class OhlcvHandler(FeedHandler):
     """Candles: copies ccxt's rows and infers closes with a `CandleTracker`.
 
-    ``live`` is False while the feed's socket is down: the clock then closes nothing (the
-    forming candle's last updates are missing); its watch loop fetches the final values
-    over REST when data flows again.
+    Periods the socket skipped (`CandleTracker.missing`: a reconnect, the start-up race)
+    are asked for over REST before the rows that revealed them are applied; closed
+    candles over REST are final and win over ccxt's rows. While the socket is down
+    (`on_down` until data flows again) the clock closes nothing: the forming candle's
+    last updates are missing, and its final values are fetched with the skipped ones.
     """
 
     def __init__(self, feed: Feed, close_grace_ms: int) -> None:
         timeframe = feed.timeframe
         if timeframe is None:
             raise ValueError(f"{feed.name} is not an ohlcv feed")
-        self.feed = feed
-        self.tracker = CandleTracker(feed.exchange, feed.symbol, timeframe, close_grace_ms)
-        self.live = True
+        super().__init__(feed)
+        self._tracker = CandleTracker(feed.exchange, feed.symbol, timeframe, close_grace_ms)
+        self._live = True
         self._where = f"{feed.name} ohlcv"
+        self._held: _Held | None = None
+        self._awaiting = 0
+        self._fetched: dict[int, Row] = {}
+        self._stream_newest: Row | None = None
 
-    def on_data(self, data: Any, now_ms: int, recv_ns: int) -> list[MarketMessage]:
-        return list(self.apply(self.rows(data), now_ms, recv_ns))
+    @property
+    def tracker(self) -> CandleTracker:
+        return self._tracker
 
-    def rows(self, data: Any) -> list[normalize.Row]:
-        """ccxt's rows, copied (ccxt mutates them later)."""
-        return normalize.ohlcv_rows(data, self._where)
+    @property
+    def live(self) -> bool:
+        """False from `on_down` until data flows again."""
+        return self._live
 
-    def apply(self, rows: list[normalize.Row], now_ms: int, recv_ns: int) -> list[OHLCV]:
-        """Messages for *rows* (the socket's, after any fetched to fill what it skipped)."""
-        return self.tracker.update(rows, now_ms, recv_ns)
+    def on_start(self, last: MarketMessage | None, now_ms: int) -> None:
+        """Backfill: the closed candles after the stream's newest one, up to now. The
+        newest one seeds the tracker too (once the answer says REST works), so a candle
+        that closed between the previous run and this one's first row is a hole."""
+        newest = _row_of(last)
+        self._stream_newest = newest
+        after = None if newest is None else newest[0]
+        self._requests.append(FetchCandles(after, now_ms, "backfill"))
 
-    def on_clock(self, now_ms: int, recv_ns: int) -> list[MarketMessage]:
-        return list(self.tracker.tick(now_ms, recv_ns)) if self.live else []
+    def on_data(self, data: Any, now_ms: int, recv_ns: int) -> Sequence[MarketMessage]:
+        rows = normalize.ohlcv_rows(data, self._where)  # copied: ccxt mutates them later
+        missed = self._tracker.missing(rows, refetch_forming=not self._live)
+        if not missed:
+            self._held, self._awaiting = None, 0
+            return self._apply(rows, now_ms, recv_ns)
+        period = self._tracker.period_ms
+        self._held = _Held(rows, now_ms, recv_ns)
+        self._fetched = {}
+        self._requests = [FetchCandles(start - period, end, "missed") for start, end in missed]
+        self._awaiting = len(self._requests)
+        return []
 
-    def take_holes(self) -> list[tuple[int, int]]:
-        return self.tracker.take_holes()
+    def on_clock(self, now_ms: int, recv_ns: int) -> Sequence[MarketMessage]:
+        return self._tracker.tick(now_ms, recv_ns) if self._live else []
+
+    def on_down(self) -> None:
+        self._live = False
+
+    def on_rest(
+        self, request: RestRequest, result: RestResult, recv_ns: int
+    ) -> Sequence[MarketMessage]:
+        if request.purpose == "backfill":
+            return self._backfilled(result, recv_ns)
+        held = self._held
+        if held is None or self._awaiting == 0:
+            return super().on_rest(request, result, recv_ns)
+        self._missed_fetched(request, result)
+        self._awaiting -= 1
+        if self._awaiting:
+            return []
+        fetched, self._fetched, self._held = self._fetched, {}, None
+        rows = [r for r in held.rows if r[0] not in fetched] + list(fetched.values())
+        return self._apply(rows, held.now_ms, held.recv_ns)
+
+    def _apply(self, rows: list[Row], now_ms: int, recv_ns: int) -> list[OHLCV]:
+        messages = self._tracker.update(rows, now_ms, recv_ns)
+        self._live = True
+        return messages
+
+    def _backfilled(self, result: RestResult, recv_ns: int) -> Sequence[MarketMessage]:
+        if isinstance(result, RestFailed):
+            if result.unsupported:
+                return []  # no REST history on this exchange: nothing to seed or fill
+            detail = f"candle backfill failed, history may have a hole: {result.reason}"
+            self._notices.append(Notice(detail, error=True))
+            result = []
+        newest = self._stream_newest
+        if newest is not None:
+            self._tracker.seed_closed([newest])
+        messages = self._tracker.fill(result, recv_ns)
+        if result:
+            self._notices.append(Notice(f"backfilled {len(result)} closed candle(s)"))
+        return messages
+
+    def _missed_fetched(self, request: FetchCandles, result: RestResult) -> None:
+        """Keep the fetched candles of one skipped range; notices for what is missing."""
+        period = self._tracker.period_ms
+        assert request.after_ms is not None
+        start, end = request.after_ms + period, request.until_ms
+        if isinstance(result, RestFailed):
+            detail = f"candles {start}..{end - period} missed and not fetched: {result.reason}"
+            self._notices.append(Notice(detail, "error", error=True))
+            return
+        got = [r for r in result if start <= r[0] < end]
+        expected = (end - start) // period
+        self._notices.append(
+            Notice(
+                f"candles {start}..{end - period} missed by the socket: "
+                f"{len(got)} of {expected} fetched over REST"
+            )
+        )
+        if len(got) < expected:
+            detail = (
+                f"candles {start}..{end - period}: the socket skipped {expected}, "
+                f"REST had {len(got)}: the stream has a hole"
+            )
+            self._notices.append(Notice(detail, "error", error=True))
+        for row in got:
+            self._fetched[row[0]] = row
 
 
-class TickerHandler:
+def _row_of(message: MarketMessage | None) -> Row | None:
+    """The candle in *message* as a row, None if it is not one."""
+    if not isinstance(message, OHLCV):
+        return None
+    ts = message.ts_ms
+    if ts is None:
+        return None
+    m = message
+    return (ts, m.open, m.high, m.low, m.close, m.volume)
+
+
+class TickerHandler(FeedHandler):
     """Tickers: one message per ccxt ticker."""
 
-    def __init__(self, feed: Feed) -> None:
-        self.feed = feed
-
-    def on_data(self, data: Any, now_ms: int, recv_ns: int) -> list[MarketMessage]:
+    def on_data(self, data: Any, now_ms: int, recv_ns: int) -> Sequence[MarketMessage]:
         return [normalize.ticker(self.feed.exchange, self.feed.symbol, data, recv_ns)]
-
-    def on_clock(self, now_ms: int, recv_ns: int) -> list[MarketMessage]:
-        return []
 
 
 class TradeIds:
@@ -109,25 +314,32 @@ class TradeIds:
         return tuple(kept)
 
 
-class TradesHandler:
+class TradesHandler(FeedHandler):
     """Trades: one message per ccxt batch, every trade kept once (deduplicated by id).
 
-    ``live`` is False while the feed's socket is down: trades made meanwhile never reach
-    us (exchanges do not replay them, and REST trade ids differ from the socket's on
-    some exchanges, so they cannot be merged safely). When trades flow again the window
-    is kept for `take_interruption`, and the watch loop announces it as a ``gap``.
+    Trades made while the socket was down (`on_down`) never reach us: exchanges do not
+    replay them, and REST trade ids differ from the socket's on some exchanges, so they
+    cannot be merged safely. When trades flow again the window is announced as a
+    ``gap`` notice.
     """
 
     def __init__(self, feed: Feed, memory: int = TRADE_ID_MEMORY) -> None:
-        self.feed = feed
+        super().__init__(feed)
         self.ids = TradeIds(memory)
         self.duplicates = 0
-        self.live = True
+        self._live = True
         self.newest_ms: int | None = None
         """Exchange time of the newest trade published."""
-        self._interruption: tuple[int | None, int | None] | None = None
 
-    def on_data(self, data: Any, now_ms: int, recv_ns: int) -> list[MarketMessage]:
+    @property
+    def live(self) -> bool:
+        """False from `on_down` until trades flow again."""
+        return self._live
+
+    def on_down(self) -> None:
+        self._live = False
+
+    def on_data(self, data: Any, now_ms: int, recv_ns: int) -> Sequence[MarketMessage]:
         batch = normalize.trades(self.feed.exchange, self.feed.symbol, data, recv_ns)
         fresh = self.ids.fresh(batch.trades)
         self.duplicates += len(batch.trades) - len(fresh)
@@ -137,45 +349,39 @@ class TradesHandler:
             message = batch
         else:
             message = normalize.trades_message(self.feed.exchange, self.feed.symbol, fresh, recv_ns)
-        if not self.live:
-            self.live = True
+        if not self._live:
+            self._live = True
             stamps = [t.ts_ms for t in fresh if t.ts_ms is not None]
-            self._interruption = (self.newest_ms, min(stamps) if stamps else None)
+            window = _interruption(self.newest_ms, min(stamps, default=None))
+            self._notices.append(Notice(window, "gap"))
         newest = message.ts_ms  # the batch's newest trade time
         if newest is not None and (self.newest_ms is None or newest > self.newest_ms):
             self.newest_ms = newest
         return [message]
 
-    def on_clock(self, now_ms: int, recv_ns: int) -> list[MarketMessage]:
-        return []
 
-    def take_interruption(self) -> str | None:
-        """Once trades flow again after the socket was down: which trades may be missing,
-        as the ``detail`` of a ``gap`` status event (None otherwise)."""
-        window, self._interruption = self._interruption, None
-        if window is None:
-            return None
-        after, before = window
-        since = "the last trade published" if after is None else f"{after} (the last one published)"
-        until = "the first one after" if before is None else f"{before} (the first one after)"
-        return (
-            f"the exchange stream was interrupted: trades between {since} and {until}, "
-            "exchange time in ms, may be missing; they are not re-fetched"
-        )
+def _interruption(after: int | None, before: int | None) -> str:
+    """The ``gap`` detail of trades that may be missing between two exchange times."""
+    since = "the last trade published" if after is None else f"{after} (the last one published)"
+    until = "the first one after" if before is None else f"{before} (the first one after)"
+    return (
+        f"the exchange stream was interrupted: trades between {since} and {until}, "
+        "exchange time in ms, may be missing; they are not re-fetched"
+    )
 
 
-class BookHandler:
+class BookHandler(FeedHandler):
     """Top-N books, at most one per ``interval_ms`` (0: every update); the newest wins and
     a held one is released by the clock."""
 
     def __init__(self, feed: Feed, depth: int, interval_ms: int) -> None:
-        self.feed = feed
+        super().__init__(feed)
         self.depth = depth
         self.interval_ms = interval_ms
         self._last_sent_ms: int | None = None
         self._held: Book | None = None
 
-    def on_data(self, data: Any, now_ms: int, recv_ns: int) -> list[MarketMessage]:
+    def on_data(self, data: Any, now_ms: int, recv_ns: int) -> Sequence[MarketMessage]:
         book = normalize.book(self.feed.exchange, self.feed.symbol, data, self.depth, recv_ns)
         if self._due(now_ms):
             self._held = None
@@ -184,7 +390,7 @@ class BookHandler:
         self._held = book
         return []
 
-    def on_clock(self, now_ms: int, recv_ns: int) -> list[MarketMessage]:
+    def on_clock(self, now_ms: int, recv_ns: int) -> Sequence[MarketMessage]:
         if self._held is None or not self._due(now_ms):
             return []
         held, self._held = self._held, None

@@ -89,7 +89,7 @@ def describe(raw: bytes) -> str:
 
 
 class LeaseStore(Protocol):
-    """The Redis commands a lease needs (`RedisTransport` implements them)."""
+    """The Redis commands a lease needs (`lease_store.RedisLeaseStore` implements them)."""
 
     async def lease_acquire(self, key: str, value: bytes, ttl_ms: int) -> bytes | None:
         """``SET key value NX PX ttl_ms``: None if set, else the current holder's value."""
@@ -171,8 +171,10 @@ class LeaseKeeper:
         self.poll_s = min(1.0, ttl_s * POLL_FRACTION)
         self._clock = clock
         self.leases = [LeaseState(lease_key(namespace, ex), ex, ttl_s) for ex in sorted(exchanges)]
-        self._standby_keys = {lease.exchange: standby_key(namespace, lease.exchange, self.holder)
-                              for lease in self.leases}  # fmt: skip
+        self._standby_keys = {
+            lease.exchange: standby_key(namespace, lease.exchange, self.holder)
+            for lease in self.leases
+        }
         self.run: int | None = None
         self.since_ms = time.time_ns() // 1_000_000
         self.previous: dict[str, str] = {}
@@ -217,8 +219,9 @@ class LeaseKeeper:
                 self._link_ok()
                 if holder is None:
                     lease.granted(value, sent)
-                    log.info("%s: holding the lease %s as %s", lease.exchange, lease.key,
-                             self.holder)  # fmt: skip
+                    log.info(
+                        "%s: holding the lease %s as %s", lease.exchange, lease.key, self.holder
+                    )
                     continue
                 who = describe(holder)
                 if self.on_conflict == "exit":
@@ -236,8 +239,11 @@ class LeaseKeeper:
                     log.warning(
                         "%s: standing by: the lease %s is held by %s; taking over when it "
                         "expires (lease_ttl_s=%g) or is released",
-                        lease.exchange, lease.key, who, self.ttl_s,
-                    )  # fmt: skip
+                        lease.exchange,
+                        lease.key,
+                        who,
+                        self.ttl_s,
+                    )
             if not waiting:
                 for exchange in standing_by:
                     await self._stand_by(exchange, None)
@@ -320,8 +326,13 @@ class LeaseKeeper:
                 if await self.store.lease_release(lease.key, lease.value):
                     log.info("%s: released the lease %s", lease.exchange, lease.key)
             except (RedisError, OSError) as exc:
-                log.warning("%s: could not release the lease %s (it expires in %gs): %s",
-                            lease.exchange, lease.key, self.ttl_s, exc)  # fmt: skip
+                log.warning(
+                    "%s: could not release the lease %s (it expires in %gs): %s",
+                    lease.exchange,
+                    lease.key,
+                    self.ttl_s,
+                    exc,
+                )
             lease.value = None
 
     # -- internals -------------------------------------------------------------------------
@@ -341,8 +352,9 @@ class LeaseKeeper:
                 log.warning(
                     "%s: the lease %s had vanished (it expired while Redis was unreachable, "
                     "or Redis restarted empty); nobody else held it, taken back",
-                    lease.exchange, lease.key,
-                )  # fmt: skip
+                    lease.exchange,
+                    lease.key,
+                )
                 return
             error = lease.lose(describe(reply))
             self._changed.set()

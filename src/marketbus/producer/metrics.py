@@ -23,7 +23,7 @@ from typing import Any
 
 from marketbus.producer.stats import FeedCounters, LatencyHistogram
 from marketbus.shared.errors import ConfigError
-from marketbus.shared.names import Feed
+from marketbus.shared.names import STATUS, Feed, exchange_of, is_status_name
 
 PREFIX = "marketbus_producer_"
 
@@ -46,9 +46,8 @@ class _Collector:
     def _labels_of(self, name: str) -> list[str]:
         labels = self._labels.get(name)
         if labels is None:
-            parts = name.split(":", 3)
-            kind = Feed.parse(name).kind if len(parts) == 4 else parts[-1]
-            labels = self._labels[name] = [parts[1], kind, name]
+            kind = STATUS if is_status_name(name) else Feed.parse(name).kind
+            labels = self._labels[name] = [exchange_of(name), kind, name]
         return labels
 
     def collect(self) -> Iterator[Any]:
@@ -67,16 +66,19 @@ class _Collector:
             "Messages dropped because the writer backlog was full (announced as gaps)",
             labels=labels,
         )
-        errors = CounterMetricFamily(PREFIX + "errors", "Errors (exchange, data, Redis)",
-                                     labels=labels)  # fmt: skip
+        errors = CounterMetricFamily(
+            PREFIX + "errors", "Errors (exchange, data, Redis)", labels=labels
+        )
         reconnects = CounterMetricFamily(
-            PREFIX + "reconnects", "Failed watch attempts (each is followed by a retry)",
+            PREFIX + "reconnects",
+            "Failed watch attempts (each is followed by a retry)",
             labels=labels,
-        )  # fmt: skip
+        )
         age = GaugeMetricFamily(
-            PREFIX + "last_message_age_seconds", "Seconds since the feed's last message was "
-            "written", labels=labels,
-        )  # fmt: skip
+            PREFIX + "last_message_age_seconds",
+            "Seconds since the feed's last message was written",
+            labels=labels,
+        )
         connected = GaugeMetricFamily(
             PREFIX + "feed_connected", "1 while the feed receives data", labels=labels
         )
@@ -89,16 +91,17 @@ class _Collector:
             reconnects.add_metric(values, c.reconnects)
             if c.last_message_ms is not None:
                 age.add_metric(values, max(0.0, (now_ms - c.last_message_ms) / 1000))
-            if not name.endswith(":status"):
+            if not is_status_name(name):
                 connected.add_metric(values, 1.0 if c.state == "connected" else 0.0)
         yield from (published, dropped, errors, reconnects, age, connected)
         yield GaugeMetricFamily(
             PREFIX + "queue_depth", "Messages waiting for Redis", value=self.source.queue_depth()
         )
         yield GaugeMetricFamily(
-            PREFIX + "lease_held", "1 while this producer holds its leases and may write",
+            PREFIX + "lease_held",
+            "1 while this producer holds its leases and may write",
             value=1.0 if self.source.lease_held() else 0.0,
-        )  # fmt: skip
+        )
         histogram = self.source.latency()
         if histogram is not None:
             counts = list(histogram.counts)
@@ -136,6 +139,11 @@ class MetricsServer:
                 f"producer.metrics_port {port} on metrics_host {addr!r}: cannot listen: {exc}"
             ) from None
         self.port: int = self._httpd.server_port
+
+    @property
+    def host(self) -> str:
+        """The address the endpoint listens on (``metrics_host``)."""
+        return str(self._httpd.server_address[0])
 
     def close(self) -> None:
         self._httpd.shutdown()

@@ -7,10 +7,13 @@ naming the feed and the bad field; the watch loop logs, counts and skips it.
 
 Each function first tries one ``msgspec.convert`` into a strict shape (finite floats,
 non-negative int ms, exact level and row widths): that copies and validates in C what
-ccxt normally hands over, about half the cost of checking field by field in Python. It
-accepts only what the field-by-field path accepts, with the same result; anything it
-refuses (strings as numbers, float timestamps, extra columns, and every bad value)
-goes the field-by-field way, which coerces or raises the error naming the field.
+ccxt normally hands over, cheaper than checking field by field in Python (measured in
+docs/benchmarks.md). It accepts only what the field-by-field path (`checked_ticker`,
+`checked_trades`, `checked_book`) accepts, with the same result; anything it refuses
+(strings as numbers, float timestamps, extra columns, and every bad value) goes the
+field-by-field way, which coerces or raises the error naming the field. Each message
+kind is built in one place (`_ticker_message`, `trades_message`, `_book_message`), and
+the field-by-field paths share one preamble (`_checked`: where, dict, timestamp).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
@@ -41,7 +45,7 @@ _MaybeFinite = _Finite | None
 class _Rows(msgspec.Struct, array_like=True):
     """OHLCV rows of exactly six columns. One-field Structs wrap every shape given to
     ``convert``: msgspec caches a Struct's type information, not a bare ``list[...]``'s,
-    which it would rebuild on every call (9 us for one row)."""
+    which it would rebuild on every call (costlier than the conversion itself)."""
 
     rows: list[tuple[_Ms, _MaybeFinite, _MaybeFinite, _MaybeFinite, _MaybeFinite, _MaybeFinite]]
 
@@ -166,6 +170,28 @@ def _mapping(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
+def _where(exchange: str, kind: str, symbol: str) -> str:
+    """How errors name the structure they are about: ``binance ticker BTC/USDT``."""
+    return f"{exchange} {kind} {symbol}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A ccxt dict on the field-by-field path: what errors call it, the dict, and its
+    ``timestamp`` as checked ms."""
+
+    where: str
+    fields: Mapping[str, Any]
+    ts_ms: int | None
+
+
+def _checked(exchange: str, kind: str, symbol: str, data: Any) -> _Checked:
+    """The preamble of every field-by-field path over a dict (ticker, book)."""
+    where = _where(exchange, kind, symbol)
+    fields = _mapping(data, where)
+    return _Checked(where, fields, _ms(fields.get("timestamp"), where, "timestamp"))
+
+
 def ticker(exchange: str, symbol: str, data: Any, recv_ns: int) -> Ticker:
     """A ccxt unified ticker dict -> `Ticker` (``percentage`` becomes ``change_pct``)."""
     if type(data) is dict:
@@ -173,14 +199,15 @@ def ticker(exchange: str, symbol: str, data: Any, recv_ns: int) -> Ticker:
             return _ticker_message(exchange, symbol, _convert(data, _CcxtTicker), recv_ns)
         except _Invalid:
             pass  # the field-by-field path below coerces or names the bad field
-    return _checked_ticker(exchange, symbol, data, recv_ns)
+    return checked_ticker(exchange, symbol, data, recv_ns)
 
 
-def _checked_ticker(exchange: str, symbol: str, data: Any, recv_ns: int) -> Ticker:
-    where = f"{exchange} ticker {symbol}"
-    t = _mapping(data, where)
+def checked_ticker(exchange: str, symbol: str, data: Any, recv_ns: int) -> Ticker:
+    """`ticker` field by field: coerces what the fast path refuses or names the bad field."""
+    checked = _checked(exchange, "ticker", symbol, data)
+    t, where = checked.fields, checked.where
     fields = _CcxtTicker(
-        timestamp=_ms(t.get("timestamp"), where, "timestamp"),
+        timestamp=checked.ts_ms,
         bid=_float(t.get("bid"), where, "bid"),
         bid_volume=_float(t.get("bidVolume"), where, "bidVolume"),
         ask=_float(t.get("ask"), where, "ask"),
@@ -259,7 +286,12 @@ def trades(exchange: str, symbol: str, data: Any, recv_ns: int) -> Trades:
                 ]
             )
             return trades_message(exchange, symbol, items, recv_ns)
-    where = f"{exchange} trades {symbol}"
+    return checked_trades(exchange, symbol, data, recv_ns)
+
+
+def checked_trades(exchange: str, symbol: str, data: Any, recv_ns: int) -> Trades:
+    """`trades` trade by trade: coerces what the fast path refuses or names the bad field."""
+    where = _where(exchange, "trades", symbol)
     if not isinstance(data, Sequence) or isinstance(data, str | bytes):
         raise NormalizeError(f"{where}: expected a list of trades, got {type(data).__name__}")
     if not data:
@@ -320,16 +352,35 @@ def book(exchange: str, symbol: str, data: Any, depth: int, recv_ns: int) -> Boo
             bids = _top(data.get("bids"), depth)
             asks = _top(data.get("asks"), depth) if bids is not None else None
             if asks is not None and bids is not None:
-                return Book(exchange=exchange, symbol=symbol, ts_ms=ts, recv_ns=recv_ns,
-                            depth=depth, bids=bids, asks=asks)  # fmt: skip
-    where = f"{exchange} book {symbol}"
-    b = _mapping(data, where)
+                return _book_message(exchange, symbol, ts, depth, bids, asks, recv_ns)
+    return checked_book(exchange, symbol, data, depth, recv_ns)
+
+
+def checked_book(exchange: str, symbol: str, data: Any, depth: int, recv_ns: int) -> Book:
+    """`book` level by level: coerces what the fast path refuses or names the bad level."""
+    checked = _checked(exchange, "book", symbol, data)
+    b, where = checked.fields, checked.where
+    bids = _levels(b.get("bids"), depth, f"{where}: bids")
+    asks = _levels(b.get("asks"), depth, f"{where}: asks")
+    return _book_message(exchange, symbol, checked.ts_ms, depth, bids, asks, recv_ns)
+
+
+def _book_message(
+    exchange: str,
+    symbol: str,
+    ts_ms: int | None,
+    depth: int,
+    bids: tuple[Level, ...],
+    asks: tuple[Level, ...],
+    recv_ns: int,
+) -> Book:
+    """The wire `Book`, whichever path checked its levels."""
     return Book(
         exchange=exchange,
         symbol=symbol,
-        ts_ms=_ms(b.get("timestamp"), where, "timestamp"),
+        ts_ms=ts_ms,
         recv_ns=recv_ns,
         depth=depth,
-        bids=_levels(b.get("bids"), depth, f"{where}: bids"),
-        asks=_levels(b.get("asks"), depth, f"{where}: asks"),
+        bids=bids,
+        asks=asks,
     )

@@ -2,10 +2,11 @@
 
 Watch loops never wait for Redis. When the writer falls behind (Redis slow or down):
 
-- state messages (ticker, book, the forming candle) are conflated: a newer one of the
-  same feed replaces the one still queued, so a feed holds at most one and nothing a
-  reader needs is lost (the latest state wins);
-- history messages (trades, closed candles, status events) are kept in order up to
+- state messages (the kinds `names.newest_wins` names, and the forming candle) are
+  conflated: a newer one of the same feed replaces the one still queued, so a feed
+  holds at most one and nothing a reader needs is lost (the latest state wins);
+- history messages (every other kind: trades, closed candles, status events) are kept
+  in order up to
   ``capacity``; beyond that new ones are dropped and counted per feed.
 
 Sequence numbers are stamped when the writer takes messages out, so conflation leaves
@@ -20,7 +21,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from marketbus.shared.schema import OHLCV, Message, Status, Trades
+from marketbus.shared.names import newest_wins
+from marketbus.shared.schema import MESSAGE_TYPES, OHLCV, Message
 
 
 @dataclass(slots=True)
@@ -34,20 +36,35 @@ class Entry:
     skip: int = 0
 
 
+_NEWEST_WINS: dict[type, bool] = {
+    cls: newest_wins(str(cls.__struct_config__.tag)) for cls in MESSAGE_TYPES
+}
+"""Per message class, whether its kind (the class's ``type`` tag) is newest-wins."""
+
+
 def policy(message: Message) -> tuple[bool, bool]:
-    """``(goes to the stream, may be conflated)`` for *message* (SPEC "Streams")."""
-    if isinstance(message, OHLCV):
+    """``(goes to the stream, may be conflated)`` for *message* (SPEC "Streams").
+
+    Newest-wins kinds are conflated and streamed; a candle is state while it forms (not
+    streamed, conflated) and history once closed; everything else is history.
+    """
+    if type(message) is OHLCV:
         return (message.closed, not message.closed)
-    if isinstance(message, Trades | Status):
-        return (True, False)
-    return (True, True)  # Ticker, Book: state
+    return (True, _NEWEST_WINS[type(message)])
 
 
 class Outbox:
     """FIFO of `Entry` with conflation of state and a bound on history."""
 
-    __slots__ = ("_entries", "_history", "_pending_skip", "_slots", "capacity", "conflated",
-                 "dropped")  # fmt: skip
+    __slots__ = (
+        "_entries",
+        "_history",
+        "_pending_skip",
+        "_slots",
+        "capacity",
+        "conflated",
+        "dropped",
+    )
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
@@ -62,6 +79,11 @@ class Outbox:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        """What is queued, oldest first (a snapshot: `take` is how entries leave)."""
+        return tuple(self._entries)
 
     def put(self, feed: str, message: Message) -> bool:
         """Queue *message* of *feed*; False if it was dropped (history over capacity)."""

@@ -23,7 +23,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Final
 
@@ -34,21 +34,27 @@ from redis.exceptions import RedisError
 
 from marketbus.producer import watch
 from marketbus.producer.config import ExchangeConfig, ProducerConfig
-from marketbus.producer.feeds import FeedHandler, OhlcvHandler, handler_for
+from marketbus.producer.feeds import FeedHandler, handler_for
 from marketbus.producer.lease import LeaseKeeper
+from marketbus.producer.lease_store import RedisLeaseStore
 from marketbus.producer.metrics import MetricsServer, MetricsSource
-from marketbus.producer.normalize import Row
 from marketbus.producer.publisher import Publisher
 from marketbus.producer.sequencing import choose_run
 from marketbus.producer.stats import FeedCounters, FeedStats, heartbeat_detail, snapshot
-from marketbus.producer.transport import ClusterTransport, FastTransport, RedisTransport
+from marketbus.producer.transport import ClusterTransport, FastTransport, Tail, Transport
 from marketbus.shared.backoff import BackoffState
 from marketbus.shared.cluster import connect_cluster, is_cluster
 from marketbus.shared.codecs import decode, encode_feed_info
 from marketbus.shared.connection import connect
 from marketbus.shared.errors import ContractError, FencedError, MarketbusError
-from marketbus.shared.names import Feed, catalog_key, parse_entry_id, status_name
-from marketbus.shared.schema import OHLCV, FeedInfo, MarketMessage, Status, StatusEvent
+from marketbus.shared.names import (
+    Feed,
+    catalog_key,
+    exchange_prefix,
+    parse_entry_id,
+    status_name,
+)
+from marketbus.shared.schema import FeedInfo, MarketMessage, Status, StatusEvent
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +95,7 @@ class Producer:
         self._exchange_configs = [config.exchange(i) for i in ids]
         self._ns = config.redis.namespace
         self._runs: list[_ExchangeRun] = []
-        self._transport: RedisTransport | None = None
+        self._transport: Transport | None = None
         self._publisher: Publisher | None = None
         self._lease: LeaseKeeper | None = None
         self._metrics: MetricsServer | None = None
@@ -228,24 +234,25 @@ class Producer:
         settings = self.config.producer
         # No retries hidden in redis-py: the writer retries itself and must know when a
         # pipeline may have been applied twice.
-        transport: RedisTransport
+        transport: Transport
         if is_cluster(self.config.redis):
-            transport = ClusterTransport(await connect_cluster(self.config.redis))
+            cluster = await connect_cluster(self.config.redis)
+            transport, leases = ClusterTransport(cluster), RedisLeaseStore(cluster)
         else:
             redis = await connect(self.config.redis, retry=Retry(NoBackoff(), 0))
-            transport = FastTransport(self.config.redis, redis)
+            transport, leases = FastTransport(self.config.redis, redis), RedisLeaseStore(redis)
         self._transport = transport
         for cfg in self._exchange_configs:
             exchange = watch.create_exchange(cfg)
             run = _ExchangeRun(cfg, exchange)
             watch.guard_frames(exchange, functools.partial(self._bad_frame, run))
             self._runs.append(run)
-        await asyncio.gather(*(self._prepare(run) for run in self._runs))
+        await _together(self._prepare(run) for run in self._runs)
         for feed in self.feeds:
             self._counter(feed.name)  # every feed shows in stats from the start
 
         self._lease = lease = LeaseKeeper(
-            transport,
+            leases,
             self._ns,
             [run.config.id for run in self._runs],
             ttl_s=settings.lease_ttl_s,
@@ -276,8 +283,9 @@ class Producer:
             lease=lease,
         )
         self._writer = self._spawn(self._publisher.run(), "writer", track=False)
-        log.info("producer run %d: %d feed(s), lease holder %s", run_id, len(self.feeds),
-                 lease.holder)  # fmt: skip
+        log.info(
+            "producer run %d: %d feed(s), lease holder %s", run_id, len(self.feeds), lease.holder
+        )
         for run in self._runs:
             detail = f"run {run_id}, {len(run.feeds)} feeds, lease holder {lease.holder}"
             previous = lease.previous.get(run.config.id)
@@ -290,7 +298,7 @@ class Producer:
             )
             log.info("Prometheus metrics on port %d (/metrics)", self._metrics.port)
         await self._write_catalog()
-        await asyncio.gather(*(self._backfill(run, last_by_stream) for run in self._runs))
+        await _together(self._backfill(run, last_by_stream) for run in self._runs)
         for run in self._runs:
             by_feed = run.handlers
             for sub in watch.subscriptions(run.exchange, run.feeds, run.config.batch_watch):
@@ -321,43 +329,18 @@ class Producer:
                 book_interval_ms=run.config.book_interval_ms,
             )
 
-    async def _backfill(
-        self, run: _ExchangeRun, last: dict[str, tuple[bytes, bytes | None] | None]
-    ) -> None:
-        """Fill each candle stream from its last closed candle up to now, over REST.
-
-        The stream's last candle seeds the tracker too, so a candle that closed between
-        the previous run and this one's first live row shows as a hole and is fetched.
-        """
-        if not run.exchange.has.get("fetchOHLCV"):
-            return
+    async def _backfill(self, run: _ExchangeRun, last: dict[str, Tail | None]) -> None:
+        """Before watching: each handler sees its stream's newest message and does the
+        REST work that brings the stream up to now (candles: the closed ones since)."""
         cap = self.config.streams.ohlcv
         for name, handler in run.handlers.items():
-            if not isinstance(handler, OhlcvHandler):
-                continue
-            newest = _last_candle(last.get(name))
-            after_ms = None if newest is None else newest[0]
-            now_ms = time.time_ns() // 1_000_000
-            try:
-                rows = await watch.fetch_closed_candles(
-                    run.exchange, handler.feed, after_ms, now_ms, cap
+            handler.on_start(_last_message(name, last.get(name)), time.time_ns() // 1_000_000)
+            if handler.pending:
+                served = await watch.serve(
+                    run.exchange, handler, cap, self._counter(name), self._status
                 )
-            except (ccxt.BaseError, ContractError) as exc:
-                log.error("%s: candle backfill failed, history may have a hole: %s", name, exc)
-                self._counter(name).errors += 1
-                rows = []
-            handler.tracker.seed_closed(rows if newest is None else [newest, *rows])
-            recv_ns = time.time_ns()
-            for row in rows:
-                ts, o, h, low, c, v = row
-                self._submit(
-                    name,
-                    OHLCV(exchange=run.config.id, symbol=handler.feed.symbol, ts_ms=ts,
-                          recv_ns=recv_ns, timeframe=handler.tracker.timeframe, open=o, high=h,
-                          low=low, close=c, volume=v, closed=True),
-                )  # fmt: skip
-            if rows:
-                log.info("%s: backfilled %d closed candle(s)", name, len(rows))
+                for message in served:
+                    self._submit(name, message)
 
     # -- running -----------------------------------------------------------------
 
@@ -373,9 +356,13 @@ class Producer:
 
     def _status(self, exchange: str, event: StatusEvent, feed: str | None, detail: str) -> None:
         message = Status(
-            exchange=exchange, ts_ms=None, recv_ns=time.time_ns(), event=event, feed=feed,
+            exchange=exchange,
+            ts_ms=None,
+            recv_ns=time.time_ns(),
+            event=event,
+            feed=feed,
             detail=detail,
-        )  # fmt: skip
+        )
         self._submit(status_name(self._ns, exchange), message)
 
     def _bad_frame(self, run: _ExchangeRun, url: str, frame: str, exc: BaseException) -> None:
@@ -393,8 +380,12 @@ class Producer:
             log.error(
                 "%s: %s; reconnecting that socket. Frame: %s (%d bad frame(s) so far; "
                 "logged at most every %gs)",
-                exchange, what, frame, run.bad_frames, BAD_FRAME_LOG_EVERY_S,
-            )  # fmt: skip
+                exchange,
+                what,
+                frame,
+                run.bad_frames,
+                BAD_FRAME_LOG_EVERY_S,
+            )
             self._status(exchange, "error", None, f"{what}; frame: {frame}")
 
     async def _clock(self) -> None:
@@ -417,9 +408,12 @@ class Producer:
             now_ms = time.time_ns() // 1_000_000
             for run in self._runs:
                 detail = heartbeat_detail(
-                    self._counters, prefix=f"{self._ns}:{run.config.id}:", queued=queued,
-                    now_ms=now_ms, lease=self.holder,
-                )  # fmt: skip
+                    self._counters,
+                    prefix=exchange_prefix(self._ns, run.config.id),
+                    queued=queued,
+                    now_ms=now_ms,
+                    lease=self.holder,
+                )
                 self._status(run.config.id, "heartbeat", None, detail)
             await self._write_catalog()
 
@@ -432,13 +426,17 @@ class Producer:
         fields = {
             feed.name: encode_feed_info(
                 FeedInfo(
-                    exchange=feed.exchange, symbol=feed.symbol, kind=feed.kind,
-                    timeframe=feed.timeframe, run=self._publisher.run_id,
-                    stream_maxlen=self.config.streams.for_kind(feed.kind), updated_ms=now_ms,
+                    exchange=feed.exchange,
+                    symbol=feed.symbol,
+                    kind=feed.kind,
+                    timeframe=feed.timeframe,
+                    run=self._publisher.run_id,
+                    stream_maxlen=self.config.streams.for_kind(feed.kind),
+                    updated_ms=now_ms,
                 )
             )
             for feed in self.feeds
-        }  # fmt: skip
+        }
         try:
             await self._transport.set_fields(catalog_key(self._ns), fields)
         except (RedisError, OSError) as exc:
@@ -495,8 +493,12 @@ class Producer:
             for task in pending:
                 where = io.StringIO()
                 task.print_stack(limit=8, file=where)
-                log.error("%s did not stop within %gs of being cancelled; left behind at:\n%s",
-                          task.get_name(), timeout_s, where.getvalue())  # fmt: skip
+                log.error(
+                    "%s did not stop within %gs of being cancelled; left behind at:\n%s",
+                    task.get_name(),
+                    timeout_s,
+                    where.getvalue(),
+                )
         tasks.clear()
 
     async def _close_resources(self, deadline: float | None = None) -> None:
@@ -527,19 +529,29 @@ class Producer:
                 await self._transport.close()
 
 
-def _last_candle(entry: tuple[bytes, bytes | None] | None) -> Row | None:
-    """The candle in a stream's last entry as a row, None if none or unreadable."""
+async def _together(work: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run *work* concurrently; the first failure cancels the rest, waits until they
+    stopped (so no one still uses a client the caller then closes) and is raised as is."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coro in work:
+                group.create_task(coro)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+
+
+def _last_message(feed: str, entry: Tail | None) -> MarketMessage | None:
+    """The message in a stream's last entry, None if none or unreadable."""
     if entry is None or entry[1] is None:
         return None
     try:
         message = decode(entry[1])
     except ContractError as exc:
-        log.warning("last stream entry does not decode, backfilling from scratch: %s", exc)
+        log.warning(
+            "%s: the last stream entry does not decode, starting as if empty: %s", feed, exc
+        )
         return None
-    if not isinstance(message, OHLCV) or message.ts_ms is None:
-        return None
-    m = message
-    return (m.ts_ms, m.open, m.high, m.low, m.close, m.volume)  # type: ignore[return-value]
+    return None if isinstance(message, Status) else message
 
 
 async def run(config: ProducerConfig, exchange_ids: Sequence[str] | None = None) -> int:
@@ -579,7 +591,7 @@ async def run(config: ProducerConfig, exchange_ids: Sequence[str] | None = None)
             return 0
         starting.result()
         # What start-up built (markets, ccxt's tables) stays for good: out of the cyclic
-        # collector, full collections stop walking it (~170 ms -> ~40 ms at 800 feeds).
+        # collector, full collections stop walking it (docs/benchmarks.md has the pauses).
         gc.freeze()
         failure = asyncio.ensure_future(producer.wait())
         waiters.append(failure)

@@ -40,7 +40,14 @@ from marketbus.producer.transport import Outgoing, Receipt, ReplyErrors, Transpo
 from marketbus.shared.backoff import BackoffState
 from marketbus.shared.codecs import Encoding, encoder_for
 from marketbus.shared.errors import FencedError
-from marketbus.shared.names import Feed, entry_id, is_status_name, parse_entry_id, status_name
+from marketbus.shared.names import (
+    Feed,
+    entry_id,
+    exchange_of,
+    is_status_name,
+    parse_entry_id,
+    status_name,
+)
 from marketbus.shared.schema import Message, Status
 
 __all__ = ["RETRYABLE", "FeedCounters", "Publisher"]
@@ -180,13 +187,12 @@ class Publisher:
         return True
 
     def _status_feed_of(self, feed: str) -> str:
-        exchange = feed.split(":", 2)[1]
-        return status_name(self._ns, exchange)
+        return status_name(self._ns, exchange_of(feed))
 
     def _gap(self, feed: str, first: int, count: int) -> Status:
         last = first + count - 1
         return Status(
-            exchange=feed.split(":", 2)[1],
+            exchange=exchange_of(feed),
             ts_ms=None,
             recv_ns=time.time_ns(),
             event="gap",

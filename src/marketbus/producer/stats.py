@@ -55,8 +55,22 @@ def snapshot(counters: FeedCounters) -> FeedStats:
     )
 
 
-LATENCY_BOUNDS_S: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
-                           1.0, 2.0, 5.0, 10.0)  # fmt: skip
+LATENCY_BOUNDS_S: Final = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+)
 """Upper bounds of the latency buckets, seconds (the last bucket is +Inf)."""
 
 
@@ -146,9 +160,13 @@ def heartbeat_detail(
             continue
         age = None if c.last_message_ms is None else round((now_ms - c.last_message_ms) / 1e3, 1)
         feeds[name[len(prefix) :]] = FeedHeartbeat(
-            state=c.state, msgs=c.published, age_s=age, errors=c.errors,
-            reconnects=c.reconnects, dropped=c.dropped,
-        )  # fmt: skip
+            state=c.state,
+            msgs=c.published,
+            age_s=age,
+            errors=c.errors,
+            reconnects=c.reconnects,
+            dropped=c.dropped,
+        )
     beat = Heartbeat(queued=queued, feeds=feeds, lease=lease)
     return _heartbeat_encoder.encode(beat).decode()
 

@@ -1,17 +1,22 @@
-"""The Redis boundary of the producer: every command it sends goes through here.
+"""The Redis boundary of the producer's writer: every command it sends goes through here.
 
-`Transport` is what the writer needs; `RedisTransport` is its redis-py implementation
-and also the `LeaseStore` of `marketbus.producer.lease` (SET NX PX, and two small Lua
-scripts for compare-and-renew and compare-and-delete). `FastTransport` replaces the hot
-write with a raw asyncio RESP connection (`PipelineWriter`, hiredis) and lets the
-writer keep a batch in flight while it prepares the next (`Transport.send` now,
-`Receipt.confirm` later); nothing else in the producer talks to Redis.
+`Transport` is the small protocol the writer and the process need: write batches
+(`send` now, `Receipt.confirm` later, or `write` at once), read a stream's tail, check
+an entry, write the catalog, close. Three implementations share the redis-py reads
+(`RedisCommands`) and differ in how a batch is written:
+
+- `RedisTransport`: one redis-py pipeline per batch (one server);
+- `FastTransport`: a raw asyncio RESP connection (`PipelineWriter`, hiredis) that keeps
+  a batch in flight while the writer prepares the next;
+- `ClusterTransport`: one pipeline per cluster node (`publish_batch`).
+
+The lease has its own store on the same client (`marketbus.producer.lease_store`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Final, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import msgspec
 import redis.asyncio as aioredis
@@ -20,7 +25,6 @@ from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from marketbus.producer.cluster_publish import publish_batch
-from marketbus.producer.lease import Renewal
 from marketbus.shared.cluster import has_sharded_pubsub
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.errors import RedisUnavailableError
@@ -28,24 +32,10 @@ from marketbus.shared.names import STREAM_FIELD_BYTES
 from marketbus.shared.resp import FeedCommands, pack_command
 from marketbus.shared.transport import PipelineWriter
 
-RENEW_LEASE: Final = """
-local current = redis.call('GET', KEYS[1])
-if current == ARGV[1] or current == ARGV[2] or not current then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  if current then return 1 end
-  return 2
-end
-return current
-"""
-"""Compare-and-renew: ours (the value we last set, or the new one when a renew's reply
-was lost) or gone -> set the new value with a fresh TTL and answer 1 (renewed) or 2
-(taken back); someone else's -> their value."""
-
-RELEASE_LEASE: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-"""Compare-and-delete: 1 if the lease was ours and is gone, 0 otherwise."""
+RedisClient: TypeAlias = aioredis.Redis | RedisCluster
+"""A redis-py asyncio client: one server or a cluster."""
+Tail: TypeAlias = tuple[bytes, bytes | None]
+"""A stream's newest entry: its ID and its ``d`` field (None if it has none)."""
 
 
 class Outgoing(msgspec.Struct, frozen=True):
@@ -91,8 +81,12 @@ class Transport(Protocol):
         """
         ...
 
-    async def last_entry(self, stream: str) -> tuple[bytes, bytes | None] | None:
+    async def last_entry(self, stream: str) -> Tail | None:
         """ID and ``d`` field of the newest entry of *stream*, None if it is empty."""
+        ...
+
+    async def last_entries(self, streams: Sequence[str]) -> list[Tail | None]:
+        """`last_entry` of every stream, pipelined (a producer starts with hundreds)."""
         ...
 
     async def has_entry(self, stream: str, entry_id: str) -> bool:
@@ -112,9 +106,10 @@ class WriteOnConfirm:
     __slots__ = ("_batch", "_write")
 
     def __init__(
-        self, write: Callable[[Sequence[Outgoing]], Awaitable[ReplyErrors]],
+        self,
+        write: Callable[[Sequence[Outgoing]], Awaitable[ReplyErrors]],
         batch: Sequence[Outgoing],
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._write = write
         self._batch = batch
 
@@ -122,20 +117,50 @@ class WriteOnConfirm:
         return await self._write(self._batch)
 
 
-class RedisTransport:
-    """`Transport` over a redis-py asyncio client (non-transactional pipelines)."""
+class RedisCommands:
+    """The transports' commands other than the batch write, over a redis-py client
+    (tails, entry lookups, the catalog; closing the client)."""
+
+    def __init__(self, redis: RedisClient) -> None:
+        self.redis = redis
+
+    async def last_entry(self, stream: str) -> Tail | None:
+        entries = await self.redis.xrevrange(stream, "+", "-", count=1)
+        return _tail(entries)
+
+    async def last_entries(self, streams: Sequence[str], chunk: int = 1000) -> list[Tail | None]:
+        found: list[Tail | None] = []
+        for start in range(0, len(streams), chunk):
+            pipe = self.redis.pipeline(transaction=False)
+            for stream in streams[start : start + chunk]:
+                pipe.xrevrange(stream, "+", "-", count=1)
+            found.extend(_tail(entries) for entries in await pipe.execute())
+        return found
+
+    async def has_entry(self, stream: str, entry_id: str) -> bool:
+        return bool(await self.redis.xrange(stream, min=entry_id, max=entry_id, count=1))
+
+    async def set_fields(self, key: str, fields: Mapping[str, bytes]) -> None:
+        if fields:
+            mapping: dict[str | bytes, bytes] = {k: v for k, v in fields.items()}
+            await self.redis.hset(key, mapping=mapping)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+class RedisTransport(RedisCommands):
+    """`Transport` over a redis-py client: one non-transactional pipeline per batch."""
 
     def __init__(self, redis: aioredis.Redis) -> None:
-        self.redis = redis
-        # redis-py loads a script again when Redis answers NOSCRIPT (restart, SCRIPT FLUSH).
-        self._renew = redis.register_script(RENEW_LEASE)
-        self._release = redis.register_script(RELEASE_LEASE)
+        super().__init__(redis)
+        self._client = redis
 
     async def send(self, batch: Sequence[Outgoing]) -> Receipt:
         return WriteOnConfirm(self.write, batch)  # redis-py: one batch at a time
 
     async def write(self, batch: Sequence[Outgoing]) -> ReplyErrors:
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self._client.pipeline(transaction=False)
         for item in batch:
             pipe.publish(item.channel, item.payload)
             if item.stream is not None:
@@ -160,76 +185,19 @@ class RedisTransport:
             errors.append(error)
         return errors
 
-    async def last_entry(self, stream: str) -> tuple[bytes, bytes | None] | None:
-        entries = await self.redis.xrevrange(stream, "+", "-", count=1)
-        if not entries:
-            return None
-        entry_id, fields = entries[0]
-        assert entry_id is not None
-        payload = (fields or {}).get(STREAM_FIELD_BYTES)
-        return _as_bytes(entry_id), None if payload is None else _as_bytes(payload)
-
-    async def has_entry(self, stream: str, entry_id: str) -> bool:
-        return bool(await self.redis.xrange(stream, min=entry_id, max=entry_id, count=1))
-
-    async def last_entries(
-        self, streams: Sequence[str], chunk: int = 1000
-    ) -> list[tuple[bytes, bytes | None] | None]:
-        """`last_entry` of every stream, pipelined (a producer starts with hundreds)."""
-        found: list[tuple[bytes, bytes | None] | None] = []
-        for start in range(0, len(streams), chunk):
-            pipe = self.redis.pipeline(transaction=False)
-            for stream in streams[start : start + chunk]:
-                pipe.xrevrange(stream, "+", "-", count=1)
-            for entries in await pipe.execute():
-                if not entries:
-                    found.append(None)
-                    continue
-                entry_id, fields = entries[0]
-                payload = (fields or {}).get(STREAM_FIELD_BYTES)
-                found.append((_as_bytes(entry_id), None if payload is None else _as_bytes(payload)))
-        return found
-
-    async def set_fields(self, key: str, fields: Mapping[str, bytes]) -> None:
-        if fields:
-            mapping: dict[str | bytes, bytes] = {k: v for k, v in fields.items()}
-            await self.redis.hset(key, mapping=mapping)  # type: ignore[arg-type]
-
-    async def lease_acquire(self, key: str, value: bytes, ttl_ms: int) -> bytes | None:
-        for _ in range(3):
-            if await self.redis.set(key, value, nx=True, px=ttl_ms):
-                return None
-            holder = await self.redis.get(key)
-            if holder is not None:
-                return _as_bytes(holder)
-            # It expired between SET and GET: try again.
-        return b"?"
-
-    async def lease_renew(
-        self, key: str, expected: bytes, value: bytes, ttl_ms: int
-    ) -> Renewal | bytes:
-        reply = await self._renew(keys=[key], args=[expected, value, ttl_ms])
-        if reply == 1:
-            return "renewed"
-        if reply == 2:
-            return "reacquired"
-        return _as_bytes(reply)
-
-    async def lease_release(self, key: str, value: bytes) -> bool:
-        return bool(await self._release(keys=[key], args=[value]))
-
-    async def standby_announce(self, key: str, value: bytes, ttl_ms: int) -> None:
-        await self.redis.set(key, value, px=ttl_ms)
-
-    async def standby_withdraw(self, key: str) -> None:
-        await self.redis.delete(key)
-
-    async def close(self) -> None:
-        await self.redis.aclose()
-
 
 def _as_bytes(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
+
+
+def _tail(entries: Sequence[tuple[Any, Mapping[Any, Any] | None]] | None) -> Tail | None:
+    """The newest entry of an ``XREVRANGE ... COUNT 1`` reply as a `Tail`."""
+    if not entries:
+        return None
+    entry_id, fields = entries[0]
+    assert entry_id is not None
+    payload = (fields or {}).get(STREAM_FIELD_BYTES)
+    return _as_bytes(entry_id), None if payload is None else _as_bytes(payload)
 
 
 def _response_error(message: str) -> ResponseError:
@@ -261,8 +229,8 @@ class _Pending:
         return errors
 
 
-class FastTransport(RedisTransport):
-    """`RedisTransport` whose hot path goes over a `PipelineWriter` (asyncio + hiredis).
+class FastTransport(RedisCommands):
+    """`Transport` whose batches go over a `PipelineWriter` (asyncio + hiredis).
 
     Same contract: PUBLISH then XADD per item, in order, per-item errors returned,
     link failures raised as redis-py ``ConnectionError``. `send` only writes, so the
@@ -270,7 +238,7 @@ class FastTransport(RedisTransport):
     new connection after one was lost, because a batch sent there could land before
     the lost connection's batches are written again (their XADDs would then be refused
     as if they had landed). `write`, the writer's one-batch retry path, reconnects.
-    Everything else (tails, catalog, lease scripts) stays on redis-py.
+    Everything else (tails, catalog) stays on redis-py.
     """
 
     def __init__(self, config: RedisConfig, redis: aioredis.Redis) -> None:
@@ -278,6 +246,11 @@ class FastTransport(RedisTransport):
         self._config = config
         self._writer: PipelineWriter | None = None
         self._feeds: dict[str, FeedCommands] = {}
+
+    @property
+    def writer(self) -> PipelineWriter | None:
+        """The raw connection batches go over (None before the first batch)."""
+        return self._writer
 
     async def _connected(self, reconnect: bool) -> PipelineWriter:
         writer = self._writer
@@ -321,10 +294,16 @@ class FastTransport(RedisTransport):
             if item.stream is not None:
                 out.append(
                     pack_command(
-                        "XADD", item.stream, "MAXLEN", "~", item.maxlen, item.entry_id,
-                        STREAM_FIELD_BYTES, item.payload,
+                        "XADD",
+                        item.stream,
+                        "MAXLEN",
+                        "~",
+                        item.maxlen,
+                        item.entry_id,
+                        STREAM_FIELD_BYTES,
+                        item.payload,
                     )
-                )  # fmt: skip
+                )
                 owner.append(index)
         writer.send_parts(out, len(owner), tag=owner)
         pending = _Pending(writer, owner, len(batch))
@@ -337,15 +316,18 @@ class FastTransport(RedisTransport):
         await super().close()
 
 
-class ClusterTransport(RedisTransport):
+class ClusterTransport(RedisCommands):
     """`Transport` over a Redis Cluster: each feed's channel and stream share one slot, so
     `publish_batch` sends one pipeline per node, SPUBLISH where the cluster has sharded
-    pub/sub. Tails, catalog and lease go through the same cluster client."""
+    pub/sub. Tails and catalog go through the same cluster client."""
 
     def __init__(self, cluster: RedisCluster) -> None:
-        super().__init__(cluster)  # type: ignore[arg-type]
+        super().__init__(cluster)
         self._cluster = cluster
         self._sharded = has_sharded_pubsub(cluster)
+
+    async def send(self, batch: Sequence[Outgoing]) -> Receipt:
+        return WriteOnConfirm(self.write, batch)  # one round of pipelines at a time
 
     async def write(self, batch: Sequence[Outgoing]) -> ReplyErrors:
         return await publish_batch(self._cluster, batch, sharded=self._sharded)

@@ -5,9 +5,12 @@ This is the only module that calls ccxt. Each loop catches exactly what ccxt rai
 the boundary (`ccxt.NetworkError`, `ccxt.ExchangeError`, ccxt's other errors) and its
 own staleness deadline, reports a status event once per state change (not once per
 retry), backs off with jitter and calls again; ccxt re-subscribes the topic on the next
-call. One loop's failure never stops another's.
+call. One loop's failure never stops another's. It also does the REST work feed
+handlers ask for (`serve`: `FetchCandles` -> ``fetch_ohlcv``), after a watch result and
+at start-up, and reports their notices; the handlers themselves never call ccxt.
 
-Two ccxt 4.5.90 behaviours are handled here (see /work/shared/CCXT_NOTES.md):
+Two behaviours of ccxt 4.5.90 (the version pinned in pyproject.toml) are handled here,
+and exercised against the simulator by ``tests/integration/producer/test_faults.py``:
 
 - a frame that makes ccxt's message handler raise (bad JSON, a payload it cannot
   parse) kills that socket's receive loop while the socket stays open: every watch on
@@ -33,12 +36,12 @@ import ccxt
 import ccxt.pro
 
 from marketbus.producer.config import ExchangeConfig, ProducerSettings
-from marketbus.producer.feeds import FeedHandler, OhlcvHandler, TradesHandler
+from marketbus.producer.feeds import FeedHandler, Notice, RestFailed, RestRequest, RestResult
 from marketbus.producer.normalize import Row, ohlcv_rows
 from marketbus.producer.stats import FeedCounters, FeedState
 from marketbus.shared.backoff import BackoffState
 from marketbus.shared.errors import ConfigError, MarketbusError, NormalizeError
-from marketbus.shared.names import Feed
+from marketbus.shared.names import Feed, timeframe_of
 from marketbus.shared.schema import MarketMessage, StatusEvent
 
 log = logging.getLogger(__name__)
@@ -54,8 +57,11 @@ BadFrameSink = Callable[[str, str, BaseException], None]
 """``(socket url, sample of the frame, what ccxt raised)``."""
 
 SINGLE = {"ticker": "watchTicker", "trades": "watchTrades", "book": "watchOrderBook"}
-BATCH = {"ticker": "watchTickers", "trades": "watchTradesForSymbols",
-         "book": "watchOrderBookForSymbols"}  # fmt: skip
+BATCH = {
+    "ticker": "watchTickers",
+    "trades": "watchTradesForSymbols",
+    "book": "watchOrderBookForSymbols",
+}
 OHLCV_SINGLE = "watchOHLCV"
 OHLCV_BATCH = "watchOHLCVForSymbols"
 SAMPLE_CHARS = 200
@@ -138,7 +144,7 @@ def _guard_client(ws: Any, on_bad_frame: BadFrameSink) -> None:
 
 
 def _method_for(kind: str, batch: bool) -> str:
-    if kind.startswith("ohlcv."):
+    if timeframe_of(kind) is not None:
         return OHLCV_BATCH if batch else OHLCV_SINGLE
     return (BATCH if batch else SINGLE)[kind]
 
@@ -159,7 +165,7 @@ def plan_feeds(exchange: Exchange, config: ExchangeConfig, namespace: str) -> li
         if not has.get(method):
             problems.append(f"{config.id} does not support {kind} ({method} is not in has)")
             continue
-        timeframe = kind[len("ohlcv.") :] if kind.startswith("ohlcv.") else None
+        timeframe = timeframe_of(kind)
         if timeframe is not None and timeframe not in timeframes:
             problems.append(
                 f"{config.id} has no timeframe {timeframe!r} (it has: {', '.join(timeframes)})"
@@ -200,8 +206,8 @@ class Subscription:
     async def watch(self, exchange: Exchange) -> list[tuple[str, Any]]:
         """One watch call; its result split as ``(symbol, data)`` pairs."""
         kind = self.kind
-        if kind.startswith("ohlcv."):
-            timeframe = kind[len("ohlcv.") :]
+        timeframe = timeframe_of(kind)
+        if timeframe is not None:
             if not self.batch:
                 return [
                     (
@@ -256,16 +262,24 @@ def subscriptions(exchange: Exchange, feeds: Sequence[Feed], batch: bool) -> lis
 class _Deadline:
     """The staleness deadline of one loop's watch calls, at a float store per call.
 
-    ``asyncio.timeout`` schedules and cancels a timer per call (4.6 us here, as much as
-    the rest of the producer's per-message work in the loop). This keeps one timer per
-    loop: each call only moves the deadline; the timer, firing at an older deadline,
-    re-arms itself for the current one, and only a call still waiting at its own
-    deadline is cancelled, the way ``asyncio.timeout`` does it (`expired` then
-    withdraws that cancellation and tells the loop).
+    ``asyncio.timeout`` schedules and cancels a timer per call, which costs about as
+    much as the rest of the producer's per-message work in the loop (docs/benchmarks.md).
+    This keeps one timer per loop: each call only moves the deadline; the timer, firing
+    at an older deadline, re-arms itself for the current one, and only a call still
+    waiting at its own deadline is cancelled, the way ``asyncio.timeout`` does it
+    (`expired` then withdraws that cancellation and tells the loop).
     """
 
-    __slots__ = ("_after_s", "_armed_for", "_expired", "_loop", "_task", "_timer", "_waiting",
-                 "_when")  # fmt: skip
+    __slots__ = (
+        "_after_s",
+        "_armed_for",
+        "_expired",
+        "_loop",
+        "_task",
+        "_timer",
+        "_waiting",
+        "_when",
+    )
 
     def __init__(self, after_s: float) -> None:
         task = asyncio.current_task()
@@ -321,8 +335,12 @@ class _Deadline:
         self._task.cancel()
 
 
-_STATE_OF: dict[str, FeedState] = {"stale": "stale", "disconnected": "disconnected",
-                                   "error": "error", "connected": "connected"}  # fmt: skip
+_STATE_OF: dict[str, FeedState] = {
+    "stale": "stale",
+    "disconnected": "disconnected",
+    "error": "error",
+    "connected": "connected",
+}
 
 
 class WatchLoop:
@@ -407,8 +425,7 @@ class WatchLoop:
                 counters.errors += 1
         if down:
             for handler in self.handlers.values():
-                if isinstance(handler, OhlcvHandler | TradesHandler):
-                    handler.live = False
+                handler.on_down()
         self._transition(event, detail)
         return self.backoff.failure()
 
@@ -435,17 +452,17 @@ class WatchLoop:
                     if task is None or task.cancelling():
                         raise  # we are being stopped
                     # ccxt cancelled the future we awaited: its client was closed under us.
-                    delay = self._failed("disconnected",
-                                         "socket closed (ccxt cancelled the watch)",
-                                         error=False)  # fmt: skip
+                    delay = self._failed(
+                        "disconnected", "socket closed (ccxt cancelled the watch)", error=False
+                    )
                 except StaleConnectionError as exc:
                     delay = self._failed("stale", str(exc), error=False)
                 except BadFrameError as exc:
-                    delay = self._failed("error", f"bad frame from the exchange: {exc}",
-                                         error=True)  # fmt: skip
+                    delay = self._failed("error", f"bad frame from the exchange: {exc}", error=True)
                 except ccxt.NetworkError as exc:
-                    delay = self._failed("disconnected", f"{type(exc).__name__}: {exc}",
-                                         error=False)  # fmt: skip
+                    delay = self._failed(
+                        "disconnected", f"{type(exc).__name__}: {exc}", error=False
+                    )
                 except ccxt.BaseError as exc:  # ExchangeError and ccxt's other refusals
                     delay = self._failed("error", f"{type(exc).__name__}: {exc}", error=True)
                 else:
@@ -461,7 +478,8 @@ class WatchLoop:
             deadline.close()
 
     async def _deliver(self, results: list[tuple[str, Any]], recv_ns: int) -> None:
-        """Normalize each symbol's data and submit its messages, in order."""
+        """Normalize each symbol's data and submit its messages, in order (after any REST
+        work its handler asked for, whose results complete them)."""
         now_ms = recv_ns // 1_000_000
         submit = self._submit
         for symbol, data in results:
@@ -469,22 +487,8 @@ class WatchLoop:
             if route is None:
                 continue  # a batch call may report a symbol we did not ask for
             handler, name = route
-            messages: Sequence[MarketMessage]
             try:
-                if isinstance(handler, OhlcvHandler):
-                    rows = handler.rows(data)  # copied before any await: ccxt mutates them
-                    missed = handler.tracker.missing(rows, refetch_forming=not handler.live)
-                    if missed:
-                        # Closed candles over REST are final: they win over ccxt's rows.
-                        fetched = {r[0]: r for r in await self._fetch_missed(handler, missed)}
-                        rows = [r for r in rows if r[0] not in fetched] + list(fetched.values())
-                    messages = handler.apply(rows, now_ms, recv_ns)
-                    handler.take_holes()  # what is still missing was reported by the fetch
-                    handler.live = True
-                else:
-                    messages = handler.on_data(data, now_ms, recv_ns)
-                    if isinstance(handler, TradesHandler):
-                        self._announce_interruption(handler, name)
+                messages = handler.on_data(data, now_ms, recv_ns)
             except NormalizeError as exc:
                 self._counters_of(name).errors += 1
                 if name not in self._bad_data:
@@ -492,55 +496,22 @@ class WatchLoop:
                     log.error("%s: skipping malformed data: %s; data: %s", name, exc, sample(data))
                     self._status(self.sub.exchange_id, "error", name, f"malformed data: {exc}")
                 continue
+            if handler.pending:
+                counters = self._counters_of(name)
+                served = await serve(
+                    self.exchange, handler, self.max_fill_candles, counters, self._status
+                )
+                messages = [*messages, *served]
             if self._bad_data:
                 self._bad_data.discard(name)
             for message in messages:
                 submit(name, message)
-
-    def _announce_interruption(self, handler: TradesHandler, name: str) -> None:
-        """Trades flow again after the socket was down: say which may be missing."""
-        interrupted = handler.take_interruption()
-        if interrupted is not None:
-            log.warning("%s: %s", name, interrupted)
-            self._status(self.sub.exchange_id, "gap", name, interrupted)
 
     def _counters_of(self, feed_name: str) -> FeedCounters:
         for feed, counters in zip(self.sub.feeds, self._counters, strict=True):
             if feed.name == feed_name:
                 return counters
         raise KeyError(feed_name)
-
-    async def _fetch_missed(
-        self, handler: OhlcvHandler, missed: list[tuple[int, int]]
-    ) -> list[Row]:
-        """Closed candles the socket skipped (a reconnect, the start-up race), over REST,
-        fetched before the socket's rows are applied so the stream stays in order."""
-        period = handler.tracker.period_ms
-        name = handler.feed.name
-        fetched: list[Row] = []
-        for start, end in missed:
-            try:
-                rows = await fetch_closed_candles(
-                    self.exchange, handler.feed, start - period, end, self.max_fill_candles
-                )
-            except (ccxt.BaseError, NormalizeError) as exc:
-                self._counters_of(name).errors += 1
-                detail = f"candles {start}..{end - period} missed and not fetched: {exc}"
-                log.error("%s: %s", name, detail)
-                self._status(self.sub.exchange_id, "error", name, detail)
-                continue
-            got = [r for r in rows if start <= r[0] < end]
-            expected = (end - start) // period
-            log.info("%s: candles %d..%d missed by the socket: %d of %d fetched over REST",
-                     name, start, end - period, len(got), expected)  # fmt: skip
-            if len(got) < expected:
-                self._counters_of(name).errors += 1
-                detail = (f"candles {start}..{end - period}: the socket skipped {expected}, "
-                          f"REST had {len(got)}: the stream has a hole")  # fmt: skip
-                log.error("%s: %s", name, detail)
-                self._status(self.sub.exchange_id, "error", name, detail)
-            fetched.extend(got)
-        return fetched
 
     async def _stale(self, stale_s: float) -> None:
         """No data for *stale_s*: fail sockets that went silent, else keep waiting.
@@ -631,3 +602,49 @@ async def fetch_closed_candles(
         r for r in collected if (after_ms is None or r[0] > after_ms) and r[0] + period <= now_ms
     ]
     return closed[-max_candles:]
+
+
+async def serve(
+    exchange: Exchange,
+    handler: FeedHandler,
+    max_candles: int,
+    counters: FeedCounters,
+    status: StatusSink,
+) -> list[MarketMessage]:
+    """Do the REST work *handler* asks for, hand each answer back, and report its
+    notices (logged, counted in *counters*, published through *status*): the messages
+    the answers completed. One round: work asked for meanwhile waits for the next call."""
+    out: list[MarketMessage] = []
+    for request in handler.take_requests():
+        result = await fetch(exchange, handler.feed, request, max_candles)
+        out.extend(handler.on_rest(request, result, time.time_ns()))
+    for notice in handler.take_notices():
+        report(handler.feed, notice, counters, status)
+    return out
+
+
+async def fetch(
+    exchange: Exchange, feed: Feed, request: RestRequest, max_candles: int
+) -> RestResult:
+    """The answer to *request*: what ccxt returned (copied, checked) or why not."""
+    if not exchange.has.get("fetchOHLCV"):
+        return RestFailed(f"{exchange.id} has no fetchOHLCV", unsupported=True)
+    try:
+        return await fetch_closed_candles(
+            exchange, feed, request.after_ms, request.until_ms, max_candles
+        )
+    except (ccxt.BaseError, NormalizeError) as exc:
+        return RestFailed(str(exc))
+
+
+def report(feed: Feed, notice: Notice, counters: FeedCounters, status: StatusSink) -> None:
+    """Log a handler's *notice* about *feed*, count it if an error, publish its event."""
+    if notice.error:
+        counters.errors += 1
+        log.error("%s: %s", feed.name, notice.detail)
+    elif notice.event is not None:
+        log.warning("%s: %s", feed.name, notice.detail)
+    else:
+        log.info("%s: %s", feed.name, notice.detail)
+    if notice.event is not None:
+        status(feed.exchange, notice.event, feed.name, notice.detail)

@@ -206,3 +206,11 @@ def parse_entry_id(raw: bytes | str) -> tuple[int, int]:
     if not sep or not run.isdigit() or not seq.isdigit():
         raise EntryIdError(f"stream entry id {text!r} is not '<run>-<seq>'")
     return int(run), int(seq)
+
+
+# -- producer helper additions -------------------------------------------------------
+
+
+def exchange_prefix(ns: str, exchange: str) -> str:
+    """What every feed and status name of *exchange* starts with: ``{ns}:{exchange}:``."""
+    return f"{check_part('namespace', ns)}:{check_part('exchange', exchange)}:"

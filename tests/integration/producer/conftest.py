@@ -35,8 +35,13 @@ def producer_config(
     **settings: Any,
 ) -> ProducerConfig:
     """A config aiming one exchange at *sim*, with fast timings for tests."""
-    producer = {"close_grace_ms": 300, "heartbeat_s": 0.5, "backoff_initial_s": 0.05,
-                "backoff_max_s": 0.5, "shutdown_timeout_s": 5.0} | settings  # fmt: skip
+    producer = {
+        "close_grace_ms": 300,
+        "heartbeat_s": 0.5,
+        "backoff_initial_s": 0.05,
+        "backoff_max_s": 0.5,
+        "shutdown_timeout_s": 5.0,
+    } | settings
     return build_config(
         ProducerConfig,
         {
@@ -111,10 +116,16 @@ class ProducerProcess:
 
     async def start(self, *extra: str) -> ProducerProcess:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "marketbus.producer", "--config", str(self.config), *extra,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            sys.executable,
+            "-m",
+            "marketbus.producer",
+            "--config",
+            str(self.config),
+            *extra,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        )
         self._reader = asyncio.create_task(self._read())
         return self
 
@@ -146,8 +157,9 @@ class ProducerProcess:
     async def wait_logged(self, pattern: str, timeout_s: float = 15) -> re.Match[str]:
         await wait_until(
             lambda: self.logged(pattern) is not None or self.returncode is not None,
-            timeout_s=timeout_s, what=f"{self.name} to log {pattern!r}",
-        )  # fmt: skip
+            timeout_s=timeout_s,
+            what=f"{self.name} to log {pattern!r}",
+        )
         found = self.logged(pattern)
         assert found is not None, f"{self.name} exited {self.returncode}:\n{self.stderr[-3000:]}"
         return found

@@ -20,8 +20,10 @@ from tests.integration.producer.conftest import messages, producer_config
 from tests.support.waiting import wait_until
 
 SPOT = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
-SYMBOLS = {"binanceusdm": ["BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"],
-           "kucoinfutures": ["BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"]}  # fmt: skip
+SYMBOLS = {
+    "binanceusdm": ["BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"],
+    "kucoinfutures": ["BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"],
+}
 TRADE_TS_TOLERANCE_MS = {"kucoinfutures": 1}
 """ccxt parses kucoin's nanosecond trade times as ``ns * 0.000001``: a float product, so
 an exact ms can come out 1 less. The simulator's time is exact; ccxt's may floor."""
@@ -61,8 +63,15 @@ async def test_every_symbols_feeds_flow_and_match_the_simulated_market(
     kinds = [f"ohlcv.{timeframe}", "ticker", "trades", "book"]
     clock = accelerated_clock(period_ms / CANDLES_PER_S)  # one candle a second
     warmup_s = 180 * period_ms / 1000
-    async with SimServer(exchange, symbols, rate=40, seed=3, warmup_s=warmup_s,
-                         warmup_every_ms=period_ms, clock=clock) as sim:  # fmt: skip
+    async with SimServer(
+        exchange,
+        symbols,
+        rate=40,
+        seed=3,
+        warmup_s=warmup_s,
+        warmup_every_ms=period_ms,
+        clock=clock,
+    ) as sim:
         config = producer_config(redis_url, sim, exchange, symbols, kinds)
         redis = aioredis.Redis.from_url(redis_url)
         try:
@@ -101,8 +110,10 @@ async def _check_symbol(
             assert trade.id is not None
             sim_trade = sim_trades[trade.id]
             assert (trade.price, trade.amount, trade.side) == (
-                sim_trade.price, sim_trade.amount, sim_trade.side,
-            ), symbol  # fmt: skip
+                sim_trade.price,
+                sim_trade.amount,
+                sim_trade.side,
+            ), symbol
             assert trade.ts_ms is not None
             assert 0 <= sim_trade.ts_ms - trade.ts_ms <= TRADE_TS_TOLERANCE_MS.get(exchange, 0)
             ids.append(trade.id)
@@ -132,5 +143,9 @@ async def _check_symbol(
     for ts, candle in final.items():
         truth = truth_candles[ts]
         assert (candle.open, candle.high, candle.low, candle.close, candle.volume) == (
-            truth.open, truth.high, truth.low, truth.close, truth.volume,
-        ), f"{symbol} candle {ts}"  # fmt: skip
+            truth.open,
+            truth.high,
+            truth.low,
+            truth.close,
+            truth.volume,
+        ), f"{symbol} candle {ts}"

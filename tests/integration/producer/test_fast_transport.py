@@ -27,7 +27,7 @@ async def test_send_refuses_a_new_connection_after_a_loss_and_write_reconnects(
     transport = FastTransport(RedisConfig(url=redis_url), aioredis.Redis.from_url(redis_url))
     try:
         assert await (await transport.send([item(1)])).confirm() == [None]
-        writer = transport._writer
+        writer = transport.writer
         assert writer is not None
         client_id = await writer.execute("CLIENT", "ID")
         receipt = await transport.send([item(2)])

@@ -52,8 +52,9 @@ class Rig:
                 and self.producer.stats[n].published > before[n]
                 for n in feeds
             ),
-            timeout_s=10, what=what,
-        )  # fmt: skip
+            timeout_s=10,
+            what=what,
+        )
 
     async def events(self, event: str) -> list[Status]:
         found = await messages(self.redis, "md:binance:status")
@@ -85,17 +86,34 @@ class Rig:
         for ts, c in final.items():
             t = truth[ts]
             assert (c.open, c.high, c.low, c.close, c.volume) == (
-                t.open, t.high, t.low, t.close, t.volume,
-            ), f"candle {ts}"  # fmt: skip
+                t.open,
+                t.high,
+                t.low,
+                t.close,
+                t.volume,
+            ), f"candle {ts}"
 
 
 def config(redis_url: str, faulted: SimServer, healthy: SimServer) -> ProducerConfig:
-    producer = {"close_grace_ms": 300, "heartbeat_s": 0.5, "stale_after_s": STALE_S,
-                "backoff_initial_s": 0.02, "backoff_max_s": 0.1}  # fmt: skip
-    binance = {"id": "binance", "symbols": ["BTC/USDT"], "kinds": BINANCE,
-               "ccxt": faulted.url_overrides("binance")}  # fmt: skip
-    okx = {"id": "okx", "symbols": ["BTC/USDT"], "kinds": ["ticker", "trades"],
-           "ccxt": healthy.url_overrides("okx")}  # fmt: skip
+    producer = {
+        "close_grace_ms": 300,
+        "heartbeat_s": 0.5,
+        "stale_after_s": STALE_S,
+        "backoff_initial_s": 0.02,
+        "backoff_max_s": 0.1,
+    }
+    binance = {
+        "id": "binance",
+        "symbols": ["BTC/USDT"],
+        "kinds": BINANCE,
+        "ccxt": faulted.url_overrides("binance"),
+    }
+    okx = {
+        "id": "okx",
+        "symbols": ["BTC/USDT"],
+        "kinds": ["ticker", "trades"],
+        "ccxt": healthy.url_overrides("okx"),
+    }
     data = {"redis": {"url": redis_url}, "producer": producer, "exchanges": [binance, okx]}
     return build_config(ProducerConfig, data, environ={})
 
@@ -186,8 +204,10 @@ async def test_a_silent_exchange_goes_stale_and_is_redialled(
         rig.faulted.faults.go_silent()
         await rig.wait_events("stale")
         # Several reconnect attempts while silent, each feed logged stale once.
-        await wait_until(lambda: all(rig.producer.stats[n].reconnects >= 3
-                                     for n in rig.binance()), what="retries")  # fmt: skip
+        await wait_until(
+            lambda: all(rig.producer.stats[n].reconnects >= 3 for n in rig.binance()),
+            what="retries",
+        )
         rig.faulted.faults.resume()
 
     await recover(rig, fault)
@@ -230,8 +250,10 @@ async def test_refused_subscriptions_are_retried_until_accepted(
         rig.faulted.faults.refuse_subscriptions()
         rig.faulted.faults.drop_connections()
         await rig.wait_events("error")
-        await wait_until(lambda: all(rig.producer.stats[n].reconnects >= 3
-                                     for n in rig.binance()), what="retries")  # fmt: skip
+        await wait_until(
+            lambda: all(rig.producer.stats[n].reconnects >= 3 for n in rig.binance()),
+            what="retries",
+        )
         rig.faulted.faults.refuse_subscriptions(False)
 
     await recover(rig, fault)

@@ -39,17 +39,22 @@ Processes = Callable[[Path, str], ProducerProcess]
 
 def config_file(redis_url: str, sim: SimServer, path: Path, **settings: Any) -> Path:
     config = producer_config(
-        redis_url, sim, symbols=["BTC/USDT"], kinds=["trades", "ticker"],
-        lease_ttl_s=TTL_S, **settings,
-    )  # fmt: skip
+        redis_url,
+        sim,
+        symbols=["BTC/USDT"],
+        kinds=["trades", "ticker"],
+        lease_ttl_s=TTL_S,
+        **settings,
+    )
     return write_toml(config, path)
 
 
 async def test_a_second_producer_exits_naming_the_holder_or_stands_by_until_stopped(
     redis_url: str, binance_sim: SimServer, tmp_path: Path, producer_processes: Processes
 ) -> None:
-    leader_config = producer_config(redis_url, binance_sim, symbols=["BTC/USDT"],
-                                    kinds=["trades"], lease_ttl_s=TTL_S)  # fmt: skip
+    leader_config = producer_config(
+        redis_url, binance_sim, symbols=["BTC/USDT"], kinds=["trades"], lease_ttl_s=TTL_S
+    )
     redis = aioredis.Redis.from_url(redis_url)
     try:
         async with Producer(leader_config) as leader:  # in-process: it only has to hold
@@ -65,15 +70,19 @@ async def test_a_second_producer_exits_naming_the_holder_or_stands_by_until_stop
                 ).start(),
             )
             assert await second.wait() == 1, second.stderr
-            assert re.search(rf"FencedError: {LEASE} is held by {re.escape(holder)} \(run \d+\)",
-                             second.stderr), second.stderr  # fmt: skip
+            assert re.search(
+                rf"FencedError: {LEASE} is held by {re.escape(holder)} \(run \d+\)", second.stderr
+            ), second.stderr
             assert "Traceback" not in second.stderr
             # A standby stops at once on SIGTERM, without having written anything.
             await standby.wait_logged(f"standing by: .* held by {re.escape(holder)}")
             report = io.StringIO()
             await print_status(RedisConfig(url=redis_url), report)
-            assert re.search(rf"lease held by {re.escape(holder)}; standby: "
-                             r"\S+ \(starting\)", report.getvalue()), report.getvalue()  # fmt: skip
+            assert re.search(
+                rf"lease held by {re.escape(holder)}; standby: "
+                r"\S+ \(starting\)",
+                report.getvalue(),
+            ), report.getvalue()
             standby.signal(signal.SIGTERM)
             assert await standby.wait() == 0, standby.stderr
             runs = {m.run for m in await messages(redis, "md:binance:status")}
@@ -101,13 +110,18 @@ async def test_the_standby_takes_over_after_kill_9_without_interleaving(
     try:
         # Both start at once: whichever takes the lease leads, the other stands by.
         first, second = await asyncio.gather(
-            producer_processes(config_file(redis_url, binance_sim, tmp_path / "a.toml"), "a")
-            .start(),
-            producer_processes(config_file(redis_url, binance_sim, tmp_path / "b.toml"), "b")
-            .start(),
-        )  # fmt: skip
-        await wait_until(lambda: bool(first.logged(HOLDER) or second.logged(HOLDER)),
-                         timeout_s=15, what="one producer to take the lease")  # fmt: skip
+            producer_processes(
+                config_file(redis_url, binance_sim, tmp_path / "a.toml"), "a"
+            ).start(),
+            producer_processes(
+                config_file(redis_url, binance_sim, tmp_path / "b.toml"), "b"
+            ).start(),
+        )
+        await wait_until(
+            lambda: bool(first.logged(HOLDER) or second.logged(HOLDER)),
+            timeout_s=15,
+            what="one producer to take the lease",
+        )
         leader, standby = (first, second) if first.logged(HOLDER) else (second, first)
         leader_id = (await leader.wait_logged(HOLDER)).group(1)
         await standby.wait_logged(rf"standing by: .* held by {re.escape(leader_id)}")
@@ -137,9 +151,10 @@ async def test_the_standby_takes_over_after_kill_9_without_interleaving(
         assert took_s < TTL_S + 2.5, f"takeover took {took_s:.1f}s"
         standby_id = (await standby.wait_logged(HOLDER)).group(1)
         started = [
-            e for e in await messages(redis, "md:binance:status")
+            e
+            for e in await messages(redis, "md:binance:status")
             if isinstance(e, Status) and e.event == "started"
-        ]  # fmt: skip
+        ]
         assert f"took over from {leader_id}" in started[-1].detail
         standby_run = started[-1].run
         assert standby_run > leader_run

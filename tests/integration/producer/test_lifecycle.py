@@ -29,8 +29,9 @@ Processes = Callable[[Path, str], ProducerProcess]
 async def test_sigterm_flushes_publishes_stopped_and_exits_zero(
     redis_url: str, binance_sim: SimServer, tmp_path: Path, producer_processes: Processes
 ) -> None:
-    config = producer_config(redis_url, binance_sim, symbols=["BTC/USDT"],
-                             kinds=["ohlcv.1s", "trades"])  # fmt: skip
+    config = producer_config(
+        redis_url, binance_sim, symbols=["BTC/USDT"], kinds=["ohlcv.1s", "trades"]
+    )
     path = write_toml(config, tmp_path / "p.toml")
     producer = await producer_processes(path, "producer").start("--log-json")
     redis = aioredis.Redis.from_url(redis_url)
@@ -59,10 +60,12 @@ async def test_shutdown_is_bounded_without_redis_and_a_second_signal_exits_at_on
 ) -> None:
     server = make_redis_server()
     kinds = ["trades"]
-    bounded = producer_config(server.url, binance_sim, symbols=["BTC/USDT"], kinds=kinds,
-                              shutdown_timeout_s=1.0)  # fmt: skip
-    patient = producer_config(server.url, binance_sim, symbols=["BTC/USDT"], kinds=kinds,
-                              shutdown_timeout_s=60.0)  # fmt: skip
+    bounded = producer_config(
+        server.url, binance_sim, symbols=["BTC/USDT"], kinds=kinds, shutdown_timeout_s=1.0
+    )
+    patient = producer_config(
+        server.url, binance_sim, symbols=["BTC/USDT"], kinds=kinds, shutdown_timeout_s=60.0
+    )
     first = producer_processes(write_toml(bounded, tmp_path / "bounded.toml"), "bounded")
     await first.start()
     await first.wait_logged("receiving data")

@@ -39,8 +39,7 @@ async def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
 async def test_metrics_heartbeats_and_status_show_every_feed(
     redis_url: str, binance_sim: SimServer
 ) -> None:
-    config = producer_config(redis_url, binance_sim, kinds=KINDS, metrics_port=0,
-                             heartbeat_s=0.3)  # fmt: skip
+    config = producer_config(redis_url, binance_sim, kinds=KINDS, metrics_port=0, heartbeat_s=0.3)
     redis = aioredis.Redis.from_url(redis_url)
     try:
         async with Producer(config) as producer:
@@ -48,10 +47,12 @@ async def test_metrics_heartbeats_and_status_show_every_feed(
             assert port
             names = [f.name for f in producer.feeds]
             await wait_until(
-                lambda: all(producer.stats[n].published > 2
-                            and producer.stats[n].state == "connected" for n in names),
+                lambda: all(
+                    producer.stats[n].published > 2 and producer.stats[n].state == "connected"
+                    for n in names
+                ),
                 what="every feed live",
-            )  # fmt: skip
+            )
 
             metrics = await scrape(port)
             published = {
@@ -70,11 +71,14 @@ async def test_metrics_heartbeats_and_status_show_every_feed(
             assert count > 0 and latency["+Inf"] == count
             assert metrics["marketbus_producer_queue_depth"][0][1] >= 0
             assert metrics["marketbus_producer_lease_held"][0][1] == 1
-            ages = {labels["feed"]: v for labels, v in
-                    metrics["marketbus_producer_last_message_age_seconds"]}  # fmt: skip
+            ages = {
+                labels["feed"]: v
+                for labels, v in metrics["marketbus_producer_last_message_age_seconds"]
+            }
             assert all(0 <= ages[n] < 5 for n in names), ages
-            connected = {labels["feed"]: v for labels, v in
-                         metrics["marketbus_producer_feed_connected"]}  # fmt: skip
+            connected = {
+                labels["feed"]: v for labels, v in metrics["marketbus_producer_feed_connected"]
+            }
             assert all(connected[n] == 1 for n in names), connected
             for counter in ("messages_dropped", "reconnects", "errors"):
                 samples = metrics[f"marketbus_producer_{counter}_total"]

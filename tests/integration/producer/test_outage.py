@@ -27,9 +27,12 @@ async def test_an_outage_loses_nothing_silently_and_the_run_continues(
 ) -> None:
     server = make_redis_server(PERSISTENT)
     config = producer_config(
-        server.url, binance_sim, kinds=["trades", "ticker", "book", "ohlcv.1s"],
-        queue_max_messages=40, lease_ttl_s=1.0,
-    )  # fmt: skip
+        server.url,
+        binance_sim,
+        kinds=["trades", "ticker", "book", "ohlcv.1s"],
+        queue_max_messages=40,
+        lease_ttl_s=1.0,
+    )
     trades = "md:binance:trades:BTC/USDT"
     redis = aioredis.Redis.from_url(server.url)
     try:
@@ -42,8 +45,10 @@ async def test_an_outage_loses_nothing_silently_and_the_run_continues(
             await redis.script_flush()
             await redis.aclose()  # its connection would die with the server
             renewed = producer.stats[trades].published
-            await wait_until(lambda: producer.stats[trades].published > renewed + 50,
-                             what="writes after SCRIPT FLUSH, past a renew")  # fmt: skip
+            await wait_until(
+                lambda: producer.stats[trades].published > renewed + 50,
+                what="writes after SCRIPT FLUSH, past a renew",
+            )
             assert producer.failure is None
 
             server.kill()
@@ -52,10 +57,14 @@ async def test_an_outage_loses_nothing_silently_and_the_run_continues(
             assert publisher.outbox.conflated > 0, "ticker/book were conflated while down"
             server.start()
             await wait_until(
-                lambda: publisher.sequencer.peek(trades) > seq_at_kill + 100
-                and publisher.redis_ok and len(publisher.outbox) < 10,
-                timeout_s=15, what="the writer to catch up after the restart",
-            )  # fmt: skip
+                lambda: (
+                    publisher.sequencer.peek(trades) > seq_at_kill + 100
+                    and publisher.redis_ok
+                    and len(publisher.outbox) < 10
+                ),
+                timeout_s=15,
+                what="the writer to catch up after the restart",
+            )
             assert producer.failure is None and producer.run_id == run
         # Stopped: everything flushed and pending drops announced.
         redis = aioredis.Redis.from_url(server.url)

@@ -35,8 +35,11 @@ def test_forming_updates_are_sent_open_and_a_newer_candle_closes_the_previous() 
     ]
     message = t.update([row(P, 4.0)], now_ms=P + 6, recv_ns=9)[0]
     assert (message.exchange, message.symbol, message.timeframe, message.recv_ns) == (
-        "binance", "BTC/USDT", "1m", 9,
-    )  # fmt: skip
+        "binance",
+        "BTC/USDT",
+        "1m",
+        9,
+    )
 
 
 def test_clock_closes_after_end_plus_grace_exactly_once() -> None:
@@ -76,17 +79,18 @@ def test_seeded_candles_are_not_resent_and_a_missed_period_is_a_hole() -> None:
     t = tracker()
     t.seed_closed([row(0), row(P)])
     assert t.update([row(P)], now_ms=2 * P, recv_ns=1) == []
+    assert t.missing([row(4 * P)]) == [(2 * P, 4 * P)]
     assert summary(t.update([row(4 * P)], now_ms=4 * P + 1, recv_ns=1)) == [(4 * P, 1.0, False)]
-    assert t.take_holes() == [(2 * P, 4 * P)]
-    assert t.take_holes() == []
+    assert t.missing([row(4 * P)]) == []
     filled = t.fill([row(P), row(2 * P, 5.0), row(3 * P, 6.0), row(4 * P)], recv_ns=1)
     assert summary(filled) == [(2 * P, 5.0, True), (3 * P, 6.0, True)]
 
 
 def test_no_hole_without_a_reference_candle() -> None:
     t = tracker()
+    assert t.missing([row(5 * P)]) == []
     t.update([row(5 * P)], now_ms=5 * P + 1, recv_ns=1)
-    assert t.take_holes() == []
+    assert t.missing([row(6 * P)]) == []
 
 
 def test_memory_is_bounded_and_forgotten_candles_count_as_corrections() -> None:

@@ -84,8 +84,14 @@ def other(run: int = 7) -> bytes:
 
 
 def keeper(store: MemoryStore, on_conflict: str = "standby") -> LeaseKeeper:
-    return LeaseKeeper(store, "md", ["binance"], ttl_s=TTL_S, on_conflict=on_conflict,  # type: ignore[arg-type]
-                       holder="here/2/ef01")  # fmt: skip
+    return LeaseKeeper(
+        store,
+        "md",
+        ["binance"],
+        ttl_s=TTL_S,
+        on_conflict=on_conflict,  # type: ignore[arg-type]
+        holder="here/2/ef01",
+    )
 
 
 def test_a_lease_is_valid_for_most_of_its_ttl_counted_from_the_send() -> None:

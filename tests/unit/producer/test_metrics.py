@@ -18,7 +18,7 @@ SOURCE = MetricsSource(
 def test_metrics_listen_on_loopback_unless_configured_otherwise() -> None:
     server = MetricsServer(0, SOURCE, ProducerSettings().metrics_host)
     try:
-        assert server._httpd.server_address[0] == "127.0.0.1"
+        assert server.host == "127.0.0.1"
     finally:
         server.close()
 

@@ -23,8 +23,13 @@ def test_ohlcv_row_is_copied_and_coerced() -> None:
 
 def test_ohlcv_row_keeps_absent_values_as_none_and_ignores_extra_columns() -> None:
     assert normalize.ohlcv_row([60_000, None, None, None, None, None, "x"]) == (
-        60_000, None, None, None, None, None,
-    )  # fmt: skip
+        60_000,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 @pytest.mark.parametrize(
@@ -67,11 +72,23 @@ def test_well_formed_rows_survive_exactly(rows: list[tuple[Any, ...]]) -> None:
 
 
 CCXT_TICKER = {
-    "symbol": "BTC/USDT", "timestamp": 1_700_000_000_123, "bid": 1.0, "bidVolume": 2.0,
-    "ask": 3.0, "askVolume": 4.0, "last": 5.0, "open": 6.0, "high": 7.0, "low": 8.0,
-    "baseVolume": 9.0, "quoteVolume": 10.0, "percentage": 11.0, "markPrice": 12.0,
-    "indexPrice": 13.0, "info": {},
-}  # fmt: skip
+    "symbol": "BTC/USDT",
+    "timestamp": 1_700_000_000_123,
+    "bid": 1.0,
+    "bidVolume": 2.0,
+    "ask": 3.0,
+    "askVolume": 4.0,
+    "last": 5.0,
+    "open": 6.0,
+    "high": 7.0,
+    "low": 8.0,
+    "baseVolume": 9.0,
+    "quoteVolume": 10.0,
+    "percentage": 11.0,
+    "markPrice": 12.0,
+    "indexPrice": 13.0,
+    "info": {},
+}
 
 
 def test_ticker_maps_every_unified_field() -> None:

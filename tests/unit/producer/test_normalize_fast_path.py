@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from marketbus.producer import normalize
 from marketbus.shared.errors import NormalizeError
-from marketbus.shared.schema import Book
 
 ODD_VALUES = st.one_of(
     st.none(),
@@ -53,15 +52,31 @@ def test_ohlcv_rows_match_the_row_by_row_path(rows: list[list[Any]]) -> None:
     assert same(outcome(normalize.ohlcv_rows, rows, "feed"), outcome(by_row, rows))
 
 
-TICKER_KEYS = ["timestamp", "bid", "bidVolume", "ask", "askVolume", "last", "open", "high",
-               "low", "baseVolume", "quoteVolume", "percentage", "markPrice", "indexPrice",
-               "info", "datetime", "vwap"]  # fmt: skip
+TICKER_KEYS = [
+    "timestamp",
+    "bid",
+    "bidVolume",
+    "ask",
+    "askVolume",
+    "last",
+    "open",
+    "high",
+    "low",
+    "baseVolume",
+    "quoteVolume",
+    "percentage",
+    "markPrice",
+    "indexPrice",
+    "info",
+    "datetime",
+    "vwap",
+]
 
 
 @given(st.dictionaries(st.sampled_from(TICKER_KEYS), VALUES, max_size=len(TICKER_KEYS)))
 def test_ticker_matches_the_field_by_field_path(data: dict[str, Any]) -> None:
     fast = outcome(normalize.ticker, "binance", "BTC/USDT", data, 1)
-    checked = outcome(normalize._checked_ticker, "binance", "BTC/USDT", data, 1)
+    checked = outcome(normalize.checked_ticker, "binance", "BTC/USDT", data, 1)
     assert same(fast, checked)
 
 
@@ -109,16 +124,7 @@ def test_book_matches_the_level_by_level_path(
     data = {"bids": bids, "asks": asks, "timestamp": timestamp}
 
     def by_level(data: dict[str, Any]) -> Any:
-        where = "x book A/B"
-        return Book(
-            exchange="x",
-            symbol="A/B",
-            ts_ms=normalize._ms(data.get("timestamp"), where, "timestamp"),
-            recv_ns=1,
-            depth=depth,
-            bids=normalize._levels(data.get("bids"), depth, f"{where}: bids"),
-            asks=normalize._levels(data.get("asks"), depth, f"{where}: asks"),
-        )
+        return normalize.checked_book("x", "A/B", data, depth, 1)
 
     assert same(outcome(normalize.book, "x", "A/B", data, depth, 1), outcome(by_level, data))
 

@@ -19,8 +19,19 @@ def trades(n: int) -> Trades:
 
 
 def candle(ts: int, closed: bool) -> OHLCV:
-    return OHLCV(exchange="x", symbol="A/B", ts_ms=ts, recv_ns=0, timeframe="1m", open=1,
-                 high=1, low=1, close=1, volume=1, closed=closed)  # fmt: skip
+    return OHLCV(
+        exchange="x",
+        symbol="A/B",
+        ts_ms=ts,
+        recv_ns=0,
+        timeframe="1m",
+        open=1,
+        high=1,
+        low=1,
+        close=1,
+        volume=1,
+        closed=closed,
+    )
 
 
 def test_policy_follows_the_spec_streams_section() -> None:
@@ -95,7 +106,7 @@ def test_order_bound_and_accounting_hold_for_any_interleaving(
         box.put(feed, ticker(counter) if is_state else trades(counter))
         if not is_state:
             history_put[feed] = history_put.get(feed, 0) + 1
-        assert sum(1 for e in box._entries if not e.conflate) <= capacity
+        assert sum(1 for e in box.entries if not e.conflate) <= capacity
         n = next(takes_iter, 0)
         out.extend((e.feed, e.message, e.skip) for e in box.take(n))
     out.extend((e.feed, e.message, e.skip) for e in box.take(10_000))

@@ -95,8 +95,19 @@ def trades(n: int) -> Trades:
 
 
 def candle(closed: bool) -> OHLCV:
-    return OHLCV(exchange="x", symbol="A/B", ts_ms=0, recv_ns=0, timeframe="1m", open=1,
-                 high=1, low=1, close=1, volume=1, closed=closed)  # fmt: skip
+    return OHLCV(
+        exchange="x",
+        symbol="A/B",
+        ts_ms=0,
+        recv_ns=0,
+        timeframe="1m",
+        open=1,
+        high=1,
+        low=1,
+        close=1,
+        volume=1,
+        closed=closed,
+    )
 
 
 async def run_until_flushed(publisher: Publisher) -> None:

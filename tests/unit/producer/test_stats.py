@@ -19,16 +19,22 @@ def test_latency_quantiles_are_bucket_bounds() -> None:
         h.observe(seconds)
     assert h.counts == [2, 1, 1, 1]
     assert (h.quantile(0.4), h.quantile(0.6), h.quantile(0.8), h.quantile(1.0)) == (
-        0.001, 0.01, 0.1, 2.0,
-    )  # fmt: skip
+        0.001,
+        0.01,
+        0.1,
+        2.0,
+    )
     assert h.maximum == 2.0 and h.count == 5
 
 
 def test_a_heartbeat_carries_each_feed_of_its_exchange_compactly() -> None:
     live, quiet, other = FeedCounters(), FeedCounters(), FeedCounters()
     live.state, live.published, live.last_message_ms, live.reconnects = "connected", 9, 1_000, 2
-    counters = {"md:binance:ticker:BTC/USDT": live, "md:binance:trades:BTC/USDT": quiet,
-                "md:okx:ticker:BTC/USDT": other}  # fmt: skip
+    counters = {
+        "md:binance:ticker:BTC/USDT": live,
+        "md:binance:trades:BTC/USDT": quiet,
+        "md:okx:ticker:BTC/USDT": other,
+    }
     detail = heartbeat_detail(counters, prefix="md:binance:", queued=3, now_ms=3_500, lease="h")
     assert json.loads(detail) == {
         "queued": 3,

@@ -11,7 +11,7 @@ import ccxt
 import pytest
 
 from marketbus.producer.config import ProducerSettings
-from marketbus.producer.feeds import TickerHandler, TradesHandler
+from marketbus.producer.feeds import OhlcvHandler, TickerHandler, TradesHandler
 from marketbus.producer.stats import FeedCounters
 from marketbus.producer.watch import (
     BadFrameError,
@@ -28,9 +28,16 @@ from tests.support.waiting import wait_until
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 KINDS = ["ohlcv.1m", "ticker", "trades", "book"]
-HAS = {"watchOHLCV": True, "watchOHLCVForSymbols": True, "watchTicker": True,
-       "watchTickers": True, "watchTrades": True, "watchTradesForSymbols": True,
-       "watchOrderBook": True, "watchOrderBookForSymbols": True}  # fmt: skip
+HAS = {
+    "watchOHLCV": True,
+    "watchOHLCVForSymbols": True,
+    "watchTicker": True,
+    "watchTickers": True,
+    "watchTrades": True,
+    "watchTradesForSymbols": True,
+    "watchOrderBook": True,
+    "watchOrderBookForSymbols": True,
+}
 
 
 def feeds() -> list[Feed]:
@@ -104,12 +111,27 @@ async def test_each_failure_kind_is_reported_once_per_outage_and_the_recovery_on
     refused = ccxt.ExchangeError("subscription refused")
     stale = StaleConnectionError("no frame for 1s")
     events, counters = await run_script(
-        [TICKER, refused, stale, refused, stale, refused, TICKER, TICKER,
-         ccxt.NetworkError("closed"), TICKER]
-    )  # fmt: skip
+        [
+            TICKER,
+            refused,
+            stale,
+            refused,
+            stale,
+            refused,
+            TICKER,
+            TICKER,
+            ccxt.NetworkError("closed"),
+            TICKER,
+        ]
+    )
     assert [e for e, _ in events] == [
-        "connected", "error", "stale", "connected", "disconnected", "connected"
-    ]  # fmt: skip
+        "connected",
+        "error",
+        "stale",
+        "connected",
+        "disconnected",
+        "connected",
+    ]
     assert "after" in events[3][1] and "5 retries" in events[3][1]
     assert (counters.errors, counters.reconnects, counters.state) == (3, 6, "connected")
 
@@ -136,12 +158,14 @@ async def test_a_cancellation_from_ccxt_is_a_disconnect_not_the_end() -> None:
     events: list[str] = []
     exchange = Cancelling(["cancel", TICKER])
     loop = WatchLoop(
-        exchange, Subscription("binance", "ticker", (feed,), batch=False),
+        exchange,
+        Subscription("binance", "ticker", (feed,), batch=False),
         {"BTC/USDT": TickerHandler(feed)},
         ProducerSettings(backoff_initial_s=0.001, backoff_max_s=0.001),
         submit=lambda name, message: None,
-        status=lambda exchange, event, name, detail: events.append(event), counters=counters,
-    )  # fmt: skip
+        status=lambda exchange, event, name, detail: events.append(event),
+        counters=counters,
+    )
     task = asyncio.create_task(loop.run())
     await asyncio.wait_for(exchange.done.wait(), 5)
     task.cancel()
@@ -210,12 +234,14 @@ async def test_a_feed_quiet_on_a_live_socket_is_resubscribed_after_a_few_deadlin
     counters = {feed.name: FeedCounters()}
     events: list[str] = []
     loop = WatchLoop(
-        exchange, Subscription("binance", "ticker", (feed,), batch=False),
+        exchange,
+        Subscription("binance", "ticker", (feed,), batch=False),
         {"BTC/USDT": TickerHandler(feed)},
         ProducerSettings(stale_after_s=0.02, backoff_initial_s=0.001, backoff_max_s=0.001),
         submit=lambda name, message: None,
-        status=lambda exchange, event, name, detail: events.append(detail), counters=counters,
-    )  # fmt: skip
+        status=lambda exchange, event, name, detail: events.append(detail),
+        counters=counters,
+    )
     task = asyncio.create_task(loop.run())
     try:
         await wait_until(lambda: live.error is not None, timeout_s=5, what="resubscribe")
@@ -263,12 +289,14 @@ async def test_a_socket_another_loop_replaced_counts_as_down_for_this_loops_feed
     handler = TradesHandler(feed)
     events: list[tuple[str, str]] = []
     loop = WatchLoop(
-        exchange, Subscription("binance", "trades", (feed,), batch=False), {"BTC/USDT": handler},
+        exchange,
+        Subscription("binance", "trades", (feed,), batch=False),
+        {"BTC/USDT": handler},
         ProducerSettings(stale_after_s=0.02, backoff_initial_s=0.001, backoff_max_s=0.001),
         submit=lambda name, message: None,
         status=lambda exchange, event, name, detail: events.append((event, detail)),
         counters={feed.name: FeedCounters()},
-    )  # fmt: skip
+    )
     task = asyncio.create_task(loop.run())
     try:
         await wait_until(lambda: not handler.live, timeout_s=5, what="feed marked down")
@@ -279,3 +307,50 @@ async def test_a_socket_another_loop_replaced_counts_as_down_for_this_loops_feed
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert [e for e, _ in events] == ["stale", "connected", "gap"]
+
+
+async def test_candles_the_socket_skipped_are_fetched_and_submitted_in_order() -> None:
+    minute = 60_000
+    start = (time.time_ns() // 1_000_000 // minute - 10) * minute
+
+    def candle(i: int, close: float = 1.0) -> list[float]:
+        return [start + i * minute, 1.0, 1.0, 1.0, close, 1.0]
+
+    class Candles(ScriptedExchange):
+        has = {"fetchOHLCV": True}
+        id = "binance"
+
+        def parse_timeframe(self, timeframe: str) -> int:
+            return 60
+
+        async def watch_ohlcv(self, symbol: str, timeframe: str) -> Any:
+            return await self.watch_ticker(symbol)
+
+        async def fetch_ohlcv(self, symbol: str, timeframe: str, **kw: Any) -> Any:
+            return [candle(i, 5.0) for i in range(0, 4)]
+
+    feed = Feed("md", "binance", "ohlcv.1m", "BTC/USDT")
+    submitted: list[tuple[int | None, float | None, bool]] = []
+    events: list[tuple[StatusEvent, str]] = []
+    exchange = Candles([[candle(0)], [candle(3)]])
+    loop = WatchLoop(
+        exchange,
+        Subscription("binance", "ohlcv.1m", (feed,), batch=False),
+        {"BTC/USDT": OhlcvHandler(feed, close_grace_ms=0)},
+        ProducerSettings(backoff_initial_s=0.001, backoff_max_s=0.001),
+        submit=lambda name, m: submitted.append((m.ts_ms, m.close, m.closed)),  # type: ignore[union-attr]
+        status=lambda exchange, event, name, detail: events.append((event, detail)),
+        counters={feed.name: FeedCounters()},
+    )
+    task = asyncio.create_task(loop.run())
+    await asyncio.wait_for(exchange.done.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [(ts - start, c, closed) for ts, c, closed in submitted if ts is not None] == [
+        (0, 1.0, True),
+        (minute, 5.0, True),
+        (2 * minute, 5.0, True),
+        (3 * minute, 1.0, True),
+    ]
+    assert [e for e, _ in events] == ["connected"], "everything skipped was fetched"
