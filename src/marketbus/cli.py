@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from redis.exceptions import NoPermissionError, RedisError
 
 from marketbus.shared.config import (
+    DEFAULT_REDIS_URL,
     REDIS_URL_ENV,
     REDIS_URL_FILE_ENV,
     RedisConfig,
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--redis",
             default=None,
             help=f"Redis URL (default: ${REDIS_URL_ENV}, else the file ${REDIS_URL_FILE_ENV} "
-            "names, else redis://127.0.0.1:6379/0); a password here shows in ps",
+            f"names, else {DEFAULT_REDIS_URL}); a password here shows in ps",
         )
         p.add_argument("--namespace", default=DEFAULT_NS, help="key namespace (default md)")
         p.add_argument(
