@@ -1,8 +1,13 @@
 """The `marketbus` command: produce, sim, tail, status, demo.
 
 Each subcommand imports its machinery lazily, so `marketbus tail` and `marketbus status`
-work on the light install (no ccxt). Errors marketbus raises on purpose print one clear
-line and exit 2 (bad configuration) or 1 (anything else), never a traceback.
+work on the light install (no ccxt). Errors marketbus raises on purpose, and errors Redis
+answers with (a refused command, a lost connection), print one clear line and exit 2
+(bad usage or configuration) or 1 (anything else), never a traceback.
+
+``--redis`` defaults to ``MARKETBUS_REDIS_URL``, else the first line of the file
+``MARKETBUS_REDIS_URL_FILE`` names (`marketbus.shared.config.redis_url_from`): a password
+given there is not shown by ``ps``, as one on the command line is.
 """
 
 from __future__ import annotations
@@ -11,16 +16,47 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 
-from marketbus.shared.config import RedisConfig
-from marketbus.shared.errors import ConfigError, MarketbusError
-from marketbus.shared.names import DEFAULT_NS
+from redis.exceptions import NoPermissionError, RedisError
+
+from marketbus.shared.config import (
+    DEFAULT_REDIS_URL,
+    REDIS_URL_ENV,
+    REDIS_URL_FILE_ENV,
+    RedisConfig,
+    redis_url_from,
+)
+from marketbus.shared.errors import ConfigError, FeedNameError, MarketbusError
+from marketbus.shared.names import DEFAULT_NS, check_part
+
+
+class UsageError(ConfigError):
+    """The command line is wrong in a way argparse cannot tell (exit 2)."""
 
 
 def _redis_config(args: argparse.Namespace) -> RedisConfig:
-    return RedisConfig(url=args.redis, namespace=args.namespace, cluster=args.cluster)
+    return RedisConfig(
+        url=redis_url_from(args.redis), namespace=args.namespace, cluster=args.cluster
+    )
+
+
+def check_usage(args: argparse.Namespace) -> None:
+    """UsageError for what the parser accepts but no run can mean."""
+    repeated = sorted(e for e, n in Counter(getattr(args, "exchange", None) or []).items() if n > 1)
+    if args.command == "produce" and repeated:
+        raise UsageError(
+            f"--exchange {repeated[0]} is given twice: one producer runs each exchange once"
+        )
+    namespace = getattr(args, "namespace", None)
+    if namespace is not None:
+        try:
+            check_part("--namespace", namespace)
+        except FeedNameError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
@@ -61,8 +97,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from marketbus.demo import run_demo
 
+    configured = args.redis is not None or any(
+        os.environ.get(name) for name in (REDIS_URL_ENV, REDIS_URL_FILE_ENV)
+    )
+    url = redis_url_from(args.redis) if configured else None
     try:
-        return asyncio.run(run_demo(duration_s=args.duration, redis_url=args.redis))
+        return asyncio.run(run_demo(duration_s=args.duration, redis_url=url))
     except KeyboardInterrupt:
         return 0
 
@@ -76,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def redis_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
+        p.add_argument(
+            "--redis",
+            default=None,
+            help=f"Redis URL (default: ${REDIS_URL_ENV}, else the file ${REDIS_URL_FILE_ENV} "
+            f"names, else {DEFAULT_REDIS_URL}); a password here shows in ps",
+        )
         p.add_argument("--namespace", default=DEFAULT_NS, help="key namespace (default md)")
         p.add_argument(
             "--cluster",
@@ -112,7 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="simulator + producer + consumer, live in the terminal")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: until ^C)")
     p.add_argument(
-        "--redis", default=None, help="Redis URL (default: start a private redis-server)"
+        "--redis",
+        default=None,
+        help=f"Redis URL (default: ${REDIS_URL_ENV}, else the file ${REDIS_URL_FILE_ENV} "
+        "names, else start a private redis-server)",
     )
     p.set_defaults(func=_cmd_demo)
     return parser
@@ -128,12 +176,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose, args.log_json)
     try:
+        check_usage(args)
         code: int = args.func(args)
+    except UsageError as exc:
+        print(f"marketbus {args.command}: usage error: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"marketbus: configuration error: {exc}", file=sys.stderr)
         return 2
     except MarketbusError as exc:
         print(f"marketbus: {exc}", file=sys.stderr)
+        return 1
+    except NoPermissionError as exc:
+        print(
+            f"marketbus {args.command}: Redis refused a command to this user ({exc}); "
+            "use a user whose ACL allows it (deploy/users.acl: marketbus-ops reads everything)",
+            file=sys.stderr,
+        )
+        return 1
+    except RedisError as exc:
+        print(
+            f"marketbus {args.command}: Redis failed: {type(exc).__name__}: {exc}", file=sys.stderr
+        )
         return 1
     return code
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from marketbus.shared.errors import ConfigError, MarketbusError
 from marketbus.sim.faults import Faults, GarbageKind
 from marketbus.sim.loopback import confine_to_loopback
 from marketbus.sim.market import MarketEvent, SyntheticMarket
@@ -382,7 +384,27 @@ class SimServer:
 
 
 async def serve(exchange: str, port: int, symbols: list[str], rate: float, seed: int) -> None:
-    """Run a simulator until cancelled (the `marketbus sim` command)."""
-    async with SimServer(exchange, symbols, rate=rate, seed=seed, port=port, warmup_s=3600) as sim:
+    """Run a simulator until cancelled (the `marketbus sim` command).
+
+    ConfigError for an exchange it does not simulate (or a negative rate), MarketbusError
+    for a port it cannot listen on: one line each, not a traceback.
+    """
+    try:
+        sim = SimServer(exchange, symbols, rate=rate, seed=seed, port=port, warmup_s=3600)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        await sim.start()
+    except OSError as exc:
+        await sim.stop()
+        reason = exc.strerror
+        if exc.errno == errno.EADDRINUSE:
+            reason = f"port {port} is in use; choose another with --port"
+        raise MarketbusError(
+            f"the simulator cannot listen on {sim.host}:{port}: {reason}"
+        ) from None
+    try:
         log.info("simulating %s on %s (%s)", exchange, sim.http_url, ", ".join(symbols))
         await asyncio.Event().wait()
+    finally:
+        await sim.stop()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -14,8 +16,9 @@ import redis.asyncio as aioredis
 from marketbus.producer.stats import FeedCounters, heartbeat_detail
 from marketbus.shared import codecs
 from marketbus.shared.schema import FeedInfo, Status, Ticker
-from tests.support.redis_process import free_port
+from tests.support.redis_process import RedisProcess, free_port
 from tests.support.waiting import wait_until
+from tests.unit.deploy.files import ADMIN, CONSUMER, acl_file_for_tests, password_for
 
 CLI = [sys.executable, "-m", "marketbus.cli"]
 
@@ -148,3 +151,67 @@ async def test_status_shows_feeds_age_and_state(redis_url: str) -> None:
     assert re.search(
         r"binance: heartbeat \d+\.\ds ago, 5 queued, lease held by host/12/abcd", result.stdout
     ), result.stdout
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
+    """The one stderr line of a clean failure with exit *code* (no traceback)."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_repeated_exchange_is_a_usage_error(tmp_path: Path) -> None:
+    config = tmp_path / "producer.toml"
+    config.write_text('[[exchanges]]\nid = "binance"\nsymbols = ["BTC/USDT"]\n')
+    result = run_cli(
+        "produce", "--config", str(config), "--exchange", "binance", "--exchange", "binance"
+    )
+    assert "--exchange binance is given twice" in one_line_error(result, 2)
+
+
+def test_namespace_with_a_colon_is_a_usage_error() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    for command in (["status"], ["tail", "md:*"]):
+        result = run_cli(*command, "--namespace", "md:x", "--redis", url)
+        assert "namespace" in one_line_error(result, 2)
+
+
+def test_sim_unknown_exchange_and_busy_port_are_one_line(tmp_path: Path) -> None:
+    result = run_cli("sim", "nosuchx", "--port", str(free_port()))
+    assert "'nosuchx' is not simulated" in one_line_error(result, 2)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("sim", "binance", "--port", str(port))
+    assert f"port {port} is in use" in one_line_error(result, 1)
+
+
+async def test_acl_refusals_are_one_line(
+    make_redis_server: Callable[..., RedisProcess], tmp_path: Path
+) -> None:
+    server = make_redis_server(["--aclfile", str(acl_file_for_tests(tmp_path))])
+    admin = aioredis.Redis.from_url(
+        f"redis://{ADMIN}:{password_for(ADMIN)}@127.0.0.1:{server.port}/0"
+    )
+    info = FeedInfo(
+        exchange="binance",
+        symbol="BTC/USDT",
+        kind="ticker",
+        timeframe=None,
+        run=7,
+        stream_maxlen=100,
+        updated_ms=1,
+    )
+    await admin.hset("md:feeds", "md:binance:ticker:BTC/USDT", codecs.encode_feed_info(info))
+    await admin.aclose()
+    consumer = f"redis://{CONSUMER}:{password_for(CONSUMER)}@127.0.0.1:{server.port}/0"
+    line = one_line_error(await asyncio.to_thread(run_cli, "status", "--redis", consumer), 1)
+    assert "NOPERM" in line or "no permissions" in line, line
+    assert password_for(CONSUMER) not in line
+    tail = await asyncio.to_thread(run_cli, "tail", "other:*", "--redis", consumer)
+    line = one_line_error(tail, 1)
+    assert "other:*" in line and ("NOPERM" in line or "no permissions" in line), line
+    assert password_for(CONSUMER) not in line
