@@ -24,6 +24,10 @@ from marketbus.sim import SimServer
 from tests.support.waiting import wait_until
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]
+PROCESS_DEADLINE_S = 60.0
+"""How long a producer subprocess may take to log a line or to exit. Its start alone
+imports ccxt.pro, 2.4 s of CPU, which on 2 cores shared with the suite's other
+processes took 7-15 s of wall time: a 15 s deadline failed the fencing tests under load."""
 
 
 def producer_config(
@@ -154,7 +158,9 @@ class ProducerProcess:
                 return found
         return None
 
-    async def wait_logged(self, pattern: str, timeout_s: float = 15) -> re.Match[str]:
+    async def wait_logged(
+        self, pattern: str, timeout_s: float = PROCESS_DEADLINE_S
+    ) -> re.Match[str]:
         await wait_until(
             lambda: self.logged(pattern) is not None or self.returncode is not None,
             timeout_s=timeout_s,
@@ -168,7 +174,7 @@ class ProducerProcess:
         assert self.proc is not None
         self.proc.send_signal(signum)
 
-    async def wait(self, timeout_s: float = 15) -> int:
+    async def wait(self, timeout_s: float = PROCESS_DEADLINE_S) -> int:
         assert self.proc is not None
         code = await asyncio.wait_for(self.proc.wait(), timeout_s)
         if self._reader is not None:

@@ -22,6 +22,7 @@ from marketbus.shared.schema import Message, Status, Trades
 from marketbus.sim import SimServer
 from marketbus.status_report import print_status
 from tests.integration.producer.conftest import (
+    PROCESS_DEADLINE_S,
     ProducerProcess,
     messages,
     producer_config,
@@ -119,7 +120,7 @@ async def test_the_standby_takes_over_after_kill_9_without_interleaving(
         )
         await wait_until(
             lambda: bool(first.logged(HOLDER) or second.logged(HOLDER)),
-            timeout_s=15,
+            timeout_s=PROCESS_DEADLINE_S,
             what="one producer to take the lease",
         )
         leader, standby = (first, second) if first.logged(HOLDER) else (second, first)
