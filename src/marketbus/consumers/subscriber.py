@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -20,7 +19,7 @@ import msgspec
 from marketbus.consumers.buffers import BookState, CandleBuffer, TickerState, TradeBuffer
 from marketbus.consumers.catalog import read_catalog, requested, select
 from marketbus.consumers.engine import B, Buffer, BufferSizes, Engine
-from marketbus.consumers.events import Event, Gap, Staleness, Stats
+from marketbus.consumers.events import Event, Gap, Stats
 from marketbus.consumers.listeners import (
     GapCallback,
     Listener,
@@ -42,6 +41,7 @@ from marketbus.consumers.options import (
 )
 from marketbus.consumers.read_loop import ReadLoop, Redis, open_connections
 from marketbus.consumers.sequencing import Position
+from marketbus.consumers.stop_notice import StopNotice
 from marketbus.consumers.streams import StreamReader
 from marketbus.consumers.supervisor import Supervisor
 from marketbus.consumers.transport import TRANSIENT_ERRORS, Transport
@@ -102,11 +102,7 @@ class Subscriber:
         self._redis: Redis | None = None
         self._transport: Transport | None = None
         self._started = False
-        self._queued_stale: list[Listener] = []
-        """Queued listeners with an ``on_stale``: told in the shutdown that every feed
-        went stale when the subscriber fails (their own tasks are stopped by then)."""
-        self._last_words: list[Staleness] = []
-        """The staleness events of the failure, for those listeners."""
+        self._stop_notice = StopNotice()
         if on_message or on_gap or on_stale:
             self._add_listener(Listener.make(on_message, on_gap, on_stale, defaults=opts))
 
@@ -173,7 +169,7 @@ class Subscriber:
         if self._supervisor.failure is None:
             self._engine.on_stopped("subscriber closed")
         else:
-            await self._tell_queued_stale()
+            await self._stop_notice.deliver()
         await self._reader.close()
         if self._redis is not None:
             with contextlib.suppress(*TRANSIENT_ERRORS):
@@ -182,29 +178,11 @@ class Subscriber:
     def _failed(self, exc: BaseException) -> None:
         self._progress.set()  # whoever waits wakes up and raises it
         reason = f"subscriber stopped: {type(exc).__name__}: {exc}"
-        self._last_words = self._engine.on_stopped(reason)  # inline listeners hear it now
+        self._stop_notice.record(self._engine.on_stopped(reason))  # inline: told now
         self._listeners.close()
 
-    async def _tell_queued_stale(self) -> None:
-        """Hand the failure's staleness events to each queued ``on_stale`` (its task is
-        stopped): the strategy hears at once that no feed is live. An error there is
-        logged, nothing more: the subscriber has stopped already."""
-        for listener in self._queued_stale:
-            callback = listener.on_stale
-            assert callback is not None
-            for event in self._last_words:
-                if listener.feeds is not None and event.feed not in listener.feeds:
-                    continue
-                try:
-                    result = callback(event)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:  # the strategy's own code, after the failure
-                    log.exception("on_stale failed on %s while the subscriber stopped", event)
-
     def _add_listener(self, listener: Listener) -> None:
-        if listener.on_stale is not None and listener.delivery == "queued":
-            self._queued_stale.append(listener)
+        self._stop_notice.add(listener)
         self._listeners.add(listener)
 
     def _open(self) -> tuple[Transport, Redis]:
@@ -322,11 +300,8 @@ class Subscriber:
     # -- reading state -----------------------------------------------------------------
 
     def buffer(self, feed: str) -> Buffer:
-        """The buffer of *feed* by name (None for a status channel).
-
-        Like every data accessor (`candles`, `trades`, `book`, `ticker`,
-        `ticker_state`, `position`): SubscriberFailedError, chained from the error,
-        once the subscriber failed, so a dead subscriber is never read as if live."""
+        """The buffer of *feed* by name (None for a status channel). This and every data
+        accessor raise SubscriberFailedError (from the error) once the subscriber failed."""
         self._supervisor.raise_if_failed()
         return self._engine.state_of(feed).buffer
 
@@ -352,16 +327,12 @@ class Subscriber:
         return self._engine.buffer_of(feed_name(self.namespace, exchange, kind, symbol), of)
 
     def is_stale(self, feed: str) -> bool:
-        """True when *feed* is quiet beyond its threshold (evaluated now), its producer
-        reported trouble, or this subscriber cannot vouch for it: disconnected (until
-        the feed resynced), stopped or closed. Never raises for a failed subscriber:
-        it says so (`stale_reason`)."""
+        """True when *feed* is quiet (evaluated now), its producer reported trouble, or
+        this subscriber is disconnected (until the feed resynced), failed or closed."""
         return self._engine.is_stale(feed)
 
     def stale_reason(self, feed: str) -> str:
-        """Why *feed* is stale ('' when fresh): ``quiet``, the producer's event, or
-        ``disconnected from Redis`` / ``subscriber stopped: <error>`` /
-        ``subscriber closed``."""
+        """Why *feed* is stale ('' when fresh); see docs/consumer.md "Staleness"."""
         self._engine.is_stale(feed)
         return self._engine.state_of(feed).health.reason
 

@@ -10,10 +10,10 @@ feed's position does not move. Runs are the producer's start time (epoch ms), so
 run far ahead of the reader's clock cannot be real: it is rejected outright, even when
 it comes from the stream.
 
-Two kinds of message cannot be confirmed this way, because the stream does not hold
-them: forming candles (the stream holds closed candles only) and nothing else. Ticker
-and book feeds apply a jump at once (their newest message is the whole state), as
-before.
+Forming candles cannot be confirmed this way (the stream holds closed candles only):
+a jump to one is trusted, as before. Ticker and book feeds apply a live jump at once
+(their newest message is the whole state; nothing is repaired), so only what they hold
+while they sync is checked against the stream.
 """
 
 from __future__ import annotations
