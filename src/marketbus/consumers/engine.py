@@ -15,7 +15,14 @@ Per feed:
 - state feeds (ticker, book) are the exception to rule 3: their newest message replaces
   all earlier ones, so a jump is applied at once (conflated) and a resume reads only
   the newest entry;
-- a payload that does not decode is counted and skipped (rule 5).
+- a payload that does not decode is counted and skipped (rule 5);
+- a jump is applied only once the stream confirms it: the repair reads up to and
+  including the held message's ``(run, seq)``, and a message the stream does not have,
+  or one whose run is far in the future, is *suspect*: dropped and counted, and the
+  feed's position does not move (`marketbus.consumers.trust`);
+- a subscriber that lost its link or stopped makes every feed stale with the reason
+  (`link_down`); a feed is judged on its own again once it resynced after the link
+  came back.
 
 `Engine.on_live_batch` is the hot path: a batch straight from the socket handler, one
 module-level decoder call per message, the next-in-order case of a ready feed applied
@@ -48,7 +55,8 @@ from marketbus.consumers.buffers import BookState, CandleBuffer, TickerState, Tr
 from marketbus.consumers.events import Gap, GapReason, Staleness, Stats, Update
 from marketbus.consumers.health import FeedHealth
 from marketbus.consumers.sequencing import Position, Verdict, classify, missing_seqs
-from marketbus.shared.codecs import decode
+from marketbus.consumers.trust import MAX_RUN_AHEAD_S, confirmable, confirmed, from_future
+from marketbus.shared.codecs import DECODE_ERRORS, decode
 from marketbus.shared.errors import ContractError, FeedNameError, NotSubscribedError
 from marketbus.shared.names import (
     STREAM_FIELD_BYTES,
@@ -84,8 +92,9 @@ _msgpack_decode: Final = msgspec.msgpack.Decoder(Message).decode
 """The hot loop's decoders: `marketbus.shared.codecs.decode` without a call per message
 (SPEC "Messages": ``{`` first is JSON, anything else MessagePack). A payload they reject
 goes through ``codecs.decode`` for the error."""
-_DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, IndexError)
-"""What the hot loop's decoding raises for a bad payload (IndexError: an empty one)."""
+_DECODE_ERRORS: Final = (*DECODE_ERRORS, IndexError)
+"""What the hot loop's decoding raises for a bad payload: `codecs.DECODE_ERRORS` (a
+hostile nesting depth too) and IndexError (an empty one)."""
 _LOG_EVERY: Final = 1000
 """Undecodable/rejected payloads and messages on ignored channels are logged on the 1st,
 1001st, ... occurrence."""
@@ -139,6 +148,10 @@ class Fetch(msgspec.Struct, frozen=True):
     initial: bool
     """First sight of the feed: history fills buffers but is not delivered to
     listeners, holes in it are not reported, and old status events only set state."""
+    confirm: Position | None = None
+    """The held live message this read must confirm: the read goes up to and including
+    its position (``before`` is then that position), and it is applied only if the
+    stream has an entry there (see `marketbus.consumers.trust`)."""
 
 
 class Sink(Protocol):
@@ -159,6 +172,7 @@ class FeedState:
 
     __slots__ = (
         "buffer",
+        "confirmed",
         "epoch",
         "exchange",
         "health",
@@ -168,6 +182,7 @@ class FeedState:
         "message_type",
         "name",
         "ready",
+        "relinking",
         "run",
         "seq",
         "sizes",
@@ -203,6 +218,10 @@ class FeedState:
         self.held: deque[Message] = deque(maxlen=sizes.hold)
         self.ready = False
         """The first sync (backfill) is done."""
+        self.confirmed: Message | None = None
+        """The stream's entry at the position the current read must confirm, once met."""
+        self.relinking = False
+        """The current sync follows the link's return: it ends the link's staleness."""
         self.health = FeedHealth(name, None if kind == "status" else sizes.stale_after_s, now)
 
     @property
@@ -256,7 +275,12 @@ class Engine:
     """All feeds of one subscriber: decode, order, apply, report (no I/O)."""
 
     def __init__(
-        self, *, clock: Callable[[], float] = time.monotonic, max_ignored: int = MAX_IGNORED
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        max_ignored: int = MAX_IGNORED,
+        max_run_ahead_s: float = MAX_RUN_AHEAD_S,
     ) -> None:
         self._feeds: dict[str, FeedState] = {}
         self._index: dict[str | bytes, FeedState] = {}
@@ -282,6 +306,10 @@ class Engine:
         """Channels the user unsubscribed from while a pattern covered them: that pattern
         does not bring them back. Only channels a pattern covers are kept."""
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._max_run_ahead_ms = max_run_ahead_s * 1000
+        self._stopped: str | None = None
+        """Why the subscriber stopped (None while it runs): no feed is fresh again."""
 
     # -- what the shell reads ----------------------------------------------------------
 
@@ -372,6 +400,35 @@ class Engine:
         """The shell lost the pub/sub connection (it reconnects; the confirmations of the
         new connection resync every feed)."""
         self._stats.reconnects += 1
+        self.link_down("disconnected from Redis")
+
+    def link_down(self, reason: str) -> list[Staleness]:
+        """The reader cannot vouch for any feed now (*reason*: why): every market-data
+        feed is stale at once, and stays so until it resynced after the link is back.
+        Returns the events, also delivered to every sink."""
+        now = self._clock()
+        events = []
+        for state in self._feeds.values():
+            state.relinking = False  # a read under way started before: it does not count
+            if state.kind != "status":
+                event = state.health.on_link_down(reason, now)
+                if event is not None:
+                    events.append(event)
+                    self._staleness(event)
+        return events
+
+    def on_stopped(self, reason: str) -> list[Staleness]:
+        """The subscriber stopped (*reason*: why): every feed is stale for good, as
+        `link_down` says; returns the events."""
+        self._stopped = reason
+        return self.link_down(reason)
+
+    def is_stale(self, name: str) -> bool:
+        """Whether feed *name* is stale now (its quiet threshold evaluated at this very
+        moment); NotSubscribedError if it is not kept."""
+        state = self.state_of(name)
+        self._staleness(state.health.check(self._clock()))
+        return state.health.stale
 
     # -- feeds -------------------------------------------------------------------------
 
@@ -467,20 +524,39 @@ class Engine:
     def _resync(self, state: FeedState) -> None:
         state.syncing = True
         state.epoch += 1
-        before = state.held[0].position if state.held else None
+        state.confirmed = None
+        if state.health.link is not None and self._stopped is None:
+            state.relinking = True
+        first = state.held[0] if state.held else None
+        before = first.position if first is not None else None
+        confirm = before if first is not None and self._must_confirm(state, first) else None
         if state.last is None:
-            fetch = Fetch(state.name, state.epoch, None, before, state.backfill_count, True)
+            count: int | None = state.backfill_count
+            fetch = Fetch(state.name, state.epoch, None, before, count, True, confirm)
         else:
             self._stats.resumes += 1
             count = 1 if newest_wins(state.kind) else None
-            fetch = Fetch(state.name, state.epoch, state.last, before, count, False)
+            fetch = Fetch(state.name, state.epoch, state.last, before, count, False, confirm)
         self._fetches.append(fetch)
 
-    def _repair(self, state: FeedState, before: Position) -> None:
+    def _repair(self, state: FeedState, message: Message) -> None:
         self._stats.repairs += 1
         state.syncing = True
         state.epoch += 1
-        self._fetches.append(Fetch(state.name, state.epoch, state.last, before, None, False))
+        state.confirmed = None
+        before = message.position
+        confirm = before if self._must_confirm(state, message) else None
+        fetch = Fetch(state.name, state.epoch, state.last, before, None, False, confirm)
+        self._fetches.append(fetch)
+
+    @staticmethod
+    def _must_confirm(state: FeedState, message: Message) -> bool:
+        """Whether a held *message* is applied only once the stream confirms it: one
+        the stream must hold that is not the next in order (or comes before anything
+        is applied, when nothing says what is in order)."""
+        if not confirmable(message):
+            return False
+        return state.last is None or classify(state.last, message.position) is not Verdict.APPLY
 
     # -- live --------------------------------------------------------------------------
 
@@ -676,12 +752,15 @@ class Engine:
         if verdict is Verdict.DUPLICATE:
             self._stats.duplicates += 1
             return True
+        if message.run != state.run and self._from_future(message.run):
+            self._suspect(state, message, "its run is in the future")
+            return True
         if verdict is not Verdict.APPLY:
             if accept_up_to is not None and position <= accept_up_to:
                 self._check_hole(state, message, stream_first)
             elif not newest_wins(state.kind):
                 self._hold(state, message)
-                self._repair(state, position)
+                self._repair(state, message)
                 return False
         self._apply(state, message, deliver=True, historical=False)
         return True
@@ -713,14 +792,21 @@ class Engine:
             message = self._decode(state, payload)
             if message is None:
                 continue
-            if state.last is not None and message.position <= state.last:
+            position = message.position
+            if position == fetch.confirm:
+                state.confirmed = message  # applied in the held message's place
+                continue
+            if state.last is not None and position <= state.last:
+                continue
+            if message.run != state.run and self._from_future(message.run):
+                self._suspect(state, message, "its run is in the future")
                 continue
             if not fetch.initial:
                 self._check_hole(state, message, stream_first)
             self._stats.backfilled += 1
             self._apply(state, message, deliver=not fetch.initial, historical=fetch.initial)
         if done and fetch.epoch == state.epoch:
-            self._finish_sync(state, fetch, stream_first)
+            self._finish_sync(state, fetch, stream_first, checked=True)
 
     def on_fetch_failed(self, fetch: Fetch, error: str) -> None:
         """The shell gave up on *fetch* (Redis refused it, or it kept failing): counted,
@@ -741,7 +827,7 @@ class Engine:
             detail=f"cannot read the stream ({error}); going on live without that history",
         )
         self._gap(gap, None)
-        self.on_history(fetch, [], done=True, stream_first=None)
+        self._finish_sync(state, fetch, None, checked=False)
 
     def on_read_back_failed(self, feed: str, error: str) -> None:
         """A listener's read-back of *feed* was given up: counted (the listener's
@@ -762,16 +848,66 @@ class Engine:
                 updates.append(message)
         return updates
 
-    def _finish_sync(self, state: FeedState, fetch: Fetch, stream_first: Position | None) -> None:
+    def _finish_sync(
+        self, state: FeedState, fetch: Fetch, stream_first: Position | None, *, checked: bool
+    ) -> None:
+        """The read of *fetch* is applied: offer what was held. *checked*: the read
+        happened (False when it was given up: then nothing could be confirmed, and
+        the held messages are trusted as before)."""
         state.syncing = False
         state.ready = True
+        accept_up_to = fetch.before
+        if fetch.confirm is not None and checked:
+            accept_up_to = self._settle_claim(state, fetch.confirm)
+        if state.relinking:
+            state.relinking = False
+            self._staleness(state.health.on_link_up(self._clock()))
         held = state.held
         while held:
             message = held.popleft()
-            if not self._offer(state, message, fetch.before, stream_first):
+            if not self._offer(state, message, accept_up_to, stream_first):
                 # _offer re-held it at the end; it must stay first
                 held.appendleft(held.pop())
                 return
+
+    def _settle_claim(self, state: FeedState, claimed: Position) -> Position | None:
+        """The read meant to confirm the held message at *claimed* is done: put the
+        stream's copy in its place, or drop it as suspect if the stream has none.
+        Returns up to where held messages were looked for in the stream (None: the
+        read proved nothing about them, a jump among them is repaired again)."""
+        found, state.confirmed = state.confirmed, None
+        if found is not None and confirmed(found.position, claimed):
+            stream_copy = found
+            state.held = deque(
+                (stream_copy if m.position == claimed else m for m in state.held),
+                maxlen=state.held.maxlen,
+            )
+            return claimed
+        kept: deque[Message] = deque(maxlen=state.held.maxlen)
+        for message in state.held:
+            if message.position == claimed:
+                self._suspect(state, message, "the stream has no entry at its ID")
+            else:
+                kept.append(message)
+        state.held = kept
+        return None
+
+    def _from_future(self, run: int) -> bool:
+        return from_future(run, self._wall_clock() * 1000, self._max_run_ahead_ms)
+
+    def _suspect(self, state: FeedState, message: Message, why: str) -> None:
+        """Drop *message*, which the stream does not back: counted, logged at a bounded
+        rate; the feed's position does not move."""
+        self._stats.suspect += 1
+        if self._stats.suspect % _LOG_EVERY == 1:
+            log.warning(
+                "feed %s: dropping a suspect message at run=%d seq=%d: %s (%d so far)",
+                state.name,
+                message.run,
+                message.seq,
+                why,
+                self._stats.suspect,
+            )
 
     def _check_hole(
         self, state: FeedState, message: Message, stream_first: Position | None

@@ -93,6 +93,10 @@ class Stats(msgspec.Struct, kw_only=True):
     """Payloads that did not decode (rule 5), skipped."""
     rejected: int = 0
     """Decoded messages that do not fit their feed (wrong type, no candle time)."""
+    suspect: int = 0
+    """Live messages dropped because the stream does not back them: a jump to a
+    ``(run, seq)`` the stream has no entry at, or a run far in the future (forged or
+    buggy); the feed's position did not move (see docs/wire-contract.md)."""
     held_dropped: int = 0
     """Live messages dropped while their feed was syncing (refetched from the stream)."""
     reconnects: int = 0

@@ -70,6 +70,10 @@ class SubscriberOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     """Pub/sub client on one server (`TransportKind`)."""
     delivery: DeliveryMode = "queued"
     """Default delivery of callbacks (`DeliveryMode`)."""
+    max_run_ahead_s: PositiveFloat = 3600.0
+    """A message whose run (its producer's start, epoch ms) is further ahead of this
+    reader's clock is rejected as suspect, even from a stream (docs/wire-contract.md,
+    "What a reader trusts")."""
 
 
 class OptionKeywords(TypedDict, total=False):
@@ -89,6 +93,7 @@ class OptionKeywords(TypedDict, total=False):
     rescan_s: float
     transport: TransportKind
     delivery: DeliveryMode
+    max_run_ahead_s: float
 
 
 def resolve_options(

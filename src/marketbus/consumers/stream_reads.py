@@ -48,7 +48,10 @@ class Range(msgspec.Struct, frozen=True):
 def first_range(fetch: Fetch) -> Range:
     """The first read of *fetch*."""
     low = "-" if fetch.after is None else "(" + entry_id(*fetch.after)
-    high = "+" if fetch.before is None else "(" + entry_id(*fetch.before)
+    if fetch.confirm is not None:  # up to and including the message to confirm
+        high = entry_id(*fetch.confirm)
+    else:
+        high = "+" if fetch.before is None else "(" + entry_id(*fetch.before)
     if fetch.count is not None:
         return Range(low, high, fetch.count, newest_first=True)
     return Range(low, high, PAGE, newest_first=False)

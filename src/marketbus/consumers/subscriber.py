@@ -41,6 +41,7 @@ from marketbus.consumers.options import (
 )
 from marketbus.consumers.read_loop import ReadLoop, Redis, open_connections
 from marketbus.consumers.sequencing import Position
+from marketbus.consumers.stop_notice import StopNotice
 from marketbus.consumers.streams import StreamReader
 from marketbus.consumers.supervisor import Supervisor
 from marketbus.consumers.transport import TRANSIENT_ERRORS, Transport
@@ -88,7 +89,7 @@ class Subscriber:
         self._options = opts = resolve_options(options, keywords)
         self.namespace = opts.namespace or self._config.namespace
         self.sizes = opts.sizes
-        self._engine = engine = Engine()
+        self._engine = engine = Engine(max_run_ahead_s=opts.max_run_ahead_s)
         self._progress = asyncio.Event()
         self._streams = StreamReader(engine, opts.backoff, on_progress=self._progress.set)
         self._reader = ReadLoop(engine, self._streams, backoff=opts.backoff, poll_s=opts.poll_s)
@@ -101,8 +102,9 @@ class Subscriber:
         self._redis: Redis | None = None
         self._transport: Transport | None = None
         self._started = False
+        self._stop_notice = StopNotice()
         if on_message or on_gap or on_stale:
-            self._listeners.add(Listener.make(on_message, on_gap, on_stale, defaults=opts))
+            self._add_listener(Listener.make(on_message, on_gap, on_stale, defaults=opts))
 
     @property
     def options(self) -> SubscriberOptions:
@@ -164,6 +166,10 @@ class Subscriber:
     async def _shutdown(self) -> None:
         await self._supervisor.cancel_all()
         self._listeners.close()
+        if self._supervisor.failure is None:
+            self._engine.on_stopped("subscriber closed")
+        else:
+            await self._stop_notice.deliver()
         await self._reader.close()
         if self._redis is not None:
             with contextlib.suppress(*TRANSIENT_ERRORS):
@@ -171,7 +177,13 @@ class Subscriber:
 
     def _failed(self, exc: BaseException) -> None:
         self._progress.set()  # whoever waits wakes up and raises it
+        reason = f"subscriber stopped: {type(exc).__name__}: {exc}"
+        self._stop_notice.record(self._engine.on_stopped(reason))  # inline: told now
         self._listeners.close()
+
+    def _add_listener(self, listener: Listener) -> None:
+        self._stop_notice.add(listener)
+        self._listeners.add(listener)
 
     def _open(self) -> tuple[Transport, Redis]:
         """The pub/sub transport and the command client; SubscriberClosedError if not
@@ -288,7 +300,9 @@ class Subscriber:
     # -- reading state -----------------------------------------------------------------
 
     def buffer(self, feed: str) -> Buffer:
-        """The buffer of *feed* by name (None for a status channel)."""
+        """The buffer of *feed* by name (None for a status channel). This and every data
+        accessor raise SubscriberFailedError (from the error) once the subscriber failed."""
+        self._supervisor.raise_if_failed()
         return self._engine.state_of(feed).buffer
 
     def candles(self, exchange: str, symbol: str, timeframe: str = "1m") -> CandleBuffer:
@@ -309,17 +323,22 @@ class Subscriber:
         return self._buffer(exchange, "ticker", symbol, TickerState)
 
     def _buffer(self, exchange: str, kind: str, symbol: str, of: type[B]) -> B:
+        self._supervisor.raise_if_failed()
         return self._engine.buffer_of(feed_name(self.namespace, exchange, kind, symbol), of)
 
     def is_stale(self, feed: str) -> bool:
-        """True when *feed* is quiet beyond its threshold or its producer reported trouble."""
-        return self._engine.state_of(feed).health.stale
+        """True when *feed* is quiet (evaluated now), its producer reported trouble, or
+        this subscriber is disconnected (until the feed resynced), failed or closed."""
+        return self._engine.is_stale(feed)
 
     def stale_reason(self, feed: str) -> str:
+        """Why *feed* is stale ('' when fresh); see docs/consumer.md "Staleness"."""
+        self._engine.is_stale(feed)
         return self._engine.state_of(feed).health.reason
 
     def position(self, feed: str) -> Position | None:
         """``(run, seq)`` of the last message applied to *feed*."""
+        self._supervisor.raise_if_failed()
         return self._engine.state_of(feed).last
 
     @property
@@ -370,7 +389,7 @@ class Subscriber:
         )
         if self._started:
             self._open()
-        self._listeners.add(listener)
+        self._add_listener(listener)
 
     def on_gap(self, callback: GapCallback) -> None:
         self.on_message(None, on_gap=callback)

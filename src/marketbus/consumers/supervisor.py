@@ -18,6 +18,15 @@ from marketbus.shared.errors import SubscriberClosedError
 
 log = logging.getLogger("marketbus.consumers")
 
+
+class SubscriberFailedError(SubscriberClosedError):
+    """The subscriber stopped because of an error (a listener callback that raised under
+    ``on_error="raise"``, or an internal failure), which it is chained from
+    (``__cause__``). Raised by every ``await`` on the subscriber and by its data
+    accessors afterwards, so a strategy never reads a dead subscriber's buffers as if
+    they were live."""
+
+
 CANCEL_DEADLINE_S: Final = 5.0
 """How long `Supervisor.cancel_all` waits for cancelled tasks to end."""
 
@@ -50,10 +59,10 @@ class Supervisor:
         return self._failure
 
     def raise_if_failed(self) -> None:
-        """SubscriberClosedError, chained from the failure, if a task failed."""
+        """SubscriberFailedError, chained from the failure, if a task failed."""
         failure = self._failure
         if failure is not None:
-            raise SubscriberClosedError(
+            raise SubscriberFailedError(
                 f"subscriber stopped: {type(failure).__name__}: {failure}"
             ) from failure
 

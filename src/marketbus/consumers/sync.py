@@ -191,6 +191,9 @@ class SyncSubscriber:
     def is_stale(self, feed: str) -> bool:
         return self._read(lambda s: s.is_stale(feed))
 
+    def stale_reason(self, feed: str) -> str:
+        return self._read(lambda s: s.stale_reason(feed))
+
     def position(self, feed: str) -> tuple[int, int] | None:
         return self._read(lambda s: s.position(feed))
 

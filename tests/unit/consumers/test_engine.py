@@ -133,7 +133,9 @@ def test_gap_within_run_requests_exact_range_and_repairs() -> None:
     engine.on_live(TRADES, encode(trade(1, 5)))
     fetch = take(engine)
     assert (fetch.after, fetch.before, fetch.count) == ((1, 1), (1, 4), None)
-    engine.on_history(fetch, entries([trade(1, 2), trade(1, 3)]), done=True, stream_first=(1, 1))
+    # the read goes up to and including the held message, which the stream confirms
+    history = entries([trade(1, 2), trade(1, 3), trade(1, 4)])
+    engine.on_history(fetch, history, done=True, stream_first=(1, 1))
     assert prices(engine) == [1, 2, 3, 4, 5]
     assert engine.stats.repairs == 1 and engine.stats.gaps == 0
 
@@ -145,7 +147,10 @@ def test_what_the_stream_evicted_is_reported_as_gap() -> None:
     engine.on_live(TRADES, encode(trade(1, 10)))
     fetch = take(engine)
     engine.on_history(
-        fetch, entries([trade(1, 7), trade(1, 8), trade(1, 9)]), done=True, stream_first=(1, 7)
+        fetch,
+        entries([trade(1, 7), trade(1, 8), trade(1, 9), trade(1, 10)]),
+        done=True,
+        stream_first=(1, 7),
     )
     assert prices(engine) == [1, 7, 8, 9, 10]
     gaps = [e for e in rec.events if isinstance(e, Gap)]
@@ -158,7 +163,7 @@ def test_never_written_seqs_are_reported_missing_without_refetch_loop() -> None:
     engine.on_subscribed(TRADES)
     engine.on_history(take(engine), entries([trade(1, 1)]), done=True, stream_first=(1, 1))
     engine.on_live(TRADES, encode(trade(1, 3)))
-    engine.on_history(take(engine), [], done=True, stream_first=(1, 1))
+    engine.on_history(take(engine), entries([trade(1, 3)]), done=True, stream_first=(1, 1))
     assert prices(engine) == [1, 3] and not engine.wants_fetches
     assert rec.events == [Gap(feed=TRADES, run=1, first_seq=2, last_seq=2, reason="missing")]
 
@@ -171,7 +176,10 @@ def test_new_run_reads_old_tail_and_new_head() -> None:
     fetch = take(engine)
     assert (fetch.after, fetch.before) == ((1, 1), (2, 3))
     engine.on_history(
-        fetch, entries([trade(1, 2), trade(2, 1), trade(2, 2)]), done=True, stream_first=(1, 1)
+        fetch,
+        entries([trade(1, 2), trade(2, 1), trade(2, 2), trade(2, 3)]),
+        done=True,
+        stream_first=(1, 1),
     )
     assert prices(engine) == [1, 2, 1, 2, 3] and rec.events == []
 
@@ -259,7 +267,7 @@ def test_pattern_discovers_new_feed_and_backfills_it() -> None:
     engine.on_live(TRADES, encode(trade(1, 7)))
     fetch = take(engine)
     assert fetch.feed == TRADES and fetch.count == 5 and fetch.before == (1, 7)
-    engine.on_history(fetch, entries([trade(1, 6)]), done=True, stream_first=(1, 1))
+    engine.on_history(fetch, entries([trade(1, 6), trade(1, 7)]), done=True, stream_first=(1, 1))
     assert prices(engine) == [6, 7]
     engine.on_live("md:other:trades:X", encode(trade(1, 1)))  # no pattern: ignored
     assert "md:other:trades:X" not in engine.feeds

@@ -86,8 +86,8 @@ def test_repaired_history_and_gaps_are_delivered_in_feed_order() -> None:
     engine = ready_engine(listener)
     engine.on_live_batch([(TRADES, None, encode(trade(1))), (TRADES, None, encode(trade(5)))])
     [repair] = engine.take_fetches()
-    # 2 and 4 are in the stream, 3 never was: reported as missing, in order
-    history = [(f"1-{s}".encode(), {STREAM_FIELD_BYTES: encode(trade(s))}) for s in (2, 4)]
+    # 2, 4 and 5 are in the stream, 3 never was: reported as missing, in order
+    history = [(f"1-{s}".encode(), {STREAM_FIELD_BYTES: encode(trade(s))}) for s in (2, 4, 5)]
     engine.on_history(repair, history, done=True, stream_first=(1, 1))
     assert order == ["update 1", "update 2", "gap 3..3", "update 4", "update 5"]
 
