@@ -20,7 +20,12 @@ from marketbus.consumers.options import SubscriberOptions
 from marketbus.consumers.subscriber import Subscriber
 from marketbus.consumers.sync import SyncSubscriber
 from marketbus.shared.backoff import Backoff
-from marketbus.shared.errors import NotSubscribedError, SubscriberClosedError, SubscriberError
+from marketbus.shared.errors import (
+    NotSubscribedError,
+    SubscriberClosedError,
+    SubscriberError,
+    SubscriberFailedError,
+)
 from marketbus.shared.schema import OHLCV, Book, Ticker, Trade, Trades
 
 __all__ = [
@@ -40,6 +45,7 @@ __all__ = [
     "Subscriber",
     "SubscriberClosedError",
     "SubscriberError",
+    "SubscriberFailedError",
     "SubscriberOptions",
     "SyncSubscriber",
     "Ticker",

@@ -14,17 +14,9 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
-from marketbus.shared.errors import SubscriberClosedError
+from marketbus.shared.errors import SubscriberClosedError, SubscriberFailedError
 
 log = logging.getLogger("marketbus.consumers")
-
-
-class SubscriberFailedError(SubscriberClosedError):
-    """The subscriber stopped because of an error (a listener callback that raised under
-    ``on_error="raise"``, or an internal failure), which it is chained from
-    (``__cause__``). Raised by every ``await`` on the subscriber and by its data
-    accessors afterwards, so a strategy never reads a dead subscriber's buffers as if
-    they were live."""
 
 
 CANCEL_DEADLINE_S: Final = 5.0

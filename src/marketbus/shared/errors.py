@@ -126,3 +126,11 @@ class NotSubscribedError(SubscriberError, KeyError):
 class SubscriberClosedError(SubscriberError):
     """The subscriber is closed, or stopped because of the error it is chained from
     (a listener callback that raised, or an internal failure)."""
+
+
+class SubscriberFailedError(SubscriberClosedError):
+    """The subscriber stopped because of an error (a listener callback that raised under
+    ``on_error="raise"``, or an internal failure), which it is chained from
+    (``__cause__``). Raised by every ``await`` on the subscriber and by its data
+    accessors afterwards, so a strategy never reads a dead subscriber's buffers as if
+    they were live."""

@@ -12,10 +12,9 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from marketbus.consumers import Backoff, Gap, Staleness, Subscriber
+from marketbus.consumers import Backoff, Gap, Staleness, Subscriber, SubscriberFailedError
 from marketbus.consumers.options import DeliveryMode
 from marketbus.consumers.subscriber import TransportKind
-from marketbus.consumers.supervisor import SubscriberFailedError
 from marketbus.shared.codecs import encode
 from marketbus.shared.errors import SubscriberClosedError
 from marketbus.shared.names import entry_id
