@@ -70,6 +70,9 @@ class SubscriberOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     """Pub/sub client on one server (`TransportKind`)."""
     delivery: DeliveryMode = "queued"
     """Default delivery of callbacks (`DeliveryMode`)."""
+    max_pattern_feeds: PositiveInt = 10_000
+    """Channels (feeds and their status channels) patterns may bring in; messages on
+    further new channels are counted in ``stats.refused`` and skipped."""
 
 
 class OptionKeywords(TypedDict, total=False):
@@ -89,6 +92,7 @@ class OptionKeywords(TypedDict, total=False):
     rescan_s: float
     transport: TransportKind
     delivery: DeliveryMode
+    max_pattern_feeds: int
 
 
 def resolve_options(
