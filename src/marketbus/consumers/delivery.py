@@ -202,6 +202,7 @@ class Mailbox:
         run, seq = message.position
         box.overflow = ((run, seq - 1), message.position)
         box.skipped = 1
+        box.probed = False
         log.warning(
             "listener is %d updates behind: %s switches to reading back from its stream",
             self._pending,
@@ -253,23 +254,25 @@ class Mailbox:
         ready = self._ready
         while ready:
             box = ready[0]
-            if self._turn_left == 0:  # the head's turn is over: the next feed's begins
+            items = box.items
+            left = self._turn_left
+            if items and left and box.overflow is None:  # the common case first
+                self._turn_left = left - 1
+                self._pending -= 1
+                return items.popleft()
+            if left == 0:  # the head's turn is over: the next feed's begins
                 self._turn_left = self._turn
                 box.probed = False
                 ready.rotate(-1)
                 continue
-            items = box.items
-            if box.overflow is not None and (
-                not items or (not box.probed and len(items) > self._turn_left)
-            ):
-                return None  # a page to read back, or a probe for evictions first
-            if items:
-                self._turn_left -= 1
+            if box.overflow is not None:
+                if not items or (not box.probed and len(items) > left):
+                    return None  # a page to read back, or a probe for evictions first
+                self._turn_left = left - 1
                 self._pending -= 1
                 return items.popleft()
             ready.popleft()
             box.queued = False
-            box.probed = False
             self._turn_left = self._turn
             if box.forgotten and self._boxes.get(box.feed) is box:
                 del self._boxes[box.feed]
