@@ -86,3 +86,27 @@ async def test_eviction_notices_arrive_within_the_feeds_next_turn() -> None:
     assert all(n <= TURN for n in gap_after.values()), gap_after
     assert stats.gaps == 10 and stats.missing == 10 * 70
     assert delivered == dict.fromkeys(FEEDS, 50 + 80)
+
+
+async def test_a_probe_that_finds_nothing_reports_nothing_the_read_back_decides() -> None:
+    feed = FEEDS[0]
+
+    class Unreadable(Streams):
+        """The front entry does not decode: one-entry probes come back empty."""
+
+        async def read_back(
+            self, feed: str, after: Position, upto: Position, count: int
+        ) -> list[Update]:
+            page = await super().read_back(feed, after, upto, count)
+            return [m for m in page if m.seq != 41]
+
+    stats = Stats()
+    mailbox = Mailbox(Unreadable(60, 1).read_back, stats, max_pending=40)
+    for seq in range(1, 61):
+        mailbox.push(feed, trade(feed, seq), True)
+    got = [await mailbox.get() for _ in range(60)]
+    assert [m.seq for m in got if isinstance(m, Trades)] == [s for s in range(1, 61) if s != 41]
+    # the page read reports the one entry it could not deliver, in its place, once
+    gaps = [g for g in got if isinstance(g, Gap)]
+    assert [(g.first_seq, g.last_seq) for g in gaps] == [(41, 41)] and stats.gaps == 1
+    assert got.index(gaps[0]) == 40 and mailbox.get_nowait() is None
