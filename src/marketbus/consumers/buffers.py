@@ -1,12 +1,16 @@
 """Rolling, bounded state of one feed: candles, trades, the order book, the ticker.
 
 Buffers are plain classes with no I/O: the subscriber applies decoded messages to
-them. Memory is fixed at construction: a ring never grows, the oldest row is evicted.
+them. Memory is bounded by the capacity and grows with the rows held: columns start at
+`FIRST_ROWS` rows and double as rows come, up to their final length, then the oldest
+row is evicted. A feed that never gets data (a junk channel a pattern found) costs a
+few hundred bytes, not its capacity.
 
-Rows live in ``array.array`` columns a quarter longer than the capacity, used as a
+Rows live in ``array.array`` columns up to a quarter longer than the capacity, used as a
 sliding window (`_Window`): rows in time order are always one contiguous slice, each
 value is written once, and every update is O(1) (amortized: the rows move back to the
-front once per quarter capacity of new rows, about four row copies per new row). That
+front once per quarter capacity of new rows, about four row copies per new row; while
+the columns grow, a doubling copies each row once more). That
 lets `CandleBuffer.arrays` / `TradeBuffer.arrays` hand out zero-copy numpy views (numpy
 is optional and imported only there). A view aliases live memory: it is valid until the
 next update of the buffer (in asyncio code, until your next ``await``); ``.copy()`` it
@@ -89,24 +93,40 @@ def _pandas() -> Any:
     return pandas
 
 
+FIRST_ROWS = 64
+"""Rows the columns of a new buffer hold before they first grow."""
+
+
 class _Window:
     """Where the rows of a column store are: physical ``end - length .. end - 1``,
-    oldest first, of columns that hold ``limit = slots + spare`` rows.
+    oldest first, of columns that hold ``limit`` rows, growing to ``most = slots + spare``.
 
-    A new row goes at ``end``. Once ``end`` reaches ``limit``, the owner moves the rows
-    back to the front first (`compact`): a copy of at most *slots* rows every *spare*
-    new rows, so a new row costs O(1) amortized (``slots / spare`` row copies, about 4)
-    and one write per value, and the rows in time order stay one contiguous slice.
+    A new row goes at ``end``. Once ``end`` reaches ``limit``, the owner makes room
+    first (`grows` says how): while the columns are shorter than ``most`` it doubles
+    them; after that it moves the rows back to the front (`compact`): a copy of at most
+    *slots* rows every *spare* new rows, so a new row costs O(1) amortized (``slots /
+    spare`` row copies, about 4) and one write per value, and the rows in time order
+    stay one contiguous slice.
     """
 
-    __slots__ = ("end", "length", "limit", "slots")
+    __slots__ = ("end", "length", "limit", "most", "slots")
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, limit: int | None = None) -> None:
         self.slots = slots
-        self.limit = slots + max(16, slots // 4)
-        """The columns' length (rows): ``end`` never passes it."""
+        self.most = slots + max(16, slots // 4)
+        """The columns' final length (rows)."""
+        self.limit = min(self.most, FIRST_ROWS) if limit is None else limit
+        """The columns' current length (rows): ``end`` never passes it."""
         self.end = 0
         self.length = 0
+
+    def grows(self) -> int | None:
+        """The columns' next length when they are full but may grow (else None:
+        `compact` instead); the window counts with it from now on."""
+        if self.limit >= self.most:
+            return None
+        self.limit = min(self.most, 2 * self.limit)
+        return self.limit
 
     @property
     def start(self) -> int:
@@ -144,13 +164,30 @@ class _Window:
         self.end = length
 
     def copy(self) -> _Window:
-        window = _Window(self.slots)
+        window = _Window(self.slots, self.limit)
         window.end, window.length = self.end, self.length
         return window
 
 
 def _zeros(typecode: str, n: int) -> array[Any]:
     return array(typecode, bytes(array(typecode).itemsize * n))
+
+
+def _grown(column: Any, n: int) -> Any:
+    """A copy of *column* (an array or a list) *n* rows long. A new object, not a
+    resize: numpy views handed out earlier keep the old memory alive and valid."""
+    if isinstance(column, list):
+        return column + [None] * (n - len(column))
+    grown = _zeros(column.typecode, n)
+    grown[0 : len(column)] = column
+    return grown
+
+
+def _nbytes(columns: Sequence[Any]) -> int:
+    """Bytes of the column storage (a list column counts its pointers)."""
+    return sum(
+        len(column) * (8 if isinstance(column, list) else column.itemsize) for column in columns
+    )
 
 
 R = TypeVar("R")
@@ -214,17 +251,30 @@ class CandleBuffer(_Rows[Candle]):
         self.timeframe = timeframe
         slots = capacity + 1
         self._window = window = _Window(slots)
-        self._ts = _zeros("q", window.limit)
-        self._open = _zeros("d", window.limit)
-        self._high = _zeros("d", window.limit)
-        self._low = _zeros("d", window.limit)
-        self._close = _zeros("d", window.limit)
-        self._volume = _zeros("d", window.limit)
-        self._columns = (self._ts, self._open, self._high, self._low, self._close, self._volume)
-        self._forming = False
         self._np: tuple[Any, ...] | None = None
+        self._set_columns(tuple(_zeros(t, window.limit) for t in "qddddd"))
+        self._forming = False
         self.updated_ns = 0
         """Wall clock (epoch ns) of the last applied message; 0 before the first."""
+
+    def _set_columns(self, columns: tuple[Any, ...]) -> None:
+        self._columns = columns
+        self._ts, self._open, self._high, self._low, self._close, self._volume = columns
+        self._np = None  # views of the old columns
+
+    def _make_room(self) -> None:
+        """The window is full: grow the columns, or move the rows to the front."""
+        window = self._window
+        n = window.grows()
+        if n is None:
+            window.compact(self._columns)
+        else:
+            self._set_columns(tuple(_grown(column, n) for column in self._columns))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the column storage: grows with the rows held, up to the capacity's."""
+        return _nbytes(self._columns)
 
     @property
     def has_forming(self) -> bool:
@@ -263,8 +313,8 @@ class CandleBuffer(_Rows[Candle]):
                     window.length -= 1  # the oldest closed candle goes
         else:  # a newer candle: it closes the previous one (as `_Window.push`, inlined)
             if end == window.limit:
-                window.compact(self._columns)
-                end = window.end
+                self._make_room()
+                end, ts_column = window.end, self._ts
             index = end
             window.end = end + 1
             length = window.length
@@ -306,10 +356,12 @@ class CandleBuffer(_Rows[Candle]):
 
     def _rebuild(self, rows: Sequence[Candle]) -> None:
         forming = self._forming
-        window = self._window = _Window(self._window.slots)
+        window = self._window = _Window(self._window.slots, self._window.limit)
         closed = [r for r in rows if r.closed][-self.capacity :]
         keep = closed + ([rows[-1]] if forming and not rows[-1].closed else [])
         for r in keep:
+            if window.end == window.limit:
+                self._make_room()
             self._put(window.push(), r.ts_ms, r)
         self._forming = forming
 
@@ -379,12 +431,8 @@ class CandleBuffer(_Rows[Candle]):
         copy.capacity = self.capacity
         copy.timeframe = self.timeframe
         copy._window = self._window.copy()
-        copy._ts, copy._open, copy._high, copy._low, copy._close, copy._volume = (
-            array(column.typecode, column) for column in self._columns
-        )
-        copy._columns = (copy._ts, copy._open, copy._high, copy._low, copy._close, copy._volume)
+        copy._set_columns(tuple(array(column.typecode, column) for column in self._columns))
         copy._forming = self._forming
-        copy._np = None
         copy.updated_ns = self.updated_ns
         return copy
 
@@ -436,22 +484,32 @@ class TradeBuffer(_Rows[Trade]):
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self._window = window = _Window(capacity)
-        self._ts = _zeros("q", window.limit)
-        self._price = _zeros("d", window.limit)
-        self._amount = _zeros("d", window.limit)
-        self._side = _zeros("b", window.limit)
-        self._ids: list[str | None] = [None] * window.limit
-        self._columns: tuple[Any, ...] = (
-            self._ts,
-            self._price,
-            self._amount,
-            self._side,
-            self._ids,
-        )
         self._np: tuple[Any, ...] | None = None
+        ids: list[str | None] = [None] * window.limit
+        self._set_columns((*(_zeros(t, window.limit) for t in "qddb"), ids))
         self.total = 0
         """Trades applied since the start (evicted ones included)."""
         self.updated_ns = 0
+
+    def _set_columns(self, columns: tuple[Any, ...]) -> None:
+        self._columns = columns
+        self._ts, self._price, self._amount, self._side, self._ids = columns
+        self._np = None  # views of the old columns
+
+    def _make_room(self) -> None:
+        """The window is full: grow the columns, or move the rows to the front."""
+        window = self._window
+        n = window.grows()
+        if n is None:
+            window.compact(self._columns)
+        else:
+            self._set_columns(tuple(_grown(column, n) for column in self._columns))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the column storage (not the trade id strings): grows with the rows
+        held, up to the capacity's."""
+        return _nbytes(self._columns)
 
     def apply(self, batch: Trades) -> None:
         """Append every trade of *batch*, evicting the oldest beyond capacity."""
@@ -460,7 +518,8 @@ class TradeBuffer(_Rows[Trade]):
         ts_col, price, amount, side, ids = self._columns
         for trade in batch.trades:
             if window.end == window.limit:
-                window.compact(self._columns)
+                self._make_room()
+                ts_col, price, amount, side, ids = self._columns
             index = window.push()
             ts = trade.ts_ms
             ts_col[index] = default_ts if ts is None else ts
@@ -521,12 +580,9 @@ class TradeBuffer(_Rows[Trade]):
         copy = TradeBuffer.__new__(TradeBuffer)
         copy.capacity = self.capacity
         copy._window = self._window.copy()
-        copy._ts, copy._price, copy._amount, copy._side = (
-            array(column.typecode, column) for column in self._columns[:4]
+        copy._set_columns(
+            (*(array(column.typecode, column) for column in self._columns[:4]), list(self._ids))
         )
-        copy._ids = list(self._ids)
-        copy._columns = (copy._ts, copy._price, copy._amount, copy._side, copy._ids)
-        copy._np = None
         copy.total = self.total
         copy.updated_ns = self.updated_ns
         return copy

@@ -14,6 +14,14 @@ listener owns a `Mailbox` with this policy, per feed and in feed order:
 - events (gaps, staleness) come first; at most ``max_events`` wait, the oldest
   staleness flips are dropped first (the current state is in `Subscriber.is_stale`).
 
+Feeds take turns: the feeds with something waiting form a ring, and each turn hands over
+at most ``turn`` (`TURN`) updates of one feed, then the newest state update if its
+must-deliver ones are done, before the next feed's turn. So one flooded feed cannot
+starve the others: with N feeds waiting, each gets a turn within N turns. A feed that
+reads back starts its turn by looking at its stream when its in-memory backlog will not
+be delivered within the turn (a *probe*: one entry): what the stream evicted is then
+reported at that turn, before the backlog, not when the listener gets through it.
+
 A listener that asked for ``delivery="inline"`` has no mailbox: `InlineListener` calls
 its plain callbacks right in the read path, before the next update is applied, with
 no task switch. It never falls behind by construction; a slow inline callback holds
@@ -42,6 +50,8 @@ ReadBack: TypeAlias = Callable[[str, Position, Position, int], Awaitable[list[Up
 stream cannot be read."""
 
 READ_BACK_PAGE = 1000
+TURN = 16
+"""Updates of one feed handed over per turn (see the module docstring)."""
 
 Failure: TypeAlias = Callable[[Event, Exception], None]
 """``(item, error)``: what to do when a callback raised on *item* (the error policy)."""
@@ -53,7 +63,16 @@ class ReadBackError(SubscriberError):
 
 
 class _FeedBox:
-    __slots__ = ("feed", "forgotten", "items", "overflow", "queued", "skipped", "state")
+    __slots__ = (
+        "feed",
+        "forgotten",
+        "items",
+        "overflow",
+        "probed",
+        "queued",
+        "skipped",
+        "state",
+    )
 
     def __init__(self, feed: str) -> None:
         self.feed = feed
@@ -67,6 +86,8 @@ class _FeedBox:
         """Must-deliver updates not kept in memory in the current overflow."""
         self.queued = False
         """In the mailbox's ready queue."""
+        self.probed = False
+        """The stream was looked at for evictions during the current turn."""
 
 
 class Mailbox:
@@ -84,14 +105,20 @@ class Mailbox:
         max_pending: int = 100_000,
         max_events: int = 10_000,
         feeds: frozenset[str] | None = None,
+        turn: int = TURN,
     ) -> None:
+        if turn < 1:
+            raise ValueError(f"turn must be >= 1, got {turn}")
         self._read_back = read_back
         self._stats = stats
         self._max_pending = max_pending
         self._feeds = feeds
         self._boxes: dict[str, _FeedBox] = {}
         self._ready: deque[_FeedBox] = deque()
-        """Boxes with something to deliver, in the order they got it."""
+        """Boxes with something to deliver: a ring, the head's turn is on."""
+        self._turn = turn
+        self._turn_left = turn
+        """Updates the head box may still hand over in its turn."""
         self._pending = 0
         self._events: deque[Gap | Staleness] = deque()
         self._max_events = max_events
@@ -175,6 +202,7 @@ class Mailbox:
         run, seq = message.position
         box.overflow = ((run, seq - 1), message.position)
         box.skipped = 1
+        box.probed = False
         log.warning(
             "listener is %d updates behind: %s switches to reading back from its stream",
             self._pending,
@@ -219,20 +247,33 @@ class Mailbox:
         return None
 
     def get_nowait(self) -> Event | None:
-        """The next item held in memory, or None (does not read back from streams)."""
+        """The next item held in memory, or None (does not read from streams: when the
+        head feed needs that first, `get` does it)."""
         if self._events:
             return self._events.popleft()
         ready = self._ready
         while ready:
             box = ready[0]
             items = box.items
-            if items:
+            left = self._turn_left
+            if items and left and box.overflow is None:  # the common case first
+                self._turn_left = left - 1
                 self._pending -= 1
                 return items.popleft()
+            if left == 0:  # the head's turn is over: the next feed's begins
+                self._turn_left = self._turn
+                box.probed = False
+                ready.rotate(-1)
+                continue
             if box.overflow is not None:
-                return None
+                if not items or (not box.probed and len(items) > left):
+                    return None  # a page to read back, or a probe for evictions first
+                self._turn_left = left - 1
+                self._pending -= 1
+                return items.popleft()
             ready.popleft()
             box.queued = False
+            self._turn_left = self._turn
             if box.forgotten and self._boxes.get(box.feed) is box:
                 del self._boxes[box.feed]
             state = box.state
@@ -242,17 +283,28 @@ class Mailbox:
         return None
 
     async def _refill(self, feed: str, box: _FeedBox) -> None:
-        """Read the next page of an overflow range back into the box's items."""
+        """Read the next page of an overflow range back into the box's items or, while
+        the box still holds more than its turn, probe the range for evictions."""
         assert box.overflow is not None
         after, upto = box.overflow
+        probe = bool(box.items)
+        box.probed = True
         try:
-            page = await self._read_back(feed, after, upto, READ_BACK_PAGE)
+            page = await self._read_back(feed, after, upto, 1 if probe else READ_BACK_PAGE)
         except ReadBackError as exc:
-            self._end_overflow(box, upto, f"could not be read back from the stream ({exc})")
+            if not probe:  # a probe only looks: the page read reports a failure
+                self._end_overflow(box, upto, f"could not be read back from the stream ({exc})")
+            return
+        if box.overflow is None:
+            return
+        if probe:  # an empty page may be an undecodable entry: the page read decides
+            if page and self._report_hole(box, after, page[0]):
+                first = page[0]
+                box.overflow = ((first.run, first.seq - 1), box.overflow[1])
             return
         expected = after
         for message in page:
-            self._report_hole(feed, expected, message)
+            self._report_hole(box, expected, message)
             expected = message.position
             box.items.append(message)
             self._pending += 1
@@ -283,19 +335,23 @@ class Mailbox:
         box.overflow = None
         box.skipped = 0
 
-    def _report_hole(self, feed: str, after: Position, message: Update) -> None:
-        """Holes between read-back trades are exact (every trades seq is in the stream)."""
+    def _report_hole(self, box: _FeedBox, after: Position, message: Update) -> bool:
+        """Report the updates of *box* between *after* and *message* that the stream no
+        longer has (True if any). Exact for trades, whose every seq is in the stream;
+        closed candles are counted when the read-back ends (`_end_overflow`)."""
         if isinstance(message, OHLCV):
-            return
+            return False
         run, seq = message.position
         first = after[1] + 1 if run == after[0] else 1
-        if seq > first:
-            self.push_event(
-                Gap(feed=feed, run=run, first_seq=first, last_seq=seq - 1, reason="delivery")
-            )
-            self._stats.gaps += 1
-            self._stats.missing += seq - first
-            self._boxes[feed].skipped -= seq - first
+        if seq <= first:
+            return False
+        self.push_event(
+            Gap(feed=box.feed, run=run, first_seq=first, last_seq=seq - 1, reason="delivery")
+        )
+        self._stats.gaps += 1
+        self._stats.missing += seq - first
+        box.skipped -= seq - first
+        return True
 
 
 class InlineListener:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -101,6 +102,10 @@ _LOG_EVERY: Final = 1000
 MAX_IGNORED: Final = 10_000
 """Channels remembered as matching no pattern, by default (beyond: looked up again each
 time, not remembered)."""
+MAX_PATTERN_FEEDS: Final = 10_000
+"""Channels patterns may bring in, by default (`SubscriberOptions.max_pattern_feeds`)."""
+_REFUSED_LOG_S: Final = 10.0
+"""Channels refused beyond *max_pattern_feeds* are logged at most once per this long."""
 
 B = TypeVar("B", CandleBuffer, TradeBuffer, TickerState, BookState)
 
@@ -281,6 +286,7 @@ class Engine:
         wall_clock: Callable[[], float] = time.time,
         max_ignored: int = MAX_IGNORED,
         max_run_ahead_s: float = MAX_RUN_AHEAD_S,
+        max_pattern_feeds: int = MAX_PATTERN_FEEDS,
     ) -> None:
         self._feeds: dict[str, FeedState] = {}
         self._index: dict[str | bytes, FeedState] = {}
@@ -305,6 +311,12 @@ class Engine:
         self._dropped: set[str] = set()
         """Channels the user unsubscribed from while a pattern covered them: that pattern
         does not bring them back. Only channels a pattern covers are kept."""
+        self._discovered: set[str] = set()
+        """Channels `discover` brought in (feeds and their status channels), at most
+        *max_pattern_feeds*: a flood of junk channel names cannot grow memory unbounded."""
+        self._max_pattern_feeds = max_pattern_feeds
+        self._refused_unlogged = 0
+        self._refused_logged_at = -math.inf
         self._clock = clock
         self._wall_clock = wall_clock
         self._max_run_ahead_ms = max_run_ahead_s * 1000
@@ -470,6 +482,7 @@ class Engine:
         return found
 
     def _forget(self, name: str) -> FeedState | None:
+        self._discovered.discard(name)
         self._index.pop(name, None)
         self._index.pop(name.encode(), None)
         if self._sizes_for(name) is not None:
@@ -617,16 +630,25 @@ class Engine:
             self._stats.applied += applied
 
     def _on_unknown(self, channel: str | bytes, payload: bytes) -> None:
-        """A message on a channel not kept (yet): a pattern may cover it."""
+        """A message on a channel not kept (yet): a pattern may cover it. The channel is
+        kept only if its payload decodes and fits it: junk costs a counter, no state."""
         name = channel if isinstance(channel, str) else channel.decode("utf-8", "replace")
-        state = self.discover(name)
-        if state is None:
-            self._stats.ignored += 1
+        try:
+            message = decode(payload)
+        except ContractError as exc:
+            self._stats.undecodable += 1
+            if self._stats.undecodable % _LOG_EVERY == 1:
+                log.warning(
+                    "channel %s: skipping undecodable payload (%d so far): %s",
+                    name,
+                    self._stats.undecodable,
+                    exc,
+                )
             return
-        message = self._decode(state, payload)
-        if message is not None:
+        state = self.discover(name, message)
+        if state is not None:
             self._hold(state, message)
-        self._resync(state)  # backfill up to the message at hand
+            self._resync(state)  # backfill up to the message at hand
 
     def _on_message(self, state: FeedState, message: Message) -> None:
         """The general path of one decoded live message: checked, held or offered."""
@@ -641,25 +663,74 @@ class Engine:
         """Buffer sizes of the first pattern covering *channel* (None: none does)."""
         return next((s for p, s in self._patterns.items() if fnmatch.fnmatchcase(channel, p)), None)
 
-    def discover(self, channel: str) -> FeedState | None:
-        """Track *channel*, found through a pattern (None: ignore it, because no pattern
-        covers it, the user unsubscribed from it, or it is not a feed name).
+    def discover(self, channel: str, first: Message | None = None) -> FeedState | None:
+        """Track *channel*, found through a pattern, maybe by its *first* message.
 
-        A new feed brings its exchange's status channel along (see `subscriptions`).
+        None (skip it) if no pattern covers it, the user unsubscribed from it, it is not
+        a feed name, *first* does not fit it (`stats.rejected`), or keeping it would pass
+        *max_pattern_feeds* (`stats.refused`). Given *first*, a skipped message is
+        counted (`stats.ignored` in the first three cases). A new feed brings its
+        exchange's status channel along (see `subscriptions`).
         """
+        counted = first is not None
         if channel in self._ignored or channel in self._dropped:
+            self._stats.ignored += counted
             return None
         sizes = self._sizes_for(channel)
         try:
             if sizes is None:
                 raise FeedNameError(f"{channel!r} matches no subscription")
-            state = self.track(channel, sizes)
+            exchange, kind, _ = parse_channel(channel)
         except FeedNameError as exc:
+            self._stats.ignored += counted
             self._ignore(channel, exc)
             return None
+        if first is not None and not self._first_fits(channel, kind, first):
+            return None
+        status = None if kind == "status" else status_name(ns_of(channel), exchange)
+        if channel not in self._feeds:
+            new = 1 + (status is not None and status not in self._feeds)
+            if len(self._discovered) + new > self._max_pattern_feeds:
+                self._refuse(channel)
+                return None
+            self._discovered.add(channel)
+        state = self.track(channel, sizes)
         if state.kind != "status":
             self._follow_status(state, sizes)
         return state
+
+    def _first_fits(self, channel: str, kind: Kind, message: Message) -> bool:
+        """True if *message* belongs on the new channel (else counted as rejected)."""
+        if type(message) is _TYPE_OF_KIND[kind] and (kind != "ohlcv" or message.ts_ms is not None):
+            return True
+        self._stats.rejected += 1
+        if self._stats.rejected % _LOG_EVERY == 1:
+            log.warning(
+                "channel %s: not following it, its first message is a %s that does not "
+                "fit it (%d rejected so far)",
+                channel,
+                type(message).__name__,
+                self._stats.rejected,
+            )
+        return False
+
+    def _refuse(self, channel: str) -> None:
+        """*channel* would pass *max_pattern_feeds*: counted, logged at a bounded rate."""
+        self._stats.refused += 1
+        self._refused_unlogged += 1
+        now = self._clock()
+        if now - self._refused_logged_at >= _REFUSED_LOG_S:
+            log.warning(
+                "not following %r: patterns brought in %d channels, the maximum "
+                "(max_pattern_feeds); %d message(s) on new channels refused since the last "
+                "report, %d in all",
+                channel,
+                len(self._discovered),
+                self._refused_unlogged,
+                self._stats.refused,
+            )
+            self._refused_logged_at = now
+            self._refused_unlogged = 0
 
     def _ignore(self, channel: str, error: FeedNameError) -> None:
         """Remember that *channel* is not a feed of ours, logged once per channel; once
@@ -683,6 +754,7 @@ class Engine:
         if status in self._feeds:
             return
         status_state = self.track(status, sizes)
+        self._discovered.add(status)
         if self._sizes_for(status) is not None:
             self._resync(status_state)  # a pattern delivers it already
         else:

@@ -107,6 +107,9 @@ class Stats(msgspec.Struct, kw_only=True):
     """Messages slow listeners read back from streams instead of memory."""
     ignored: int = 0
     """Messages on channels no subscription or pattern covers, skipped."""
+    refused: int = 0
+    """Messages on new channels a pattern covers but not kept: ``max_pattern_feeds``
+    channels found through patterns are kept already."""
     read_errors: int = 0
     """Stream reads given up (refused by Redis, or failing beyond the retry bound); each
     is reported as a `Gap` of the feed."""

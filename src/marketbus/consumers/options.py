@@ -74,6 +74,9 @@ class SubscriberOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     """A message whose run (its producer's start, epoch ms) is further ahead of this
     reader's clock is rejected as suspect, even from a stream (docs/wire-contract.md,
     "What a reader trusts")."""
+    max_pattern_feeds: PositiveInt = 10_000
+    """Channels (feeds and their status channels) patterns may bring in; messages on
+    further new channels are counted in ``stats.refused`` and skipped."""
 
 
 class OptionKeywords(TypedDict, total=False):
@@ -94,6 +97,7 @@ class OptionKeywords(TypedDict, total=False):
     transport: TransportKind
     delivery: DeliveryMode
     max_run_ahead_s: float
+    max_pattern_feeds: int
 
 
 def resolve_options(

@@ -89,7 +89,9 @@ class Subscriber:
         self._options = opts = resolve_options(options, keywords)
         self.namespace = opts.namespace or self._config.namespace
         self.sizes = opts.sizes
-        self._engine = engine = Engine(max_run_ahead_s=opts.max_run_ahead_s)
+        self._engine = engine = Engine(
+            max_run_ahead_s=opts.max_run_ahead_s, max_pattern_feeds=opts.max_pattern_feeds
+        )
         self._progress = asyncio.Event()
         self._streams = StreamReader(engine, opts.backoff, on_progress=self._progress.set)
         self._reader = ReadLoop(engine, self._streams, backoff=opts.backoff, poll_s=opts.poll_s)

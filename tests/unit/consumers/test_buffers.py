@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import tracemalloc
 
 import msgspec
 import numpy as np
@@ -331,3 +332,56 @@ def test_candle_apply_matches_the_plain_path_it_inlines(
         assert buf.closed() == [r for r in model.rows if r.closed]
         ts_view = buf.arrays().ts.tolist()
         assert ts_view == [r.ts_ms for r in model.rows]
+
+
+def test_a_buffers_memory_grows_with_the_rows_it_holds_not_with_its_capacity() -> None:
+    full = TradeBuffer(10_000)
+    full.apply(trades(*(float(p) for p in range(1, 20_001))))
+    empty, some = TradeBuffer(10_000), TradeBuffer(10_000)
+    some.apply(trades(*(float(p) for p in range(1, 101))))
+    assert empty.nbytes * 100 < full.nbytes
+    assert some.nbytes <= 128 * 33 < full.nbytes // 50
+    assert full.nbytes == 12_500 * (8 + 8 + 8 + 1 + 8)  # capacity + a quarter, no more
+    candles = CandleBuffer(10_000)
+    assert candles.nbytes * 100 < 12_500 * 6 * 8
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [(TradeBuffer(10_000), CandleBuffer(10_000)) for _ in range(200)]
+        cost = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(kept) == 200 and cost < 200 * 10_000, f"{cost / 200:.0f} B per empty pair"
+
+
+@given(st.lists(st.integers(1, 90), max_size=40), st.sampled_from([1, 63, 64, 65, 150, 700]))
+def test_trade_rows_and_views_stay_right_while_the_columns_grow(
+    batches: list[int], capacity: int
+) -> None:
+    buf = TradeBuffer(capacity)
+    model: list[float] = []
+    for size in batches:
+        view = buf.arrays().price
+        before = view.tolist()
+        prices = [float(len(model) + k + 1) for k in range(size)]
+        buf.apply(trades(*prices))
+        model += prices
+        kept = model[-capacity:]
+        assert buf.arrays().price.tolist() == kept and [t.price for t in buf] == kept
+        assert len(view) == len(before)  # an old view stays readable memory
+    assert buf.snapshot().trades() == buf.trades()
+
+
+def test_candle_rows_views_and_corrections_stay_right_while_the_columns_grow() -> None:
+    buf = CandleBuffer(500)
+    for i in range(1, 301):
+        buf.apply(candle(i * 2 * M, float(i), closed=True))
+        assert buf.arrays().close[-1] == float(i) and len(buf) == i
+    assert buf.nbytes <= 512 * 6 * 8 < (501 + 125) * 6 * 8
+    buf.apply(candle(3 * M, 99.0, closed=True))  # a late candle between two: a rebuild
+    assert [c.ts_ms // M for c in buf][:4] == [2, 3, 4, 6] and len(buf) == 301
+    assert buf.arrays().close.tolist()[:3] == [1.0, 99.0, 2.0]
+    for i in range(301, 1001):
+        buf.apply(candle(i * 2 * M, float(i), closed=True))
+    assert len(buf) == 500 and buf.arrays().close.tolist() == [float(i) for i in range(501, 1001)]
+    assert buf.nbytes == (501 + 125) * 6 * 8
