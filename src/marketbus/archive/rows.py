@@ -1,0 +1,364 @@
+"""Messages to archive rows and back: one typed Arrow schema per kind, no I/O.
+
+Every row keeps the message's identity: ``run``, ``seq``, ``entry_id`` (the stream
+entry ID it was read from), ``ts_ms`` (exchange time) and ``recv_ns``. Trades are one
+row per trade (``batch_index`` and ``batch_size`` rebuild the exchange batch); book
+levels are lists of ``{price, amount}``. Rows are collected column by column
+(`RowBuilder`) because that is what Arrow wants and what costs least per message.
+`messages_of` turns rows back into the wire messages, equal in every field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Final
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from marketbus.archive.partitions import DAY_MS, GAP_KIND
+from marketbus.shared.names import timeframe_of
+from marketbus.shared.schema import OHLCV, Book, MarketMessage, Ticker, Trade, Trades
+
+_ID: Final = [
+    pa.field("run", pa.int64(), nullable=False),
+    pa.field("seq", pa.int64(), nullable=False),
+    pa.field("entry_id", pa.string(), nullable=False),
+    pa.field("ts_ms", pa.int64()),
+    pa.field("recv_ns", pa.int64(), nullable=False),
+]
+_F64: Final = pa.float64()
+LEVEL: Final = pa.struct([pa.field("price", _F64), pa.field("amount", _F64)])
+TICKER_FIELDS: Final = (
+    "bid",
+    "bid_size",
+    "ask",
+    "ask_size",
+    "last",
+    "open",
+    "high",
+    "low",
+    "base_volume",
+    "quote_volume",
+    "change_pct",
+    "mark",
+    "index",
+)
+CANDLE_FIELDS: Final = ("open", "high", "low", "close", "volume")
+
+CANDLE_SCHEMA: Final = pa.schema(
+    [*_ID, *(pa.field(n, _F64) for n in CANDLE_FIELDS), pa.field("closed", pa.bool_())]
+)
+TICKER_SCHEMA: Final = pa.schema([*_ID, *(pa.field(n, _F64) for n in TICKER_FIELDS)])
+TRADE_SCHEMA: Final = pa.schema(
+    [
+        *_ID,
+        pa.field("batch_index", pa.int32(), nullable=False),
+        pa.field("batch_size", pa.int32(), nullable=False),
+        pa.field("trade_id", pa.string()),
+        pa.field("trade_ts_ms", pa.int64()),
+        pa.field("price", _F64),
+        pa.field("amount", _F64),
+        pa.field("side", pa.string()),
+    ]
+)
+BOOK_SCHEMA: Final = pa.schema(
+    [
+        *_ID,
+        pa.field("depth", pa.int32(), nullable=False),
+        pa.field("bids", pa.list_(LEVEL)),
+        pa.field("asks", pa.list_(LEVEL)),
+    ]
+)
+GAP_SCHEMA: Final = pa.schema(
+    [
+        pa.field("feed", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("run", pa.int64()),
+        pa.field("first_seq", pa.int64()),
+        pa.field("last_seq", pa.int64()),
+        pa.field("after_entry_id", pa.string()),
+        pa.field("before_entry_id", pa.string()),
+        pa.field("start_ms", pa.int64()),
+        pa.field("end_ms", pa.int64()),
+        pa.field("detail", pa.string(), nullable=False),
+        pa.field("recorded_ns", pa.int64(), nullable=False),
+    ]
+)
+
+
+def family(kind: str) -> str:
+    """``ohlcv`` for any ``ohlcv.*`` kind, else the kind itself."""
+    return "ohlcv" if timeframe_of(kind) else kind
+
+
+_SCHEMAS: Final = {
+    "ohlcv": CANDLE_SCHEMA,
+    "ticker": TICKER_SCHEMA,
+    "trades": TRADE_SCHEMA,
+    "book": BOOK_SCHEMA,
+    GAP_KIND: GAP_SCHEMA,
+}
+_TYPES: Final[dict[str, type[MarketMessage]]] = {
+    "ohlcv": OHLCV,
+    "ticker": Ticker,
+    "trades": Trades,
+    "book": Book,
+}
+
+
+def schema_for(kind: str) -> pa.Schema:
+    """The Arrow schema of *kind*'s rows (``ohlcv.1m``, ``trades``, ``gap``, ...)."""
+    try:
+        return _SCHEMAS[family(kind)]
+    except KeyError:
+        raise ValueError(f"no archive schema for kind {kind!r}") from None
+
+
+def message_type(kind: str) -> type[MarketMessage]:
+    """The wire message type a feed of *kind* carries."""
+    return _TYPES[family(kind)]
+
+
+class GapRow(msgspec.Struct, frozen=True, kw_only=True):
+    """What the recorder could not get back for *feed* (one row of ``kind=gap``).
+
+    ``reason``: ``evicted`` (the stream cap removed it before it was read), ``missing``
+    (the stream never had it), ``producer`` (the producer announced it lost, ``detail``
+    is its text) or ``undecodable`` (an entry that is not a valid message of the feed).
+    Known bounds are set: ``run``/``first_seq``..``last_seq`` (inclusive), the entry IDs
+    just before and after the hole, the exchange-time window ``start_ms``..``end_ms``.
+    """
+
+    feed: str
+    reason: str
+    run: int | None = None
+    first_seq: int | None = None
+    last_seq: int | None = None
+    after_entry_id: str | None = None
+    before_entry_id: str | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+    detail: str = ""
+    recorded_ns: int
+
+    @property
+    def day(self) -> int:
+        """The UTC day partition of this row: its window start, else when recorded."""
+        ms = self.start_ms if self.start_ms is not None else self.recorded_ns // 1_000_000
+        return ms // DAY_MS
+
+
+def gap_table(rows: list[GapRow]) -> pa.Table:
+    return pa.Table.from_pylist([msgspec.structs.asdict(r) for r in rows], schema=GAP_SCHEMA)
+
+
+class RowBuilder:
+    """Rows of one feed, kept as one Python list per column until `take`.
+
+    `add` returns how many rows the message became (trades: one per trade, at least
+    one so an empty batch survives the round trip). ``len()`` is the buffered rows.
+    """
+
+    __slots__ = ("_add", "columns", "days", "kind", "rows", "schema")
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.schema = schema_for(kind)
+        self.columns: dict[str, list[Any]] = {name: [] for name in self.schema.names}
+        self.days: list[int] = []
+        self.rows = 0
+        self._add = {
+            "ohlcv": self._candle,
+            "ticker": self._ticker,
+            "trades": self._trades,
+            "book": self._book,
+        }[family(kind)]
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def add(self, entry_id: str, message: MarketMessage) -> int:
+        """Append *message* (read from stream entry *entry_id*); returns rows added."""
+        added: int = self._add(entry_id, message)
+        self.rows += added
+        return added
+
+    def _ids(self, entry_id: str, m: MarketMessage, times: int) -> None:
+        c = self.columns
+        ts = m.ts_ms
+        day = (ts if ts is not None else m.recv_ns // 1_000_000) // DAY_MS
+        if times == 1:
+            c["run"].append(m.run)
+            c["seq"].append(m.seq)
+            c["entry_id"].append(entry_id)
+            c["ts_ms"].append(ts)
+            c["recv_ns"].append(m.recv_ns)
+            self.days.append(day)
+            return
+        c["run"].extend([m.run] * times)
+        c["seq"].extend([m.seq] * times)
+        c["entry_id"].extend([entry_id] * times)
+        c["ts_ms"].extend([ts] * times)
+        c["recv_ns"].extend([m.recv_ns] * times)
+        self.days.extend([day] * times)
+
+    def _candle(self, entry_id: str, m: MarketMessage) -> int:
+        assert isinstance(m, OHLCV)
+        self._ids(entry_id, m, 1)
+        c = self.columns
+        c["open"].append(m.open)
+        c["high"].append(m.high)
+        c["low"].append(m.low)
+        c["close"].append(m.close)
+        c["volume"].append(m.volume)
+        c["closed"].append(m.closed)
+        return 1
+
+    def _ticker(self, entry_id: str, m: MarketMessage) -> int:
+        assert isinstance(m, Ticker)
+        self._ids(entry_id, m, 1)
+        c = self.columns
+        for name in TICKER_FIELDS:
+            c[name].append(getattr(m, name))
+        return 1
+
+    def _trades(self, entry_id: str, m: MarketMessage) -> int:
+        assert isinstance(m, Trades)
+        c = self.columns
+        trades = m.trades
+        size = len(trades)
+        if not size:
+            self._ids(entry_id, m, 1)
+            for name, value in (("batch_index", 0), ("batch_size", 0)):
+                c[name].append(value)
+            for name in ("trade_id", "trade_ts_ms", "price", "amount", "side"):
+                c[name].append(None)
+            return 1
+        self._ids(entry_id, m, size)
+        c["batch_index"].extend(range(size))
+        c["batch_size"].extend([size] * size)
+        c["trade_id"].extend([t.id for t in trades])
+        c["trade_ts_ms"].extend([t.ts_ms for t in trades])
+        c["price"].extend([t.price for t in trades])
+        c["amount"].extend([t.amount for t in trades])
+        c["side"].extend([t.side for t in trades])
+        return size
+
+    def _book(self, entry_id: str, m: MarketMessage) -> int:
+        assert isinstance(m, Book)
+        self._ids(entry_id, m, 1)
+        c = self.columns
+        c["depth"].append(m.depth)
+        c["bids"].append(m.bids)
+        c["asks"].append(m.asks)
+        return 1
+
+    def take(self) -> list[tuple[int, pa.Table]]:
+        """The buffered rows as one table per UTC day ``(day, table)``; clears the buffer."""
+        if not self.rows:
+            return []
+        arrays = [pa.array(self.columns[field.name], type=field.type) for field in self.schema]
+        table = pa.Table.from_arrays(arrays, schema=self.schema)
+        days = self.days
+        first = days[0]
+        distinct = {first} if days.count(first) == len(days) else set(days)
+        for values in self.columns.values():
+            values.clear()
+        self.days = []
+        self.rows = 0
+        if len(distinct) == 1:
+            return [(first, table)]
+        day_column = pa.array(days, type=pa.int64())
+        return [(day, table.filter(pc.equal(day_column, day))) for day in sorted(distinct)]
+
+
+def messages_of(kind: str, exchange: str, symbol: str, table: pa.Table) -> Iterator[MarketMessage]:
+    """The messages of a feed's rows, in row order (sort by run, seq[, batch_index] first).
+
+    Trade rows of one ``(run, seq)`` become one `Trades` batch.
+    """
+    data = table.to_pydict()
+    count = table.num_rows
+    base = family(kind)
+    runs, seqs, tss, recvs = data["run"], data["seq"], data["ts_ms"], data["recv_ns"]
+    if base == "ohlcv":
+        timeframe = timeframe_of(kind) or ""
+        o, h, lo, c, v, closed = (data[n] for n in (*CANDLE_FIELDS, "closed"))
+        for i in range(count):
+            yield OHLCV(
+                exchange=exchange,
+                symbol=symbol,
+                run=runs[i],
+                seq=seqs[i],
+                ts_ms=tss[i],
+                recv_ns=recvs[i],
+                timeframe=timeframe,
+                open=o[i],
+                high=h[i],
+                low=lo[i],
+                close=c[i],
+                volume=v[i],
+                closed=closed[i],
+            )
+    elif base == "ticker":
+        columns = [data[n] for n in TICKER_FIELDS]
+        for i in range(count):
+            fields = {n: col[i] for n, col in zip(TICKER_FIELDS, columns, strict=True)}
+            yield Ticker(
+                exchange=exchange,
+                symbol=symbol,
+                run=runs[i],
+                seq=seqs[i],
+                ts_ms=tss[i],
+                recv_ns=recvs[i],
+                **fields,
+            )
+    elif base == "book":
+        depths, bids, asks = data["depth"], data["bids"], data["asks"]
+        for i in range(count):
+            yield Book(
+                exchange=exchange,
+                symbol=symbol,
+                run=runs[i],
+                seq=seqs[i],
+                ts_ms=tss[i],
+                recv_ns=recvs[i],
+                depth=depths[i],
+                bids=tuple((lv["price"], lv["amount"]) for lv in bids[i]),
+                asks=tuple((lv["price"], lv["amount"]) for lv in asks[i]),
+            )
+    elif base == "trades":
+        yield from _trades_of(exchange, symbol, data, count)
+    else:
+        raise ValueError(f"kind {kind!r} rows are not messages")
+
+
+def _trades_of(
+    exchange: str, symbol: str, data: dict[str, list[Any]], count: int
+) -> Iterator[Trades]:
+    runs, seqs, sizes = data["run"], data["seq"], data["batch_size"]
+    ids, times, prices, amounts, sides = (
+        data[n] for n in ("trade_id", "trade_ts_ms", "price", "amount", "side")
+    )
+    i = 0
+    while i < count:
+        size = sizes[i]
+        end = i + max(size, 1)
+        if end > count or runs[end - 1] != runs[i] or seqs[end - 1] != seqs[i]:
+            raise ValueError(f"trade rows of {runs[i]}-{seqs[i]} are incomplete: batch_size {size}")
+        trades = tuple(
+            Trade(id=ids[j], ts_ms=times[j], price=prices[j], amount=amounts[j], side=sides[j])
+            for j in range(i, i + size)
+        )
+        yield Trades(
+            exchange=exchange,
+            symbol=symbol,
+            run=runs[i],
+            seq=seqs[i],
+            ts_ms=data["ts_ms"][i],
+            recv_ns=data["recv_ns"][i],
+            trades=trades,
+        )
+        i = end
