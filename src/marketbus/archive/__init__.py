@@ -10,3 +10,25 @@
 
 Needs the ``record`` extra (pyarrow). See docs/recording.md.
 """
+
+from marketbus.archive.candles import latest_by_time, latest_candles
+from marketbus.archive.errors import ArchiveError, ArchiveFileError
+from marketbus.archive.history import HistoryReader, history
+from marketbus.archive.options import RecordOptions, ReplayOptions
+from marketbus.archive.recorder import Recorder, RecorderStats
+from marketbus.archive.replay import ReplayStats, replay
+
+__all__ = [
+    "ArchiveError",
+    "ArchiveFileError",
+    "HistoryReader",
+    "RecordOptions",
+    "Recorder",
+    "RecorderStats",
+    "ReplayOptions",
+    "ReplayStats",
+    "history",
+    "latest_by_time",
+    "latest_candles",
+    "replay",
+]
