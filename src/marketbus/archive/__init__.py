@@ -15,7 +15,8 @@ from marketbus.archive.candles import latest_by_time, latest_candles
 from marketbus.archive.errors import ArchiveError, ArchiveFileError
 from marketbus.archive.history import HistoryReader, history
 from marketbus.archive.options import RecordOptions, ReplayOptions
-from marketbus.archive.recorder import Recorder, RecorderStats
+from marketbus.archive.recorder import Recorder
+from marketbus.archive.recording import RecorderStats
 from marketbus.archive.replay import ReplayStats, replay
 
 __all__ = [

@@ -69,10 +69,23 @@ async def test_record_from_a_config_file_then_query_with_duckdb_and_pandas_then_
         assert "1 trades of at least 0.5" in out and "2.5 @ 101.0" in out, out
 
     out = await _run(
-        "-m", "marketbus.cli", "replay", "--from", str(archive), "--redis", redis_url,
-        "--namespace", "bt", "--fast", "--feeds", "md:binance:ohlcv.1m:*",
-        "--start", "2024-01-31T00:00:00Z", "--end", "2024-01-31T00:03:00",
-    )  # fmt: skip
+        "-m",
+        "marketbus.cli",
+        "replay",
+        "--from",
+        str(archive),
+        "--redis",
+        redis_url,
+        "--namespace",
+        "bt",
+        "--fast",
+        "--feeds",
+        "md:binance:ohlcv.1m:*",
+        "--start",
+        "2024-01-31T00:00:00Z",
+        "--end",
+        "2024-01-31T00:03:00",
+    )
     # a candle counts at its close: those opened at 00:00 and 00:01 (with its
     # correction) closed before 00:03, the one opened at 00:02 did not
     assert "replayed 4 messages of 2 feeds" in out, out

@@ -97,10 +97,21 @@ async def test_history_joins_archive_and_stream_without_duplicates(
 
 async def _spawn_recorder(url: str, out: Path) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "marketbus.cli", "record", "--redis", url,
-        "--feeds", "md:binance:*", "--out", str(out), "--roll-s", "0.05",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "marketbus.cli",
+        "record",
+        "--redis",
+        url,
+        "--feeds",
+        "md:binance:*",
+        "--out",
+        str(out),
+        "--roll-s",
+        "0.05",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
 
 
 def _recorded_trade_ids(out: Path) -> list[str]:

@@ -41,9 +41,20 @@ def test_partition_path_round_trips_and_rejects_foreign_directories() -> None:
 
 def _candle(ts: int, close: float, seq: int, run: int = 1) -> OHLCV:
     return OHLCV(
-        exchange="binance", symbol="BTC/USDT", run=run, seq=seq, ts_ms=ts, recv_ns=ts * 10**6,
-        timeframe="1m", open=1.0, high=None, low=0.5, close=close, volume=2.0, closed=True,
-    )  # fmt: skip
+        exchange="binance",
+        symbol="BTC/USDT",
+        run=run,
+        seq=seq,
+        ts_ms=ts,
+        recv_ns=ts * 10**6,
+        timeframe="1m",
+        open=1.0,
+        high=None,
+        low=0.5,
+        close=close,
+        volume=2.0,
+        closed=True,
+    )
 
 
 trade_st = st.builds(
@@ -60,10 +71,17 @@ trade_st = st.builds(
 def test_trade_rows_rebuild_the_batches_exactly(batches: list[list[Trade]], ts: int) -> None:
     builder = RowBuilder("trades")
     messages = [
-        Trades(exchange="x", symbol="A/B", run=7, seq=i + 1, ts_ms=ts + i * 1000,
-               recv_ns=5, trades=tuple(b))
+        Trades(
+            exchange="x",
+            symbol="A/B",
+            run=7,
+            seq=i + 1,
+            ts_ms=ts + i * 1000,
+            recv_ns=5,
+            trades=tuple(b),
+        )
         for i, b in enumerate(batches)
-    ]  # fmt: skip
+    ]
     for m in messages:
         builder.add(f"7-{m.seq}", m)
     tables = builder.take()
@@ -79,10 +97,19 @@ def test_candle_ticker_book_rows_rebuild_the_messages() -> None:
             Ticker(exchange="x", symbol="A/B", run=1, seq=1, ts_ms=None, recv_ns=9, bid=1.0)
         ],
         "book": [
-            Book(exchange="x", symbol="A/B", run=1, seq=2, ts_ms=3, recv_ns=9, depth=2,
-                 bids=((1.0, 2.0), (0.5, 1.0)), asks=())
+            Book(
+                exchange="x",
+                symbol="A/B",
+                run=1,
+                seq=2,
+                ts_ms=3,
+                recv_ns=9,
+                depth=2,
+                bids=((1.0, 2.0), (0.5, 1.0)),
+                asks=(),
+            )
         ],
-    }  # fmt: skip
+    }
     for kind, messages in cases.items():
         builder = RowBuilder(kind)
         for m in messages:
