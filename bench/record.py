@@ -8,7 +8,8 @@ Rows (same process, same server, same streams):
   payloads the producer wrote (a trade's share of its batch's payload);
 - replay: messages per second published back (PUBLISH + XADD) with ``--fast``.
 
-Workload: ``count`` messages over 20 trades feeds (batches of 1-4 trades, realistic
+Steady state: one-time costs (pyarrow importing pandas on its first array) are paid
+before the timings. Workload: ``count`` messages over 20 trades feeds (batches of 1-4 trades, realistic
 prices, sizes and ids) and, for the candle row, ``count // 10`` closed 1m candles over
 20 feeds.
 """
@@ -28,6 +29,7 @@ from bench.report import Row
 from marketbus.archive.options import RecordOptions, ReplayOptions
 from marketbus.archive.recorder import Recorder
 from marketbus.archive.replay import replay
+from marketbus.archive.rows import RowBuilder
 from marketbus.shared.codecs import encoder_for
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.names import entry_id, feed_name
@@ -140,6 +142,14 @@ async def baseline_rate(url: str, out: Path) -> float:
     return count / elapsed
 
 
+def warm_up() -> None:
+    """Pay one-time costs outside the timings: pyarrow's first array from Python lists
+    imports pandas when it is installed (about 1 s)."""
+    builder = RowBuilder("trades")
+    builder.add("1-1", trade_messages(1)[0][1])
+    builder.take()
+
+
 async def recorder_rate(url: str, out: Path) -> tuple[float, int]:
     options = RecordOptions(feeds=["md:*"], out=str(out))
     start = time.perf_counter()
@@ -169,6 +179,7 @@ async def run(url: str, runs: int, count: int) -> list[Row]:
         "bytes on disk per candle", "bytes", baseline_name="JSON payload", higher_is_better=False
     )
     replayed = Row("replay --fast: messages published", "msg/s", baseline_name="-")
+    warm_up()
     redis = aioredis.Redis.from_url(url)
     trades = trade_messages(count)
     candles = candle_messages(max(count // 10, FEEDS))

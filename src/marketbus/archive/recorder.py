@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from marketbus.archive.errors import ArchiveError
 from marketbus.archive.options import RecordOptions
 from marketbus.archive.recording import RecorderStats, Recording
 from marketbus.archive.store import ArchiveWriter
@@ -126,7 +127,7 @@ class Recorder:
             if time.monotonic() >= self._next_scan:
                 await self._discover(redis)
                 self._next_scan = time.monotonic() + self.options.rescan_s
-            got = await self._read_round(redis)
+            got = await self._read_round(redis, block=not until_idle)
             self._write(self._recording.due(time.monotonic()))
             if not got:
                 self._idle = True
@@ -139,15 +140,19 @@ class Recorder:
         for pattern in self.options.feeds:
             async for raw in redis.scan_iter(match=pattern, count=1000, _type="stream"):
                 name = raw.decode() if isinstance(raw, bytes) else str(raw)
-                if name in self._recording:
-                    continue
-                try:
-                    saved = self._recording.add_stream(name)
-                except ContractError as exc:
-                    log.warning("not recording stream %r: %s", name, exc)
-                    continue
-                where = f"after {saved.entry_id}" if saved else "from the start of the stream"
-                log.info("recording %s %s", name, where)
+                if name not in self._recording:
+                    self._add(name)
+        for name in self._recording.missing_status_streams():
+            self._add(name)
+
+    def _add(self, name: str) -> None:
+        try:
+            saved = self._recording.add_stream(name)
+        except ContractError as exc:
+            log.warning("not recording stream %r: %s", name, exc)
+            return
+        where = f"after {saved.entry_id}" if saved else "from the start of the stream"
+        log.info("recording %s %s", name, where)
 
     def _group_size(self) -> int:
         return max(1, self.options.read_entries // self.options.read_count)
@@ -155,16 +160,16 @@ class Recorder:
     def _groups(self) -> int:
         return -(-len(self._recording) // self._group_size())
 
-    async def _read_round(self, redis: aioredis.Redis) -> int:
-        """One XREAD per group of streams (BLOCK when one call covers them all);
-        returns the entries consumed."""
+    async def _read_round(self, redis: aioredis.Redis, *, block: bool) -> int:
+        """One XREAD per group of streams (with *block*, BLOCK when one call covers them
+        all); returns the entries consumed."""
         positions = list(self._recording.read_positions().items())
         size = self._group_size()
-        block = self.options.block_ms if 0 < len(positions) <= size else None
+        block_ms = self.options.block_ms if block and 0 < len(positions) <= size else None
         got = 0
         for start in range(0, len(positions), size):
             streams: dict[Any, Any] = dict(positions[start : start + size])
-            reply: Any = await redis.xread(streams, count=self.options.read_count, block=block)
+            reply: Any = await redis.xread(streams, count=self.options.read_count, block=block_ms)
             for raw_name, entries in _stream_replies(reply):
                 name = raw_name.decode()
                 await self._check_first(redis, name, entries[0])
@@ -191,8 +196,15 @@ class Recorder:
         if not names:
             return
         commit = self._recording.take(names)
-        staged = [self._writer.stage(f.partition, f.table, f.metadata) for f in commit.files]
-        self._writer.commit(commit.positions, staged)
+        try:
+            staged = [self._writer.stage(f.partition, f.table, f.metadata) for f in commit.files]
+            self._writer.commit(commit.positions, staged)
+        except OSError as exc:
+            raise ArchiveError(
+                f"cannot write the archive in {self.options.out}: {exc}. Nothing after the "
+                "last commit is lost while the streams still hold it: fix the cause and "
+                "restart the recorder"
+            ) from exc
         self._recording.written(commit)
 
 

@@ -10,6 +10,7 @@ here and is unit-tested without Redis or files.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import time
 from collections import defaultdict
@@ -25,7 +26,13 @@ from marketbus.archive.partitions import GAP_KIND, Partition
 from marketbus.archive.rows import GapRow, RowBuilder, gap_table, message_type
 from marketbus.shared.codecs import decode
 from marketbus.shared.errors import ContractError
-from marketbus.shared.names import STREAM_FIELD_BYTES, Feed, is_status_name, parse_entry_id
+from marketbus.shared.names import (
+    STREAM_FIELD_BYTES,
+    Feed,
+    is_status_name,
+    parse_entry_id,
+    status_name,
+)
 from marketbus.shared.schema import MarketMessage, Message, Status
 
 log = logging.getLogger(__name__)
@@ -82,6 +89,7 @@ class Recording:
         self.stats = RecorderStats()
         self._saved = dict(positions)
         self._policy = FlushPolicy(options)
+        self._patterns = tuple(options.feeds)
         self._streams: dict[str, _Stream] = {}
 
     def __contains__(self, name: str) -> bool:
@@ -100,6 +108,17 @@ class Recording:
         self._streams[name] = _Stream(name, feed, saved)
         self.stats.streams += 1
         return saved
+
+    def missing_status_streams(self) -> list[str]:
+        """The status streams of recorded feeds' exchanges not followed yet: their
+        producer ``gap`` events belong in the archive even when the patterns leave
+        them out (``md:binance:trades:*``)."""
+        wanted = {
+            status_name(s.feed.ns, s.feed.exchange)
+            for s in self._streams.values()
+            if s.feed is not None
+        }
+        return sorted(wanted - self._streams.keys())
 
     def read_positions(self) -> dict[str, str]:
         """The entry ID to read each stream after (``0-0``: from its start), by name."""
@@ -146,20 +165,22 @@ class Recording:
             assert message is not None
             position = Position(run, seq, message.ts_ms)
             if builder is not None:
-                if check and batch.last is not None:
-                    row = hole(
-                        name, kind, batch.last, position, evicted=False, recorded_ns=_now_ns()
-                    )
+                last = batch.last
+                if check and last is not None and (run != last.run or seq != last.seq + 1):
+                    row = hole(name, kind, last, position, evicted=False, recorded_ns=_now_ns())
                     if row is not None:
                         self.note_gap(name, row, now)
                 self.stats.rows += builder.add(entry_text, _market(message))
             elif isinstance(message, Status):
                 gap = producer_gap(message, _now_ns())
-                if gap is not None:
+                if gap is not None and self._recorded(gap.feed):
                     self.note_gap(name, gap, now)
             batch.consumed(position, now)
             check = True
         self.stats.entries += len(entries)
+
+    def _recorded(self, feed: str) -> bool:
+        return any(fnmatch.fnmatchcase(feed, pattern) for pattern in self._patterns)
 
     def _undecodable(self, stream: _Stream, run: int, seq: int, entry: str, now: float) -> None:
         self.stats.undecodable += 1

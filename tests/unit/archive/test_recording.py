@@ -102,3 +102,20 @@ def test_a_message_of_the_wrong_type_for_the_feed_is_not_recorded_as_data() -> N
     status = Status(exchange="binance", run=7, seq=1, ts_ms=None, recv_ns=1, event="heartbeat")
     rec.ingest(FEED, [_entry(status)], now=0.0)
     assert rec.stats.rows == 0 and rec.stats.undecodable == 1
+
+
+def test_the_status_stream_of_a_recorded_exchange_is_followed_for_matching_feeds_only() -> None:
+    options = msgspec.structs.replace(OPTIONS, feeds=["md:binance:trades:*"])
+    rec = Recording(options, {})
+    rec.add_stream(FEED)
+    assert rec.missing_status_streams() == [STATUS]
+    rec.add_stream(STATUS)
+    assert rec.missing_status_streams() == []
+
+    def gap(seq: int, feed: str) -> Status:
+        return Status(
+            exchange="binance", run=3, seq=seq, ts_ms=None, recv_ns=1, event="gap", feed=feed
+        )
+
+    rec.ingest(STATUS, [_entry(gap(1, FEED), 3), _entry(gap(2, "md:binance:ticker:X"), 3)], 0.0)
+    assert rec.stats.gaps == 1
