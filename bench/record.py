@@ -9,9 +9,9 @@ Rows (same process, same server, same streams):
 - replay: messages per second published back (PUBLISH + XADD) with ``--fast``.
 
 Steady state: one-time costs (pyarrow importing pandas on its first array) are paid
-before the timings. Workload: ``count`` messages over 20 trades feeds (batches of 1-4 trades, realistic
-prices, sizes and ids) and, for the candle row, ``count // 10`` closed 1m candles over
-20 feeds.
+before the timings. Workload: ``count`` messages over 20 trades feeds (batches of 1-4
+trades, realistic prices, sizes and ids) and, for the candle row, ``count // 10``
+closed 1m candles over 20 feeds.
 """
 
 from __future__ import annotations
