@@ -10,7 +10,6 @@ either way no other file is touched.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal, TypeAlias
 
@@ -20,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from marketbus.archive.errors import ArchiveFileError
-from marketbus.archive.partitions import KEYS, Partition, PartitionError
+from marketbus.archive.partitions import Partition, PartitionError
 from marketbus.archive.rows import family, schema_for
 from marketbus.archive.store import META_VERSION
 
@@ -137,17 +136,3 @@ def _unique_rows(table: pa.Table, trades: bool) -> pa.Table:
     assert same is not None
     keep = pa.concat_arrays([pa.array([True]), pc.invert(same).combine_chunks()])
     return table.filter(keep)
-
-
-def iter_feed_keys(root: Path, kinds: tuple[str, ...] = ()) -> Iterator[FeedKey]:
-    """The feeds under *root* (by directory names only, no file is opened)."""
-    for exchange_dir in sorted(root.glob(f"{KEYS[0]}=*")):
-        for kind_dir in sorted(exchange_dir.glob(f"{KEYS[1]}=*")):
-            for symbol_dir in sorted(kind_dir.glob(f"{KEYS[2]}=*")):
-                relative = f"{symbol_dir.relative_to(root).as_posix()}/date=1970-01-01"
-                try:
-                    p = Partition.parse(relative)
-                except PartitionError:
-                    continue
-                if not kinds or family(p.kind) in kinds:
-                    yield FeedKey(p.exchange, p.kind, p.symbol)

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from marketbus.archive.continuity import Position
-from marketbus.archive.errors import ArchiveError, ArchiveFileError
+from marketbus.archive.errors import ArchiveError
 from marketbus.archive.manifest import Manifest, Rename, decode_manifest, encode_manifest
 from marketbus.archive.partitions import Partition
 from marketbus.archive.rows import family
@@ -188,9 +188,3 @@ class ArchiveWriter:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
-
-
-def check_file_meta(path: Path, schema: pa.Schema) -> None:
-    """Raise ArchiveFileError unless *path* carries the archive's marker."""
-    if not schema.metadata or META_VERSION not in schema.metadata:
-        raise ArchiveFileError(str(path), "no marketbus archive metadata")

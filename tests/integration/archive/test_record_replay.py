@@ -13,14 +13,20 @@ import pyarrow.parquet as pq
 import pytest
 import redis.asyncio as aioredis
 
+from marketbus.archive.continuity import Position
 from marketbus.archive.dataset import archive_files
-from marketbus.archive.errors import ArchiveFileError
+from marketbus.archive.errors import ArchiveError, ArchiveFileError
 from marketbus.archive.history import history
+from marketbus.archive.manifest import Rename
 from marketbus.archive.options import RecordOptions, ReplayOptions
+from marketbus.archive.partitions import Partition
 from marketbus.archive.recorder import Recorder
 from marketbus.archive.replay import replay
+from marketbus.archive.rows import RowBuilder
+from marketbus.archive.store import MANIFEST, ArchiveWriter
 from marketbus.shared.codecs import decode
 from marketbus.shared.config import RedisConfig
+from marketbus.shared.schema import Ticker
 from tests.support.redis_process import RedisProcess
 from tests.support.waiting import wait_until
 from tests.support.wire_writer import WireWriter
@@ -224,3 +230,77 @@ async def test_corrupt_and_foreign_files_are_named_and_nothing_else_is_lost(
     await _record(redis_url, out)
     assert len([f for f in archive_files(out, on_bad_file="skip")]) > len(good)
     await redis.aclose()
+
+
+async def test_replay_at_speed_takes_the_exchange_time_divided_by_speed(
+    redis_url: str, tmp_path: Path
+) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    writer = WireWriter(redis, run=1_000)
+    for i in range(4):  # closes at 1, 2, 3, 4 minutes: 3 minutes of exchange time
+        await writer.write(
+            writer.feed("ohlcv.1m", SYM), writer.candle(SYM, i * M, 1.0, closed=True)
+        )
+    await _record(redis_url, tmp_path / "arc")
+    options = ReplayOptions(source=str(tmp_path / "arc"), namespace="bt", speed=600.0)
+    stats = await replay(RedisConfig(url=redis_url), options)
+    assert stats.messages == 4 and stats.seconds >= 180 / 600 * 0.9
+    await redis.aclose()
+
+
+def test_one_recorder_per_directory_and_a_corrupt_manifest_is_named(tmp_path: Path) -> None:
+    first = ArchiveWriter(tmp_path, "md")
+    first.open()
+    with pytest.raises(ArchiveError, match="another recorder"):
+        ArchiveWriter(tmp_path, "md").open()
+    first.commit({}, [])
+    first.close()
+    with pytest.raises(ArchiveError, match="records namespace 'md'"):
+        ArchiveWriter(tmp_path, "bt").open()
+    (tmp_path / MANIFEST).write_bytes(b'{"namespace": ')
+    with pytest.raises(ArchiveError, match=MANIFEST):
+        ArchiveWriter(tmp_path, "md").open()
+
+
+def _stage_one(writer: ArchiveWriter) -> Rename:
+    builder = RowBuilder("ticker")
+    builder.add("1-1", Ticker(exchange="binance", symbol=SYM, run=1, seq=1, ts_ms=0, recv_ns=0))
+    [(day, table)] = builder.take()
+    return writer.stage(Partition("binance", "ticker", SYM, day), table, {"feed": "x"})
+
+
+def test_a_crash_before_the_commit_point_leaves_nothing_visible(tmp_path: Path) -> None:
+    writer = ArchiveWriter(tmp_path, "md")
+    writer.open()
+    staged = _stage_one(writer)
+    writer.close()  # the process dies here: the manifest never named the file
+    assert (tmp_path / staged.temp).exists() and archive_files(tmp_path) == []
+    again = ArchiveWriter(tmp_path, "md")
+    assert again.open().positions == {}
+    assert not (tmp_path / staged.temp).exists() and archive_files(tmp_path) == []
+    again.close()
+
+
+def test_a_crash_after_the_commit_point_is_rolled_forward(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = ArchiveWriter(tmp_path, "md")
+    writer.open()
+    staged = _stage_one(writer)
+    real_replace = os.replace
+
+    def die_on_data_files(src: Any, dst: Any) -> None:
+        if str(dst).endswith(".parquet"):
+            raise KeyboardInterrupt  # the process dies between the manifest and the renames
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", die_on_data_files)
+    with pytest.raises(KeyboardInterrupt):
+        writer.commit({"md:binance:ticker:X": Position(1, 1)}, [staged])
+    writer.close()
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert archive_files(tmp_path) == []
+    again = ArchiveWriter(tmp_path, "md")
+    assert again.open().positions == {"md:binance:ticker:X": Position(1, 1)}
+    assert [f.path for f in archive_files(tmp_path)] == [tmp_path / staged.final]
+    again.close()
