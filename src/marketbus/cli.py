@@ -88,13 +88,14 @@ def _cmd_record(args: argparse.Namespace) -> int:
     }
     if args.config:
         file = load_config(args.config, RecordFile)
-        options = build_config(
-            RecordOptions, msgspec.structs.asdict(file.record) | flags, source=args.config
-        )
-        redis = file.redis if args.redis is None else RedisConfig(url=args.redis)
+        record_data = msgspec.structs.asdict(file.record) | flags
+        options = build_config(RecordOptions, record_data, environ={}, source=args.config)
     else:
-        options = build_config(RecordOptions, flags, source="command line")
-        redis = RedisConfig(url=args.redis or RedisConfig().url)
+        file = build_config(RecordFile, {"record": flags}, source="command line")
+        options = file.record
+    redis = (
+        file.redis if args.redis is None else msgspec.structs.replace(file.redis, url=args.redis)
+    )
 
     async def record() -> None:
         recorder = Recorder(redis, options)
