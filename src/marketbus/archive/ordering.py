@@ -12,7 +12,7 @@ a stream only accepts growing entry IDs.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from marketbus.shared.names import timeframe_ms
 from marketbus.shared.schema import OHLCV, MarketMessage
@@ -26,7 +26,7 @@ def event_ms(message: MarketMessage) -> int:
     return ts
 
 
-def merge(feeds: dict[str, Iterable[MarketMessage]]) -> Iterator[tuple[str, MarketMessage]]:
+def merge(feeds: Mapping[str, Iterable[MarketMessage]]) -> Iterator[tuple[str, MarketMessage]]:
     """``(feed, message)`` of all *feeds* (each in stream order) in replay order."""
     heads: list[tuple[int, str, int, int, MarketMessage, Iterator[MarketMessage]]] = []
     for name, messages in feeds.items():
@@ -43,3 +43,25 @@ def merge(feeds: dict[str, Iterable[MarketMessage]]) -> Iterator[tuple[str, Mark
             break
         else:
             heapq.heappop(heads)
+
+
+class Pace:
+    """Replay at *speed* times exchange time: how long to wait before each message.
+
+    The first message sets the origin; a message ``t`` ms of exchange time after it is
+    due ``t / speed`` ms of wall time after the first was. None: never wait.
+    """
+
+    def __init__(self, speed: float | None) -> None:
+        self.speed = speed
+        self._origin: tuple[float, int] | None = None
+
+    def wait_s(self, event: int, now: float) -> float:
+        """Seconds to wait (>= 0) before publishing a message of event time *event*,
+        *now* being the monotonic clock."""
+        if self.speed is None:
+            return 0.0
+        if self._origin is None:
+            self._origin = (now, event)
+        wall, first = self._origin
+        return max(0.0, wall + (event - first) / 1000 / self.speed - now)

@@ -5,19 +5,20 @@ XADDed to the stream of the same name as ``{run}-{seq} d {payload}`` (``MAXLEN ~
 default cap of its kind), with its original run, seq and fields; the catalog
 ``{namespace}:feeds`` lists every replayed feed. A strategy built on the SDK runs
 unchanged against it. Order: `marketbus.archive.ordering` (exchange time across feeds,
-stream order within each), so two replays give identical streams. Pacing: with
-``speed`` the exchange-time gaps are slept, divided by ``speed``.
+stream order within each), so two replays give identical streams. Pacing: `Pace`.
 
-Memory: the selected window's rows, as Arrow tables (compact columns), are held while
-they are merged; narrow ``--start/--end/--feeds`` for very large archives.
+Memory: the selected rows are held as Arrow tables (compact columns) and turned into
+messages a chunk at a time as the merge reaches them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
+import itertools
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -26,19 +27,13 @@ from marketbus.archive.dataset import BadFilePolicy, archive_files, feeds, read_
 from marketbus.archive.errors import ArchiveError
 from marketbus.archive.manifest import decode_manifest
 from marketbus.archive.options import ReplayOptions
-from marketbus.archive.ordering import event_ms, merge
+from marketbus.archive.ordering import Pace, event_ms, merge
 from marketbus.archive.partitions import DAY_MS, GAP_KIND
-from marketbus.archive.rows import messages_of
+from marketbus.archive.rows import iter_messages
 from marketbus.archive.store import MANIFEST
 from marketbus.shared.codecs import encode_feed_info, encoder_for
 from marketbus.shared.config import RedisConfig, StreamCaps
-from marketbus.shared.names import (
-    DEFAULT_NS,
-    catalog_key,
-    kind_and_symbol,
-    split_name,
-    timeframe_of,
-)
+from marketbus.shared.names import DEFAULT_NS, catalog_key, split_name, timeframe_of
 from marketbus.shared.resp import FeedCommands
 from marketbus.shared.schema import FeedInfo, MarketMessage
 from marketbus.shared.transport import PipelineWriter
@@ -47,6 +42,8 @@ log = logging.getLogger(__name__)
 
 
 class ReplayStats(msgspec.Struct, kw_only=True):
+    """What one replay published, and how long it took."""
+
     messages: int = 0
     feeds: int = 0
     seconds: float = 0.0
@@ -63,15 +60,16 @@ def source_namespace(root: Path) -> str:
         raise ArchiveError(f"{path}: {exc}") from None
 
 
-def _window(options: ReplayOptions, message: MarketMessage) -> bool:
-    t = event_ms(message)
-    return (options.start_ms is None or t >= options.start_ms) and (
-        options.end_ms is None or t < options.end_ms
-    )
+class Selection(msgspec.Struct):
+    """What a replay publishes: per target feed name, its messages in stream order
+    (consumed lazily) and the first of them (for the catalog)."""
+
+    messages: dict[str, Iterator[MarketMessage]]
+    first: dict[str, MarketMessage]
 
 
-def load(options: ReplayOptions) -> dict[str, list[MarketMessage]]:
-    """The selected messages per target feed name, each feed in stream order."""
+def load(options: ReplayOptions) -> Selection:
+    """The messages *options* select; feeds with nothing in the window are left out."""
     root = Path(options.source)
     if not root.is_dir():
         raise ArchiveError(f"archive directory {root} does not exist")
@@ -80,73 +78,88 @@ def load(options: ReplayOptions) -> dict[str, list[MarketMessage]]:
     source_ns = source_namespace(root)
     first_day = (options.start_ms // DAY_MS) - 1 if options.start_ms is not None else None
     last_day = options.end_ms // DAY_MS if options.end_ms is not None else None
-    selected: dict[str, list[MarketMessage]] = {}
+    start = options.start_ms if options.start_ms is not None else -(2**63)
+    end = options.end_ms if options.end_ms is not None else 2**63
+    selection = Selection({}, {})
     for key in feeds(files):
         if key.kind == GAP_KIND or not fnmatch.fnmatchcase(key.name(source_ns), options.feeds):
             continue
         table = read_feed(files, key, first_day=first_day, last_day=last_day, on_bad_file=policy)
-        messages = [
-            m for m in messages_of(key.kind, key.exchange, key.symbol, table) if _window(options, m)
-        ]
-        if messages:
-            selected[key.name(options.namespace)] = messages
-    return selected
+        messages = (
+            m
+            for m in iter_messages(key.kind, key.exchange, key.symbol, table)
+            if start <= event_ms(m) < end
+        )
+        first = next(messages, None)
+        if first is not None:
+            name = key.name(options.namespace)
+            selection.messages[name] = itertools.chain([first], messages)
+            selection.first[name] = first
+    return selection
 
 
 async def replay(
     redis: RedisConfig, options: ReplayOptions, *, replace: bool = False
 ) -> ReplayStats:
     """Publish the archive *options* select onto ``options.namespace`` of *redis*."""
-    selected = load(options)
-    caps = StreamCaps()
+    selection = load(options)
+    stats = ReplayStats(feeds=len(selection.first))
     writer = await PipelineWriter.open(redis)
-    stats = ReplayStats(feeds=len(selected))
     began = time.perf_counter()
     try:
-        await _prepare(writer, options.namespace, selected, replace)
-        await _catalog(writer, options.namespace, selected, caps, last=False)
-        commands = {
-            name: FeedCommands(name, caps.for_kind(kind_and_symbol(name)[0])) for name in selected
-        }
-        encode = encoder_for(redis.encoding).encode
-        out: list[bytes] = []
-        pending = 0
-        clock: tuple[float, int] | None = None
-        for name, message in merge(dict(selected.items())):
-            if options.speed is not None:
-                t = event_ms(message)
-                if clock is None:
-                    clock = (time.monotonic(), t)
-                due = clock[0] + (t - clock[1]) / 1000 / options.speed
-                wait = due - time.monotonic()
-                if wait > 0:
-                    if out:
-                        writer.send_parts(out, 2 * pending)
-                        out, pending = [], 0
-                        await writer.flush()
-                    await asyncio.sleep(wait)
-            feed = commands[name]
-            feed.append_publish_xadd(out, feed.entry_id(message.run, message.seq), encode(message))
-            pending += 1
-            stats.messages += 1
-            if pending >= options.batch:
-                writer.send_parts(out, 2 * pending)
-                out, pending = [], 0
-                await writer.drain()
-        if out:
-            writer.send_parts(out, 2 * pending)
-        await writer.flush()
-        await _catalog(writer, options.namespace, selected, caps, last=True)
+        await _prepare(writer, options.namespace, sorted(selection.first), replace)
+        await _catalog(writer, options.namespace, selection.first)
+        last = await _publish(writer, options, encoder_for(redis.encoding), selection, stats)
+        await _catalog(writer, options.namespace, last)
     finally:
         await writer.aclose()
     stats.seconds = time.perf_counter() - began
     return stats
 
 
-async def _prepare(
-    writer: PipelineWriter, ns: str, selected: dict[str, list[MarketMessage]], replace: bool
-) -> None:
-    existing = [name for name in sorted(selected) if await writer.execute("EXISTS", name)]
+async def _publish(
+    writer: PipelineWriter,
+    options: ReplayOptions,
+    encoder: msgspec.json.Encoder | msgspec.msgpack.Encoder,
+    selection: Selection,
+    stats: ReplayStats,
+) -> dict[str, MarketMessage]:
+    """PUBLISH + XADD every message in replay order; returns each feed's last one."""
+    caps = StreamCaps()
+    commands = {
+        name: FeedCommands(name, caps.for_kind(split_name(name)[2])) for name in selection.first
+    }
+    encode = encoder.encode
+    pace = Pace(options.speed)
+    last: dict[str, MarketMessage] = {}
+    out: list[bytes] = []
+    pending = 0
+    for name, message in merge(selection.messages):
+        wait = pace.wait_s(event_ms(message), time.monotonic())
+        if wait > 0:
+            if pending:
+                writer.send_parts(out, 2 * pending)
+                out, pending = [], 0
+            await writer.flush()
+            await asyncio.sleep(wait)
+        feed = commands[name]
+        feed.append_publish_xadd(out, feed.entry_id(message.run, message.seq), encode(message))
+        last[name] = message
+        pending += 1
+        stats.messages += 1
+        if pending >= options.batch:
+            writer.send_parts(out, 2 * pending)
+            out, pending = [], 0
+            await writer.drain()
+    if pending:
+        writer.send_parts(out, 2 * pending)
+    await writer.flush()
+    return last
+
+
+async def _prepare(writer: PipelineWriter, ns: str, names: list[str], replace: bool) -> None:
+    """Refuse (or with *replace*, delete) target streams that already exist."""
+    existing = [name for name in names if await writer.execute("EXISTS", name)]
     if not existing:
         return
     if not replace:
@@ -159,18 +172,12 @@ async def _prepare(
         await writer.execute("HDEL", catalog_key(ns), name)
 
 
-async def _catalog(
-    writer: PipelineWriter,
-    ns: str,
-    selected: dict[str, list[MarketMessage]],
-    caps: StreamCaps,
-    *,
-    last: bool,
-) -> None:
-    """Catalog entries: at the start the first message's run, at the end the last's."""
-    for name, messages in sorted(selected.items()):
+async def _catalog(writer: PipelineWriter, ns: str, messages: dict[str, MarketMessage]) -> None:
+    """Catalog entries as a producer keeps them: the run of *messages* (each feed's first
+    at the start, its last at the end), updated at its event time."""
+    caps = StreamCaps()
+    for name, message in sorted(messages.items()):
         _, exchange, kind, symbol = split_name(name)
-        message = messages[-1] if last else messages[0]
         info = FeedInfo(
             exchange=exchange,
             symbol=symbol,

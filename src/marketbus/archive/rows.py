@@ -274,6 +274,22 @@ class RowBuilder:
         return [(day, table.filter(pc.equal(day_column, day))) for day in sorted(distinct)]
 
 
+def iter_messages(
+    kind: str, exchange: str, symbol: str, table: pa.Table, chunk_rows: int = 10_000
+) -> Iterator[MarketMessage]:
+    """`messages_of` a chunk of rows at a time (never splitting a trade batch), so only
+    one chunk is held as Python objects."""
+    count = table.num_rows
+    starts = table.column("batch_index").to_pylist() if family(kind) == "trades" else None
+    begin = 0
+    while begin < count:
+        end = min(begin + chunk_rows, count)
+        while starts is not None and end < count and starts[end] != 0:
+            end += 1
+        yield from messages_of(kind, exchange, symbol, table.slice(begin, end - begin))
+        begin = end
+
+
 def messages_of(kind: str, exchange: str, symbol: str, table: pa.Table) -> Iterator[MarketMessage]:
     """The messages of a feed's rows, in row order (sort by run, seq[, batch_index] first).
 

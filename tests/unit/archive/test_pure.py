@@ -13,9 +13,9 @@ from marketbus.archive.candles import latest_by_time, latest_candles
 from marketbus.archive.continuity import Position, hole, producer_gap
 from marketbus.archive.manifest import Manifest, Rename, decode_manifest, encode_manifest
 from marketbus.archive.options import RecordOptions, parse_time_ms
-from marketbus.archive.ordering import event_ms, merge
+from marketbus.archive.ordering import Pace, event_ms, merge
 from marketbus.archive.partitions import Partition, PartitionError, escape, unescape
-from marketbus.archive.rows import RowBuilder, messages_of
+from marketbus.archive.rows import RowBuilder, iter_messages, messages_of
 from marketbus.shared.errors import ConfigError
 from marketbus.shared.schema import OHLCV, Book, Status, Ticker, Trade, Trades
 
@@ -241,3 +241,25 @@ def test_options_validate_namespace_and_times() -> None:
     assert parse_time_ms("1970-01-02", "--start") == DAY
     with pytest.raises(ConfigError, match="--end"):
         parse_time_ms("yesterday", "--end")
+
+
+def test_pace_spreads_exchange_time_over_wall_time_divided_by_speed() -> None:
+    pace = Pace(10.0)
+    assert pace.wait_s(1_000, now=100.0) == 0.0  # the first message sets the origin
+    assert pace.wait_s(11_000, now=100.0) == pytest.approx(1.0)
+    assert pace.wait_s(11_000, now=100.5) == pytest.approx(0.5)
+    assert pace.wait_s(2_000, now=105.0) == 0.0  # late: no wait, never negative
+    assert Pace(None).wait_s(10**12, now=0.0) == 0.0
+
+
+def test_messages_are_rebuilt_a_chunk_at_a_time_without_splitting_a_batch() -> None:
+    builder = RowBuilder("trades")
+    trade = Trade(id=None, ts_ms=1, price=1.0, amount=1.0, side=None)
+    messages = [
+        Trades(exchange="x", symbol="A", run=1, seq=s, ts_ms=1, recv_ns=1, trades=(trade,) * 3)
+        for s in range(1, 6)
+    ]
+    for m in messages:
+        builder.add(f"1-{m.seq}", m)
+    ((_, table),) = builder.take()
+    assert list(iter_messages("trades", "x", "A", table, chunk_rows=4)) == messages
