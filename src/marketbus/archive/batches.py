@@ -42,13 +42,14 @@ class StreamBatch:
         """Entries were consumed since the last write (possibly with no rows)."""
         return self.entries > 0 or bool(self.gaps)
 
-    def consumed(self, position: Position, now: float) -> None:
-        """Entry *position* was read (its rows, if any, already added)."""
+    def consumed(self, first: Position, last: Position, count: int, now: float) -> None:
+        """*count* entries from *first* to *last* were read (their rows, if any, added)."""
         if self.since is None:
             self.since = now
-            self.first = position
-        self.last = position
-        self.entries += 1
+        if self.first is None:
+            self.first = first
+        self.last = last
+        self.entries += count
 
     def add_gap(self, row: GapRow, now: float) -> None:
         if self.since is None:

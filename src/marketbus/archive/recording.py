@@ -148,36 +148,50 @@ class Recording:
     def ingest(self, name: str, entries: list[Any], now: float) -> None:
         """Turn *name*'s stream entries ``[id, [field, value, ...]]`` (in order, after
         its last one) into rows; holes between them and bad entries become gap rows."""
+        if not entries:
+            return
         stream = self._streams[name]
         batch = stream.batch
         builder = batch.builder
-        kind = stream.feed.kind if stream.feed is not None else ""
-        check = False  # the first entry's hole is `hole_before`'s job
+        wanted = stream.type
+        last = batch.last
+        prev_run, prev_seq, prev_ts = (last.run, last.seq, last.ts_ms) if last else (-1, -1, None)
+        first: Position | None = None
+        rows = 0
         for raw_id, fields in entries:
             entry_text = raw_id.decode()
             run, seq = parse_entry_id(entry_text)
             message = _decoded(fields)
-            if not isinstance(message, stream.type):
+            if not isinstance(message, wanted):
                 self._undecodable(stream, run, seq, entry_text, now)
-                batch.consumed(Position(run, seq, batch.last.ts_ms if batch.last else None), now)
-                check = True
-                continue
-            assert message is not None
-            position = Position(run, seq, message.ts_ms)
-            if builder is not None:
-                last = batch.last
-                if check and last is not None and (run != last.run or seq != last.seq + 1):
-                    row = hole(name, kind, last, position, evicted=False, recorded_ns=_now_ns())
-                    if row is not None:
-                        self.note_gap(name, row, now)
-                self.stats.rows += builder.add(entry_text, _market(message))
-            elif isinstance(message, Status):
-                gap = producer_gap(message, _now_ns())
-                if gap is not None and self._recorded(gap.feed):
-                    self.note_gap(name, gap, now)
-            batch.consumed(position, now)
-            check = True
+                ts = prev_ts
+            elif builder is not None:
+                ts = message.ts_ms
+                # the first entry's hole is `hole_before`'s job
+                if first is not None and (run != prev_run or seq != prev_seq + 1):
+                    self._check_hole(
+                        stream, Position(prev_run, prev_seq, prev_ts), Position(run, seq, ts), now
+                    )
+                rows += builder.add(entry_text, _market(message))
+            else:
+                ts = message.ts_ms
+                if isinstance(message, Status):
+                    gap = producer_gap(message, _now_ns())
+                    if gap is not None and self._recorded(gap.feed):
+                        self.note_gap(name, gap, now)
+            if first is None:
+                first = Position(run, seq, ts)
+            prev_run, prev_seq, prev_ts = run, seq, ts
+        assert first is not None
+        batch.consumed(first, Position(prev_run, prev_seq, prev_ts), len(entries), now)
+        self.stats.rows += rows
         self.stats.entries += len(entries)
+
+    def _check_hole(self, stream: _Stream, last: Position, nxt: Position, now: float) -> None:
+        assert stream.feed is not None
+        row = hole(stream.name, stream.feed.kind, last, nxt, evicted=False, recorded_ns=_now_ns())
+        if row is not None:
+            self.note_gap(stream.name, row, now)
 
     def _recorded(self, feed: str) -> bool:
         return any(fnmatch.fnmatchcase(feed, pattern) for pattern in self._patterns)
@@ -268,6 +282,11 @@ def _gap_files(rows: list[GapRow]) -> list[FileToWrite]:
 
 def _decoded(fields: list[bytes]) -> Message | None:
     """The message in an entry's ``d`` field; None if absent or undecodable."""
+    if len(fields) == 2 and fields[0] == STREAM_FIELD_BYTES:
+        try:
+            return decode(fields[1])
+        except ContractError:
+            return None
     for i in range(0, len(fields) - 1, 2):
         if fields[i] == STREAM_FIELD_BYTES:
             try:

@@ -154,20 +154,32 @@ def gap_table(rows: list[GapRow]) -> pa.Table:
     return pa.Table.from_pylist([msgspec.structs.asdict(r) for r in rows], schema=GAP_SCHEMA)
 
 
+_ID_NAMES: Final = ("run", "seq", "entry_id", "ts_ms", "recv_ns")
+
+
 class RowBuilder:
     """Rows of one feed, kept as one Python list per column until `take`.
 
-    `add` returns how many rows the message became (trades: one per trade, at least
-    one so an empty batch survives the round trip). ``len()`` is the buffered rows.
+    The identity columns (run, seq, entry_id, ts_ms, recv_ns) are kept once per
+    message and repeated per row by Arrow at `take` (a trade batch is one message and
+    several rows), so adding a trade costs a handful of list appends. `add` returns how
+    many rows the message became (trades: one per trade, at least one so an empty batch
+    survives the round trip). ``len()`` is the buffered rows.
     """
 
-    __slots__ = ("_add", "columns", "days", "kind", "rows", "schema")
+    __slots__ = ("_add", "columns", "days", "ids", "kind", "parents", "rows", "schema")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.schema = schema_for(kind)
-        self.columns: dict[str, list[Any]] = {name: [] for name in self.schema.names}
+        self.ids: tuple[list[Any], ...] = tuple([] for _ in _ID_NAMES)
+        self.columns: dict[str, list[Any]] = {
+            name: [] for name in self.schema.names if name not in _ID_NAMES
+        }
         self.days: list[int] = []
+        """UTC day of each message."""
+        self.parents: list[int] = []
+        """Message index of each row (trades only; otherwise row i is message i)."""
         self.rows = 0
         self._add = {
             "ohlcv": self._candle,
@@ -181,32 +193,20 @@ class RowBuilder:
 
     def add(self, entry_id: str, message: MarketMessage) -> int:
         """Append *message* (read from stream entry *entry_id*); returns rows added."""
-        added: int = self._add(entry_id, message)
+        run, seq, ids, ts, recv = self.ids
+        ts_ms = message.ts_ms
+        run.append(message.run)
+        seq.append(message.seq)
+        ids.append(entry_id)
+        ts.append(ts_ms)
+        recv.append(message.recv_ns)
+        self.days.append((ts_ms if ts_ms is not None else message.recv_ns // 1_000_000) // DAY_MS)
+        added: int = self._add(message)
         self.rows += added
         return added
 
-    def _ids(self, entry_id: str, m: MarketMessage, times: int) -> None:
-        c = self.columns
-        ts = m.ts_ms
-        day = (ts if ts is not None else m.recv_ns // 1_000_000) // DAY_MS
-        if times == 1:
-            c["run"].append(m.run)
-            c["seq"].append(m.seq)
-            c["entry_id"].append(entry_id)
-            c["ts_ms"].append(ts)
-            c["recv_ns"].append(m.recv_ns)
-            self.days.append(day)
-            return
-        c["run"].extend([m.run] * times)
-        c["seq"].extend([m.seq] * times)
-        c["entry_id"].extend([entry_id] * times)
-        c["ts_ms"].extend([ts] * times)
-        c["recv_ns"].extend([m.recv_ns] * times)
-        self.days.extend([day] * times)
-
-    def _candle(self, entry_id: str, m: MarketMessage) -> int:
+    def _candle(self, m: MarketMessage) -> int:
         assert isinstance(m, OHLCV)
-        self._ids(entry_id, m, 1)
         c = self.columns
         c["open"].append(m.open)
         c["high"].append(m.high)
@@ -216,39 +216,42 @@ class RowBuilder:
         c["closed"].append(m.closed)
         return 1
 
-    def _ticker(self, entry_id: str, m: MarketMessage) -> int:
+    def _ticker(self, m: MarketMessage) -> int:
         assert isinstance(m, Ticker)
-        self._ids(entry_id, m, 1)
         c = self.columns
         for name in TICKER_FIELDS:
             c[name].append(getattr(m, name))
         return 1
 
-    def _trades(self, entry_id: str, m: MarketMessage) -> int:
+    def _trades(self, m: MarketMessage) -> int:
         assert isinstance(m, Trades)
         c = self.columns
+        parent = len(self.days) - 1
         trades = m.trades
         size = len(trades)
         if not size:
-            self._ids(entry_id, m, 1)
-            for name, value in (("batch_index", 0), ("batch_size", 0)):
-                c[name].append(value)
+            self.parents.append(parent)
+            c["batch_index"].append(0)
+            c["batch_size"].append(0)
             for name in ("trade_id", "trade_ts_ms", "price", "amount", "side"):
                 c[name].append(None)
             return 1
-        self._ids(entry_id, m, size)
-        c["batch_index"].extend(range(size))
-        c["batch_size"].extend([size] * size)
-        c["trade_id"].extend([t.id for t in trades])
-        c["trade_ts_ms"].extend([t.ts_ms for t in trades])
-        c["price"].extend([t.price for t in trades])
-        c["amount"].extend([t.amount for t in trades])
-        c["side"].extend([t.side for t in trades])
+        parents, index, sizes = self.parents, c["batch_index"], c["batch_size"]
+        ids, times, prices = c["trade_id"], c["trade_ts_ms"], c["price"]
+        amounts, sides = c["amount"], c["side"]
+        for i, t in enumerate(trades):
+            parents.append(parent)
+            index.append(i)
+            sizes.append(size)
+            ids.append(t.id)
+            times.append(t.ts_ms)
+            prices.append(t.price)
+            amounts.append(t.amount)
+            sides.append(t.side)
         return size
 
-    def _book(self, entry_id: str, m: MarketMessage) -> int:
+    def _book(self, m: MarketMessage) -> int:
         assert isinstance(m, Book)
-        self._ids(entry_id, m, 1)
         c = self.columns
         c["depth"].append(m.depth)
         c["bids"].append(m.bids)
@@ -259,19 +262,27 @@ class RowBuilder:
         """The buffered rows as one table per UTC day ``(day, table)``; clears the buffer."""
         if not self.rows:
             return []
-        arrays = [pa.array(self.columns[field.name], type=field.type) for field in self.schema]
-        table = pa.Table.from_arrays(arrays, schema=self.schema)
+        schema = self.schema
+        parents = pa.array(self.parents, type=pa.int64()) if self.parents else None
+        arrays = []
+        for name in schema.names:
+            if name in _ID_NAMES:
+                values = pa.array(self.ids[_ID_NAMES.index(name)], type=schema.field(name).type)
+                arrays.append(values.take(parents) if parents is not None else values)
+            else:
+                arrays.append(pa.array(self.columns[name], type=schema.field(name).type))
+        table = pa.Table.from_arrays(arrays, schema=schema)
         days = self.days
         first = days[0]
         distinct = {first} if days.count(first) == len(days) else set(days)
-        for values in self.columns.values():
+        for values in (*self.ids, *self.columns.values()):
             values.clear()
-        self.days = []
-        self.rows = 0
+        self.days, self.parents, self.rows = [], [], 0
         if len(distinct) == 1:
             return [(first, table)]
-        day_column = pa.array(days, type=pa.int64())
-        return [(day, table.filter(pc.equal(day_column, day))) for day in sorted(distinct)]
+        day_array = pa.array(days, type=pa.int64())
+        row_days = day_array.take(parents) if parents is not None else day_array
+        return [(day, table.filter(pc.equal(row_days, day))) for day in sorted(distinct)]
 
 
 def iter_messages(

@@ -219,7 +219,7 @@ def test_flush_policy_bounds_total_memory_largest_first() -> None:
             builder.add(
                 f"1-{i}", Ticker(exchange="x", symbol="A", run=1, seq=i, ts_ms=0, recv_ns=0)
             )
-            batch.consumed(Position(1, i), now=0.0)
+            batch.consumed(Position(1, i), Position(1, i), 1, now=0.0)
         batches[name] = batch
     policy = FlushPolicy(options)
     assert policy.due(batches, now=1.0) == ["a"]  # 70 rows > 60: the largest until <= 30
