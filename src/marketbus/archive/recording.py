@@ -142,7 +142,8 @@ class Recording:
     def note_gap(self, name: str, row: GapRow, now: float) -> None:
         """Record *row* among *name*'s rows (written with its next file)."""
         self.stats.gaps += 1
-        log.warning("%s: %s (%s) before %s", row.feed, row.detail, row.reason, row.before_entry_id)
+        where = f" after {row.after_entry_id}" if row.after_entry_id else ""
+        log.warning("%s: %s (%s)%s; recorded as a gap row", row.feed, row.detail, row.reason, where)
         self._streams[name].batch.add_gap(row, now)
 
     def ingest(self, name: str, entries: list[Any], now: float) -> None:

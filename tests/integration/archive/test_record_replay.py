@@ -172,8 +172,8 @@ async def test_redis_outage_is_survived_and_what_was_missed_is_recorded(
         out=str(out),
         fsync=False,
         roll_s=0.05,
-        backoff_initial_s=2.0,
-        backoff_max_s=2.0,
+        backoff_initial_s=4.0,
+        backoff_max_s=4.0,
     )
     recorder = Recorder(RedisConfig(url=server.url), options)
     task = asyncio.create_task(recorder.run())
@@ -187,7 +187,7 @@ async def test_redis_outage_is_survived_and_what_was_missed_is_recorded(
     redis = aioredis.Redis.from_url(server.url)
     writer.redis = redis
     # the restarted server lost the stream; the producer goes on in the same run, and
-    # the cap evicts most of it before the recorder's backoff (>= 1 s) lets it look
+    # the cap evicts most of it before the recorder's backoff (>= 2 s) lets it look
     for i in range(5, 100):
         await writer.write(feed, writer.trades(SYM, 1.0, first_id=i))
     await wait_until(lambda: recorder.stats.gaps >= 1, 20, "the gap recorded")
