@@ -263,3 +263,40 @@ def test_messages_are_rebuilt_a_chunk_at_a_time_without_splitting_a_batch() -> N
         builder.add(f"1-{m.seq}", m)
     ((_, table),) = builder.take()
     assert list(iter_messages("trades", "x", "A", table, chunk_rows=4)) == messages
+
+
+@given(st.dictionaries(st.sampled_from("abcd"), st.lists(st.integers(0, 50), max_size=8)))
+def test_merge_keeps_each_feed_in_order_and_takes_the_earliest_head(
+    times: dict[str, list[int]],
+) -> None:
+    feeds = {
+        name: [
+            Ticker(exchange="x", symbol=name, run=1, seq=i + 1, ts_ms=t, recv_ns=0)
+            for i, t in enumerate(ts)
+        ]
+        for name, ts in times.items()
+    }
+    merged = list(merge(feeds))
+    assert sorted(merged, key=lambda item: (item[0], item[1].seq)) == [
+        (name, m) for name in sorted(feeds) for m in feeds[name]
+    ]
+    for name in feeds:  # stream order within a feed
+        seqs = [m.seq for f, m in merged if f == name]
+        assert seqs == sorted(seqs)
+    if all(ts == sorted(ts) for ts in times.values()):  # sorted inputs: a sorted output
+        keys = [(m.ts_ms, f) for f, m in merged]
+        assert keys == sorted(keys)
+
+
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(1, 3), st.integers(1, 30)), max_size=20))
+def test_latest_candles_and_latest_by_time_agree(rows: list[tuple[int, int, int]]) -> None:
+    candles = [_candle(t * M, float(run * 100 + seq), seq, run) for t, run, seq in rows]
+    unique = list({(c.run, c.seq): c for c in candles}.values())  # (run, seq) is unique
+    builder = RowBuilder("ohlcv.1m")
+    for c in unique:
+        builder.add(f"{c.run}-{c.seq}", c)
+    tables = [t for _, t in builder.take()]
+    latest = latest_candles(pa.concat_tables(tables)) if tables else None
+    expected = latest_by_time(unique)
+    got = latest.column("close").to_pylist() if latest is not None else []
+    assert got == [c.close for c in expected]
