@@ -76,6 +76,11 @@ def load(options: ReplayOptions) -> Selection:
     policy: BadFilePolicy = "skip" if options.skip_bad_files else "raise"
     files = archive_files(root, on_bad_file=policy)
     source_ns = source_namespace(root)
+    if options.namespace == source_ns:
+        raise ArchiveError(
+            f"{root} was recorded from namespace {source_ns!r}: replay it into another one "
+            "(--namespace bt), never over the live data"
+        )
     first_day = (options.start_ms // DAY_MS) - 1 if options.start_ms is not None else None
     last_day = options.end_ms // DAY_MS if options.end_ms is not None else None
     start = options.start_ms if options.start_ms is not None else -(2**63)

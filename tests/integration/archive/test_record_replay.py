@@ -76,6 +76,10 @@ async def test_record_then_replay_gives_streams_equal_in_every_field(
         original = await _entries(redis, f"md:binance:{kind}:{SYM}")
         assert original and await _entries(redis, f"bt:binance:{kind}:{SYM}") == original
         assert await _entries(redis, f"bt2:binance:{kind}:{SYM}") == original
+    with pytest.raises(ArchiveError, match="never over the live data"):
+        await replay(
+            RedisConfig(url=redis_url), ReplayOptions(source=str(tmp_path / "arc"), namespace="md")
+        )
     catalog = await redis.hgetall("bt:feeds")
     assert len(catalog) == 4
     candles = await history(redis, tmp_path / "arc", f"md:binance:ohlcv.1m:{SYM}", 0, 10 * M)
