@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 import msgspec
@@ -87,8 +88,6 @@ class ReplayOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 def parse_time_ms(text: str, what: str) -> int:
     """Epoch ms of an ISO 8601 time (``2024-01-31``, ``2024-01-31T12:00:00Z``); a time
     without a zone is UTC."""
-    import datetime as dt
-
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
