@@ -16,11 +16,11 @@ import sys
 import time
 from importlib.metadata import version
 
-from bench import latency, memory, overhead, publish, subscribe
+from bench import latency, memory, overhead, publish, record, subscribe
 from bench.report import Row, table
 from bench.server import redis_server
 
-SECTIONS = ("publish", "subscribe", "latency", "overhead", "memory")
+SECTIONS = ("publish", "subscribe", "latency", "overhead", "memory", "record")
 
 
 def machine() -> str:
@@ -57,6 +57,8 @@ async def main(args: argparse.Namespace) -> list[Row]:
             rows += await latency.run(server.url, runs, 0.3 if smoke else 3.0, rates)
         if "memory" in only:
             rows += await memory.run(server.url, *((10, 100) if smoke else (1_000, 1_000)))
+        if "record" in only:
+            rows += await record.run(server.url, runs, 2_000 if smoke else 200_000)
     if "overhead" in only:
         rows += await overhead.run(1 if smoke else 3 * runs, 30 if smoke else 400)
     return rows

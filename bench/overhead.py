@@ -57,13 +57,13 @@ from bench.publisher import make_publisher
 from bench.report import Row
 from bench.server import redis_server
 from bench.workload import RUN
-from marketbus.producer.config import ProducerSettings, StreamCaps
+from marketbus.producer.config import ProducerSettings
 from marketbus.producer.feeds import FeedHandler, handler_for
 from marketbus.producer.publisher import Publisher
 from marketbus.producer.stats import FeedCounters
 from marketbus.producer.transport import FastTransport, RedisTransport, Transport
 from marketbus.producer.watch import Subscription, WatchLoop, _guard_client
-from marketbus.shared.config import RedisConfig
+from marketbus.shared.config import RedisConfig, StreamCaps
 from marketbus.shared.names import Feed
 
 EXCHANGE = "binance"

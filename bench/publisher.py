@@ -3,10 +3,10 @@ outbox that never drops (bounded by the run's message count), counters per feed.
 
 from __future__ import annotations
 
-from marketbus.producer.config import StreamCaps
 from marketbus.producer.publisher import FeedCounters, Publisher
 from marketbus.producer.transport import Transport
 from marketbus.shared.backoff import BackoffState
+from marketbus.shared.config import StreamCaps
 
 CAP = 10_000
 """Stream MAXLEN of the benchmarks' candle feeds."""

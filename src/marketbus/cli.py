@@ -1,4 +1,4 @@
-"""The `marketbus` command: produce, sim, tail, status, demo.
+"""The `marketbus` command: produce, sim, tail, status, demo, record, replay.
 
 Each subcommand imports its machinery lazily, so `marketbus tail` and `marketbus status`
 work on the light install (no ccxt). Errors marketbus raises on purpose, and errors Redis
@@ -21,6 +21,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 
+import msgspec
 from redis.exceptions import NoPermissionError, RedisError
 
 from marketbus.shared.config import (
@@ -107,6 +108,99 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return 0
 
 
+def _cmd_record(args: argparse.Namespace) -> int:
+    import signal
+
+    from marketbus.archive.options import RecordFile, RecordOptions
+    from marketbus.archive.recorder import Recorder
+    from marketbus.shared.config import build_config, load_config
+
+    flags = {
+        key: value
+        for key, value in (
+            ("feeds", args.feeds),
+            ("out", args.out),
+            ("roll_s", args.roll_s),
+            ("file_rows", args.file_rows),
+            ("max_buffered_rows", args.max_buffered_rows),
+        )
+        if value is not None
+    }
+    if args.config:
+        file = load_config(args.config, RecordFile)
+        record_data = msgspec.structs.asdict(file.record) | flags
+        options = build_config(RecordOptions, record_data, environ={}, source=args.config)
+    else:
+        file = build_config(RecordFile, {"record": flags}, source="command line")
+        options = file.record
+    redis = (
+        file.redis if args.redis is None else msgspec.structs.replace(file.redis, url=args.redis)
+    )
+
+    async def record() -> None:
+        recorder = Recorder(redis, options)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, recorder.stop)
+        stats = await recorder.run(until_idle=args.exit_when_idle)
+        print(f"recorded: {stats}")
+
+    asyncio.run(record())
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from marketbus.archive.options import ReplayOptions, parse_time_ms
+    from marketbus.archive.replay import replay
+
+    options = ReplayOptions(
+        source=args.source,
+        namespace=args.namespace,
+        speed=None if args.fast else args.speed,
+        start_ms=parse_time_ms(args.start, "--start") if args.start else None,
+        end_ms=parse_time_ms(args.end, "--end") if args.end else None,
+        feeds=args.feeds,
+        skip_bad_files=args.skip_bad_files,
+    )
+    redis = RedisConfig(url=args.redis, namespace=args.namespace)
+    with contextlib.suppress(KeyboardInterrupt):
+        stats = asyncio.run(replay(redis, options, replace=args.replace))
+        print(f"replayed {stats.messages} messages of {stats.feeds} feeds in {stats.seconds:.2f}s")
+    return 0
+
+
+def _add_archive_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``record`` and ``replay`` (the ``record`` extra: pyarrow)."""
+    p = sub.add_parser("record", help="record feeds from their streams into a Parquet archive")
+    p.add_argument("--config", help="TOML file with a [record] section (and [redis])")
+    p.add_argument("--redis", default=None, help="Redis URL")
+    p.add_argument(
+        "--feeds", action="append", help="stream pattern, e.g. 'md:binance:*' (repeatable)"
+    )
+    p.add_argument("--out", help="archive directory")
+    p.add_argument("--roll-s", type=float, help="write each feed at least this often")
+    p.add_argument("--file-rows", type=int, help="write a feed once it holds this many rows")
+    p.add_argument("--max-buffered-rows", type=int, help="memory bound, all feeds together")
+    p.add_argument(
+        "--exit-when-idle", action="store_true", help="stop once every stream is read to its end"
+    )
+    p.set_defaults(func=_cmd_record)
+
+    p = sub.add_parser("replay", help="publish an archive onto a namespace, as a producer would")
+    p.add_argument("--from", dest="source", required=True, help="archive directory")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
+    p.add_argument("--namespace", required=True, help="target namespace, e.g. bt")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, default=1.0, help="x real time (default 1)")
+    pace.add_argument("--fast", action="store_true", help="as fast as Redis takes it")
+    p.add_argument("--start", help="ISO time, inclusive (UTC unless a zone is given)")
+    p.add_argument("--end", help="ISO time, exclusive")
+    p.add_argument("--feeds", default="*", help="glob over recorded feed names")
+    p.add_argument("--replace", action="store_true", help="delete existing target streams")
+    p.add_argument("--skip-bad-files", action="store_true", help="log and skip corrupt files")
+    p.set_defaults(func=_cmd_replay)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="marketbus", description="A market-data bus: ccxt.pro -> Redis -> strategies."
@@ -163,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
         "names, else start a private redis-server)",
     )
     p.set_defaults(func=_cmd_demo)
+
+    _add_archive_commands(sub)
     return parser
 
 

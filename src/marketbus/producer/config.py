@@ -15,26 +15,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from marketbus.shared.config import PositiveFloat, RedisConfig, load_config
+from marketbus.shared.config import PositiveFloat, PositiveInt, RedisConfig, StreamCaps, load_config
 from marketbus.shared.errors import ConfigError
-from marketbus.shared.names import check_kind, check_part, timeframe_of
+from marketbus.shared.names import check_kind, check_part
 
-PositiveInt = Annotated[int, Meta(gt=0)]
 NonNegativeInt = Annotated[int, Meta(ge=0)]
-
-
-class StreamCaps(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """``MAXLEN ~`` per kind: how much history a late joiner can backfill."""
-
-    ohlcv: PositiveInt = 10_000
-    ticker: PositiveInt = 10_000
-    trades: PositiveInt = 100_000
-    book: PositiveInt = 10_000
-    status: PositiveInt = 10_000
-
-    def for_kind(self, kind: str) -> int:
-        cap: int = getattr(self, "ohlcv" if timeframe_of(kind) else kind)
-        return cap
 
 
 class ExchangeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

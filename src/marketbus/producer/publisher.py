@@ -31,7 +31,6 @@ from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from marketbus.producer.config import StreamCaps
 from marketbus.producer.lease import LeaseKeeper
 from marketbus.producer.outbox import Entry, Outbox
 from marketbus.producer.sequencing import Sequencer
@@ -39,6 +38,7 @@ from marketbus.producer.stats import FeedCounters, LatencyHistogram
 from marketbus.producer.transport import Outgoing, Receipt, ReplyErrors, Transport
 from marketbus.shared.backoff import BackoffState
 from marketbus.shared.codecs import Encoding, encoder_for
+from marketbus.shared.config import StreamCaps
 from marketbus.shared.errors import FencedError
 from marketbus.shared.names import (
     Feed,

@@ -25,7 +25,7 @@ from msgspec import Meta
 
 from marketbus.shared.codecs import Encoding
 from marketbus.shared.errors import ConfigError
-from marketbus.shared.names import DEFAULT_NS
+from marketbus.shared.names import DEFAULT_NS, timeframe_of
 from marketbus.shared.urls import check_url, redact
 
 ENV_PREFIX: Final = "MARKETBUS__"
@@ -36,6 +36,7 @@ MAX_URL_LINE: Final = 4096
 """Characters read from ``MARKETBUS_REDIS_URL_FILE``: a URL, not whatever file it names."""
 
 PositiveFloat = Annotated[float, Meta(gt=0)]
+PositiveInt = Annotated[int, Meta(gt=0)]
 
 
 class RedisConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -192,3 +193,18 @@ def load_config(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
     return build_config(kind, data, environ=environ, source=str(file))
+
+
+class StreamCaps(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``MAXLEN ~`` per kind: how much history a late joiner can backfill. Shared by every
+    writer of feeds: the producer, and `marketbus replay`."""
+
+    ohlcv: PositiveInt = 10_000
+    ticker: PositiveInt = 10_000
+    trades: PositiveInt = 100_000
+    book: PositiveInt = 10_000
+    status: PositiveInt = 10_000
+
+    def for_kind(self, kind: str) -> int:
+        cap: int = getattr(self, "ohlcv" if timeframe_of(kind) else kind)
+        return cap

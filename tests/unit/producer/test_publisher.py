@@ -9,11 +9,11 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, ResponseError
 
-from marketbus.producer.config import StreamCaps
 from marketbus.producer.publisher import FeedCounters, Publisher
 from marketbus.producer.transport import Outgoing, Receipt, WriteOnConfirm
 from marketbus.shared.backoff import BackoffState
 from marketbus.shared.codecs import decode
+from marketbus.shared.config import StreamCaps
 from marketbus.shared.errors import FencedError
 from marketbus.shared.schema import OHLCV, Status, Ticker, Trade, Trades
 
