@@ -138,8 +138,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
     else:
         file = build_config(RecordFile, {"record": flags}, source="command line")
         options = file.record
-    redis = file.redis
-    if args.redis is not None or not args.config or _redis_url_in_env():
+    redis = file.redis  # the config file's [redis], with MARKETBUS__REDIS__* overrides
+    if args.redis is not None or _redis_url_in_env():
         redis = msgspec.structs.replace(file.redis, url=redis_url_from(args.redis))
 
     async def record() -> None:
