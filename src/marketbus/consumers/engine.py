@@ -34,9 +34,14 @@ of one, or the catalog) bring their exchange's status channel along: the engine 
 the shell to subscribe to it (`Engine.take_subscriptions`) unless a pattern covers it.
 
 What the engine asks of the shell goes out through methods that hand it over and clear
-it (`take_fetches`, `take_subscriptions`), as websockets' ``data_to_send()`` does; what
-the shell learns goes in through methods (`on_history`, `on_fetch_failed`,
-`on_reconnected`, ...). The shell never writes the engine's attributes.
+it (`take_fetches`, `take_subscriptions`, `take_older`), as websockets'
+``data_to_send()`` does; what the shell learns goes in through methods (`on_history`,
+`on_fetch_failed`, `on_older_candles`, `on_reconnected`, ...). The shell never writes
+the engine's attributes.
+
+With an archive (``fill_older``), a first backfill of a candle feed that found fewer
+closed candles than the buffer holds asks for the older ones (`OlderCandles`); the feed
+is ready once they are applied (`on_older_candles`) or could not be read.
 """
 
 from __future__ import annotations

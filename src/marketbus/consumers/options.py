@@ -121,8 +121,9 @@ def resolve_options(
         for key, value in given.items()
         if value is not None and key not in ("candles", "trades")
     )
-    if isinstance(fields.get("archive"), os.PathLike):
-        fields["archive"] = os.fspath(fields["archive"])  # type: ignore[call-overload]
+    archive = fields.get("archive")
+    if isinstance(archive, os.PathLike):  # a Path: kept as text
+        fields["archive"] = os.fspath(archive)
     candles, trades = given.get("candles"), given.get("trades")
     resolved = _convert(fields, SubscriberOptions, "subscriber option")
     sizes = with_sizes(resolved.sizes, candles=candles, trades=trades)

@@ -4,6 +4,8 @@ the window read, the trade rows, and the configuration errors."""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
@@ -169,3 +171,14 @@ def test_the_archive_option_takes_a_path_and_keeps_it_as_text(tmp_path: Path) ->
     assert resolve_options(None, {"archive": tmp_path}).archive == str(tmp_path)
     with pytest.raises(ConfigError, match="archive"):
         resolve_options(None, {"archive": 5})  # type: ignore[typeddict-item]
+
+
+def test_the_sdk_imports_without_pyarrow() -> None:
+    code = (
+        "import sys; sys.modules['pyarrow'] = None;"  # what the light install finds: nothing
+        "import marketbus.consumers, marketbus.consumers.history, marketbus.consumers.sync;"
+        "print(sorted(m for m in sys.modules if m.startswith('marketbus.archive')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
