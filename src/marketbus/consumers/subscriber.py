@@ -97,7 +97,7 @@ class Subscriber:
         )
         self._progress = asyncio.Event()
         self._archive = ArchiveReader(engine, opts.archive, on_progress=self._progress.set)
-        progress = self._archive.on_stream_read  # takes the archive reads it asked for
+        progress = self._archive.on_stream_read  # queues archive reads, then sets _progress
         self._streams = StreamReader(engine, opts.backoff, on_progress=progress)
         self._reader = ReadLoop(engine, self._streams, backoff=opts.backoff, poll_s=opts.poll_s)
         self._supervisor = Supervisor(
