@@ -45,6 +45,11 @@ def _redis_config(args: argparse.Namespace) -> RedisConfig:
     )
 
 
+def _redis_url_in_env() -> bool:
+    """True when the environment names a Redis URL (`redis_url_from` would use it)."""
+    return any(os.environ.get(name) for name in (REDIS_URL_ENV, REDIS_URL_FILE_ENV))
+
+
 def check_usage(args: argparse.Namespace) -> None:
     """UsageError for what the parser accepts but no run can mean."""
     repeated = sorted(e for e, n in Counter(getattr(args, "exchange", None) or []).items() if n > 1)
@@ -133,9 +138,9 @@ def _cmd_record(args: argparse.Namespace) -> int:
     else:
         file = build_config(RecordFile, {"record": flags}, source="command line")
         options = file.record
-    redis = (
-        file.redis if args.redis is None else msgspec.structs.replace(file.redis, url=args.redis)
-    )
+    redis = file.redis  # the config file's [redis], with MARKETBUS__REDIS__* overrides
+    if args.redis is not None or _redis_url_in_env():
+        redis = msgspec.structs.replace(file.redis, url=redis_url_from(args.redis))
 
     async def record() -> None:
         recorder = Recorder(redis, options)
@@ -162,7 +167,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         feeds=args.feeds,
         skip_bad_files=args.skip_bad_files,
     )
-    redis = RedisConfig(url=args.redis, namespace=args.namespace)
+    redis = RedisConfig(url=redis_url_from(args.redis), namespace=args.namespace)
     with contextlib.suppress(KeyboardInterrupt):
         stats = asyncio.run(replay(redis, options, replace=args.replace))
         print(f"replayed {stats.messages} messages of {stats.feeds} feeds in {stats.seconds:.2f}s")
@@ -173,7 +178,11 @@ def _add_archive_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     """``record`` and ``replay`` (the ``record`` extra: pyarrow)."""
     p = sub.add_parser("record", help="record feeds from their streams into a Parquet archive")
     p.add_argument("--config", help="TOML file with a [record] section (and [redis])")
-    p.add_argument("--redis", default=None, help="Redis URL")
+    p.add_argument(
+        "--redis",
+        default=None,
+        help=f"Redis URL (default: {REDIS_URL_ENV}, the config file's, {DEFAULT_REDIS_URL})",
+    )
     p.add_argument(
         "--feeds", action="append", help="stream pattern, e.g. 'md:binance:*' (repeatable)"
     )
@@ -188,7 +197,7 @@ def _add_archive_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
     p = sub.add_parser("replay", help="publish an archive onto a namespace, as a producer would")
     p.add_argument("--from", dest="source", required=True, help="archive directory")
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
+    p.add_argument("--redis", default=None, help=f"Redis URL (default: {DEFAULT_REDIS_URL})")
     p.add_argument("--namespace", required=True, help="target namespace, e.g. bt")
     pace = p.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=float, default=1.0, help="x real time (default 1)")

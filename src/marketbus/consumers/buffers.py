@@ -23,7 +23,7 @@ import bisect
 import math
 import time
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Self, TypeVar
 
 import msgspec
@@ -350,9 +350,28 @@ class CandleBuffer(_Rows[Candle]):
         if index == start and window.length - self._forming >= self.capacity:
             return False  # older than the window we keep
         rows = list(self)
-        rows.insert(index - start, _candle_row(candle, closed=True))
+        rows.insert(index - start, candle_row(candle, closed=True))
         self._rebuild(rows)
         return True
+
+    def fill_older(self, candles: Iterable[OHLCV]) -> int:
+        """Closed *candles* (e.g. from an archive) older than every row held fill the
+        buffer's older part, newest first, up to its capacity; of two with one
+        ``ts_ms`` the later wins. Rows held are kept as they are. Returns how many
+        were added."""
+        rows = list(self)
+        room = self.capacity - (len(rows) - self._forming)
+        oldest = rows[0].ts_ms if rows else None
+        by_time: dict[int, OHLCV] = {}
+        for candle in candles:
+            ts = candle.ts_ms
+            if ts is not None and (oldest is None or ts < oldest):
+                by_time[ts] = candle
+        if room <= 0 or not by_time:
+            return 0
+        older = [candle_row(by_time[ts], closed=True) for ts in sorted(by_time)[-room:]]
+        self._rebuild(older + rows)
+        return len(older)
 
     def _rebuild(self, rows: Sequence[Candle]) -> None:
         forming = self._forming
@@ -443,7 +462,8 @@ class CandleBuffer(_Rows[Candle]):
         )
 
 
-def _candle_row(candle: OHLCV, *, closed: bool) -> Candle:
+def candle_row(candle: OHLCV, *, closed: bool) -> Candle:
+    """The `Candle` row a `CandleBuffer` holds for *candle*."""
     return Candle(
         ts_ms=candle.ts_ms or 0,
         open=candle.open,

@@ -34,9 +34,14 @@ of one, or the catalog) bring their exchange's status channel along: the engine 
 the shell to subscribe to it (`Engine.take_subscriptions`) unless a pattern covers it.
 
 What the engine asks of the shell goes out through methods that hand it over and clear
-it (`take_fetches`, `take_subscriptions`), as websockets' ``data_to_send()`` does; what
-the shell learns goes in through methods (`on_history`, `on_fetch_failed`,
-`on_reconnected`, ...). The shell never writes the engine's attributes.
+it (`take_fetches`, `take_subscriptions`, `take_older`), as websockets'
+``data_to_send()`` does; what the shell learns goes in through methods (`on_history`,
+`on_fetch_failed`, `on_older_candles`, `on_reconnected`, ...). The shell never writes
+the engine's attributes.
+
+With an archive (``fill_older``), a first backfill of a candle feed that found fewer
+closed candles than the buffer holds asks for the older ones (`OlderCandles`); the feed
+is ready once they are applied (`on_older_candles`) or could not be read.
 """
 
 from __future__ import annotations
@@ -157,6 +162,18 @@ class Fetch(msgspec.Struct, frozen=True):
     """The held live message this read must confirm: the read goes up to and including
     its position (``before`` is then that position), and it is applied only if the
     stream has an entry there (see `marketbus.consumers.trust`)."""
+
+
+class OlderCandles(msgspec.Struct, frozen=True):
+    """Closed candles the shell is to read from the archive for *feed*: the newest
+    *count* with open time before *before_ms* (None: the feed has none yet), then hand
+    to `Engine.on_older_candles`. Asked for when a first backfill found fewer closed
+    candles in the stream than the buffer holds and the subscriber has an archive."""
+
+    feed: str
+    before_ms: int | None
+    count: int
+    timeframe_ms: int
 
 
 class Sink(Protocol):
@@ -287,6 +304,7 @@ class Engine:
         max_ignored: int = MAX_IGNORED,
         max_run_ahead_s: float = MAX_RUN_AHEAD_S,
         max_pattern_feeds: int = MAX_PATTERN_FEEDS,
+        fill_older: bool = False,
     ) -> None:
         self._feeds: dict[str, FeedState] = {}
         self._index: dict[str | bytes, FeedState] = {}
@@ -298,6 +316,10 @@ class Engine:
         self._stats = Stats()
         self._fetches: list[Fetch] = []
         """Stream reads requested since the shell last took them (`take_fetches`)."""
+        self._fill_older = fill_older
+        self._older: list[OlderCandles] = []
+        """Archive reads requested since the shell last took them (`take_older`); only
+        with *fill_older* (the subscriber has an archive)."""
         self._subscriptions: list[str] = []
         """Channels the shell must subscribe to (status channels of feeds found by a
         pattern), requested since it last took them (`take_subscriptions`)."""
@@ -388,6 +410,12 @@ class Engine:
     def wants_fetches(self) -> bool:
         """True when `take_fetches` has something."""
         return bool(self._fetches)
+
+    def take_older(self) -> list[OlderCandles]:
+        """The archive reads requested since the last call (the shell performs them and
+        hands the candles to `on_older_candles`, or reports `on_older_failed`)."""
+        older, self._older = self._older, []
+        return older
 
     def take_subscriptions(self) -> list[str]:
         """Channels to subscribe to, requested since the last call (oldest first, once)."""
@@ -879,6 +907,41 @@ class Engine:
             self._apply(state, message, deliver=not fetch.initial, historical=fetch.initial)
         if done and fetch.epoch == state.epoch:
             self._finish_sync(state, fetch, stream_first, checked=True)
+            if fetch.initial:
+                self._want_older(state)
+
+    def _want_older(self, state: FeedState) -> None:
+        """After a first backfill: ask for the older candles the stream lacked, from the
+        archive; the feed is ready once they are applied (or could not be read)."""
+        buffer = state.buffer
+        if not (self._fill_older and isinstance(buffer, CandleBuffer) and state.timeframe_ms):
+            return
+        closed = len(buffer) - buffer.has_forming
+        if closed >= buffer.capacity:
+            return
+        before = buffer[0].ts_ms if len(buffer) else None
+        state.ready = False
+        self._older.append(
+            OlderCandles(state.name, before, buffer.capacity - closed, state.timeframe_ms)
+        )
+
+    def on_older_candles(self, feed: str, candles: Sequence[OHLCV]) -> None:
+        """Closed candles read from the archive for an `OlderCandles` request: those
+        older than everything the buffer holds fill its older part (the stream's win)."""
+        state = self._feeds.get(feed)
+        if state is None:
+            return
+        if isinstance(state.buffer, CandleBuffer):
+            state.buffer.fill_older(candles)
+        state.ready = True
+
+    def on_older_failed(self, feed: str, error: str) -> None:
+        """The archive read of an `OlderCandles` request failed: logged, and the feed is
+        ready with what the stream had."""
+        log.error("feed %s: cannot read older candles from the archive: %s", feed, error)
+        state = self._feeds.get(feed)
+        if state is not None:
+            state.ready = True
 
     def on_fetch_failed(self, fetch: Fetch, error: str) -> None:
         """The shell gave up on *fetch* (Redis refused it, or it kept failing): counted,

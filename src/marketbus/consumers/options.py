@@ -10,6 +10,7 @@ options: they are listeners (`marketbus.consumers.listeners`).
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Final, Literal, TypeAlias, TypedDict, TypeVar
 
 import msgspec
@@ -77,6 +78,10 @@ class SubscriberOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     max_pattern_feeds: PositiveInt = 10_000
     """Channels (feeds and their status channels) patterns may bring in; messages on
     further new channels are counted in ``stats.refused`` and skipped."""
+    archive: str | None = None
+    """Directory of a ``marketbus record`` archive (needs pyarrow: the ``record`` extra):
+    `Subscriber.history` reads it, and a candle buffer whose stream holds fewer closed
+    candles than its size fills its older part from it."""
 
 
 class OptionKeywords(TypedDict, total=False):
@@ -98,6 +103,7 @@ class OptionKeywords(TypedDict, total=False):
     delivery: DeliveryMode
     max_run_ahead_s: float
     max_pattern_feeds: int
+    archive: str | os.PathLike[str] | None
 
 
 def resolve_options(
@@ -115,6 +121,9 @@ def resolve_options(
         for key, value in given.items()
         if value is not None and key not in ("candles", "trades")
     )
+    archive = fields.get("archive")
+    if isinstance(archive, os.PathLike):  # a Path: kept as text
+        fields["archive"] = os.fspath(archive)
     candles, trades = given.get("candles"), given.get("trades")
     resolved = _convert(fields, SubscriberOptions, "subscriber option")
     sizes = with_sizes(resolved.sizes, candles=candles, trades=trades)

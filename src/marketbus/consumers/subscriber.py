@@ -1,8 +1,8 @@
 """`Subscriber`: the asyncio shell around the `Engine`: it wires the parts, runs their
 tasks under a `Supervisor` (one that fails stops the subscriber, and the error is
 raised from the next ``await`` on it) and holds the public API. The tasks: `ReadLoop`
-(pub/sub to the engine) and its health ticker, the `StreamReader` fetch workers, and
-one task per queued listener (`Listeners`)."""
+(pub/sub to the engine) and its health ticker, the `StreamReader` fetch workers, the
+`ArchiveReader` worker, one task per queued listener (`Listeners`)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from typing import Unpack
 
 import msgspec
 
-from marketbus.consumers.buffers import BookState, CandleBuffer, TickerState, TradeBuffer
+from marketbus.consumers.buffers import BookState, Candle, CandleBuffer, TickerState, TradeBuffer
 from marketbus.consumers.catalog import read_catalog, requested, select
 from marketbus.consumers.engine import B, Buffer, BufferSizes, Engine
 from marketbus.consumers.events import Event, Gap, Stats
+from marketbus.consumers.history import ArchiveReader, check_archive
 from marketbus.consumers.listeners import (
     GapCallback,
     Listener,
@@ -48,7 +49,7 @@ from marketbus.consumers.transport import TRANSIENT_ERRORS, Transport
 from marketbus.shared.cluster import has_sharded_pubsub
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.names import feed_name, ohlcv_kind
-from marketbus.shared.schema import Ticker
+from marketbus.shared.schema import Ticker, Trade
 from marketbus.shared.urls import redact
 
 __all__ = ["DELIVERY_MODES", "ERROR_POLICIES", "TRANSPORTS", "Subscriber", "TransportKind"]
@@ -90,10 +91,14 @@ class Subscriber:
         self.namespace = opts.namespace or self._config.namespace
         self.sizes = opts.sizes
         self._engine = engine = Engine(
-            max_run_ahead_s=opts.max_run_ahead_s, max_pattern_feeds=opts.max_pattern_feeds
+            max_run_ahead_s=opts.max_run_ahead_s,
+            max_pattern_feeds=opts.max_pattern_feeds,
+            fill_older=opts.archive is not None,
         )
         self._progress = asyncio.Event()
-        self._streams = StreamReader(engine, opts.backoff, on_progress=self._progress.set)
+        self._archive = ArchiveReader(engine, opts.archive, on_progress=self._progress.set)
+        progress = self._archive.on_stream_read  # queues archive reads, then sets _progress
+        self._streams = StreamReader(engine, opts.backoff, on_progress=progress)
         self._reader = ReadLoop(engine, self._streams, backoff=opts.backoff, poll_s=opts.poll_s)
         self._supervisor = Supervisor(
             "marketbus-subscriber", on_failure=self._failed, shutdown=self._shutdown
@@ -155,6 +160,8 @@ class Subscriber:
         for i in range(self._options.fetch_workers):
             spawn(self._streams.worker(), f"fetch-{i}")
         spawn(self._reader.tick_health(), "health")
+        if self._archive.enabled:
+            spawn(self._archive.worker(), "archive")
         self._listeners.start(self._streams.read_back, spawn)
         mode = "cluster, sharded" if self._config.cluster else self._options.transport
         url = redact(self._config.url)
@@ -298,6 +305,14 @@ class Subscriber:
             self._progress.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._progress.wait(), remaining)
+
+    async def history(self, feed: str, start_ms: int, end_ms: int) -> list[Candle] | list[Trade]:
+        """Closed candles (the last value per open time) or trades of *feed* with time in
+        ``[start_ms, end_ms)`` (candles by open time), from the archive then the stream,
+        each once, in time order. ConfigError without ``archive`` or pyarrow."""
+        check_archive(self._options.archive)
+        _, redis = self._open()
+        return await self._archive.history(redis, feed, start_ms, end_ms)
 
     # -- reading state -----------------------------------------------------------------
 

@@ -171,6 +171,7 @@ class SyncSubscriber:
     subscribe_pattern = _blocking(Subscriber.subscribe_pattern)
     discover = _blocking(Subscriber.discover)
     unsubscribe = _blocking(Subscriber.unsubscribe)
+    history = _blocking(Subscriber.history)
     on_message = _on_loop(Subscriber.on_message)
 
     # -- snapshots ---------------------------------------------------------------------
