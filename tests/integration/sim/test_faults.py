@@ -95,14 +95,41 @@ async def test_refused_subscription_stalls_the_watch_where_ccxt_raises_in_its_lo
     assert live.sim.connection_count >= 1
 
 
+def _fence(rig: Rig) -> list[float]:
+    """Make one trade now and return the forming candle it leaves, as ccxt's row
+    `[ts, o, h, l, c]`: the candle frame it causes is the newest one queued."""
+    symbol, timeframe = rig.venue.symbol, rig.venue.timeframe
+    rig.sim.step(symbol)
+    candle = rig.sim.market.candles(symbol, timeframe)[-1]
+    return [candle.ts_ms, candle.open, candle.high, candle.low, candle.close]
+
+
 @pytest.mark.parametrize("kind", ["poison", "invalid_json"])
 async def test_garbage_frame_stops_delivery_while_the_socket_stays_open(
     live: Rig, kind: str
 ) -> None:
     """ccxt quirk the producer must guard against: a frame that does not parse, or
     makes a handler raise, ends ccxt's receive loop on that socket, silently and for
-    good, without closing the socket or failing the pending watch."""
+    good, without closing the socket or failing the pending watch.
+
+    Frames the simulator queued before the garbage (a tick's burst: a candle close and
+    several trades) are still delivered ahead of it and would resolve a watch started
+    after `send_garbage`. So the garbage goes out right behind a fence, a trade whose
+    candle frame is the last one queued, with the feed silent; the test reads up to
+    the fence, then the feed resumes and nothing more may arrive.
+    """
+    live.sim.pause()
+    fence = _fence(live)
+    live.sim.faults.go_silent()
     assert live.sim.faults.send_garbage(kind) >= 1  # type: ignore[arg-type]
+
+    async def read_to_fence() -> None:
+        while [row[:5] for row in await _watch(live)][-1] != fence:
+            pass
+
+    await within(read_to_fence())
+    live.sim.faults.resume()
+    live.sim.resume()
     pending = asyncio.ensure_future(_watch(live))
     done, _ = await asyncio.wait({pending}, timeout=1.0)
     pending.cancel()
