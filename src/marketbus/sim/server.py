@@ -72,6 +72,10 @@ class SimServer:
     `rate` is trades per second per symbol (0: the market only moves its clock).
     `warmup_s` seconds of history (one trade per symbol per `warmup_every_ms`) are
     generated before start, so `fetch_ohlcv` has closed candles to return.
+    Derivative venues print amounts in their real contracts (okx BTC ctVal 0.01,
+    kucoinfutures XBTUSDTM multiplier 0.001; `sim.contracts`) while `market` holds the
+    truth in base units; `unit_contracts=True` makes every contract one base unit (the
+    old behaviour, for tests of code that does not convert units yet).
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class SimServer:
         warmup_s: float = 0.0,
         warmup_every_ms: int = 1000,
         clock: Clock = wall_clock_ms,
+        unit_contracts: bool = False,
     ) -> None:
         if rate < 0:
             raise ValueError("rate must not be negative")
@@ -104,6 +109,7 @@ class SimServer:
             timeframes=timeframes,
             depth=depth,
             history=history,
+            unit_contracts=unit_contracts,
         )
         if warmup_s > 0:
             self.market.replay(now, warmup_every_ms)
