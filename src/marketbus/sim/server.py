@@ -24,7 +24,7 @@ from aiohttp import WSMsgType, web
 
 from marketbus.sim.faults import Faults, GarbageKind
 from marketbus.sim.loopback import confine_to_loopback
-from marketbus.sim.market import MarketEvent, SyntheticMarket
+from marketbus.sim.market import BookEvent, MarketEvent, SyntheticMarket
 from marketbus.sim.protocols import make_venue
 from marketbus.sim.timeframes import DEFAULT_TIMEFRAMES
 from marketbus.sim.venue import Clock, Frame, RestHandler, RestRequest, Venue, WsSession
@@ -230,6 +230,11 @@ class SimServer:
                 events.extend(self.market.step(s, now_ms))
         self._publish(events)
 
+    def _book_fault(self, event: MarketEvent) -> MarketEvent | None:
+        if not isinstance(event, BookEvent):
+            return event
+        return self.faults.book_event(event, self.market.instrument(event.symbol))
+
     # -- fault target ---------------------------------------------------------------------
 
     def drop_all(self) -> int:
@@ -379,6 +384,8 @@ class SimServer:
     def _publish(self, events: list[MarketEvent]) -> None:
         if not events:
             return
+        if self.faults.book_breaks_pending:
+            events = [e for e in map(self._book_fault, events) if e is not None]
         for conn in list(self._connections):
             frames: list[Frame] = []
             for event in events:
