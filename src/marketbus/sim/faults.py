@@ -22,12 +22,13 @@ proves each line; the producer must act where ccxt does not):
   the hole and keeps a WRONG book, silently. bingx pushes whole top-N snapshots
   with no sequence, so a lost push is healed by the next one: nothing to notice.
 - `corrupt`: the next change of each symbol's book carries one wrong size (its
-  first changed level) while the sequence numbers chain. No venue's ccxt notices: the book stays wrong until that
-  level changes again. okx's `books` push carries the real CRC32 `checksum` of the
-  true book (top 25 levels interleaved `bid:ask` price and size strings, signed
-  32-bit), which then disagrees with the book ccxt holds, but ccxt 4.5.90 never
-  verifies it: only a consumer that checks it can notice. binance and kucoin send
-  no checksum; bingx's next snapshot heals it.
+  first changed level) while the sequence numbers chain. No venue's ccxt notices:
+  the book stays wrong until that level changes again. okx's `books` push carries
+  the real CRC32 `checksum` of the true book (top 25 levels interleaved `bid:ask`
+  price and size strings as sent, signed 32-bit), which then disagrees with the book
+  ccxt holds, but ccxt 4.5.90 never verifies it: only a consumer that recomputes it
+  (`sim.protocols.okx.checksum` shows how) can notice. binance and kucoin send no
+  checksum; bingx's next snapshot heals the book.
 """
 
 from __future__ import annotations
