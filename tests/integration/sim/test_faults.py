@@ -101,12 +101,7 @@ def _fence(rig: Rig) -> list[float]:
     the candle equals it): the candle frame it causes is the newest one queued."""
     symbol, timeframe = rig.venue.symbol, rig.venue.timeframe
     rig.sim.step(symbol)
-    candle = rig.sim.market.candles(symbol, timeframe)[-1]
-    inst = rig.sim.market.instrument(symbol)
-    volume = candle.volume
-    if rig.venue.exchange == "kucoinfutures":  # ccxt's kucoin candle volume is contracts
-        volume = float(inst.contract(rig.venue.exchange).contracts(inst.amount_str(volume)))
-    return [candle.ts_ms, candle.open, candle.high, candle.low, candle.close, volume]
+    return rig.candle_row(rig.sim.market.candles(symbol, timeframe)[-1])
 
 
 @pytest.mark.parametrize("kind", ["poison", "invalid_json"])

@@ -7,6 +7,14 @@ Subscribe `{"op": "subscribe", "args": [{"channel", "instId"}]}` is acked with
 `{"event": "subscribe", "arg": ...}`; text `ping` gets text `pong`. The `books`
 channel sends a snapshot on subscribe, then updates chained by `prevSeqId`/`seqId`,
 each with OKX's CRC32 checksum of the top 25 levels.
+
+Units, as OKX documents them: swap sizes (`sz`, book sizes, `lastSz`/`bidSz`/`askSz`)
+and `vol24h` are CONTRACTS of `ctVal` base units (BTC-USDT-SWAP: 0.01 BTC, traded in
+steps of 0.01 contracts, `sim.contracts`); `volCcy24h` is base units on swaps (quote
+on spot). Candles: `vol` contracts, `volCcy` base, `volCcyQuote` quote on swaps; ccxt
+4.5.90 reads `volCcy` for swaps, so its candle volume is base while its trade amounts,
+book sizes and ticker `baseVolume` are contracts. (Inverse swaps such as BTC-USD-SWAP,
+ctVal 100 USD, are not simulated.)
 """
 
 from __future__ import annotations
