@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -54,6 +55,39 @@ async def collect_until(
 
     await within(loop(), timeout)
     return results
+
+
+async def live_book_when(
+    exchange: Any, symbol: str, done: Callable[[Any], bool], timeout: float = DEADLINE_S
+) -> Any:
+    """ccxt's live book of `symbol` once `done(book)`, checked as frames arrive while a
+    watch loop keeps the subscription going; raises what that loop raises.
+
+    Waiting on successive watches alone can hang on a paused market: a frame handled
+    between two watch calls resolves nothing, and no later frame comes.
+    """
+
+    async def watch_forever() -> None:
+        while True:
+            await exchange.watch_order_book(symbol)
+
+    watcher = asyncio.ensure_future(watch_forever())
+
+    async def reached() -> Any:
+        while True:
+            book = exchange.orderbooks.get(symbol)
+            if book is not None and done(book):
+                return book
+            if watcher.done():
+                watcher.result()
+            await asyncio.sleep(0.01)
+
+    try:
+        return await within(reached(), timeout)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ccxt.BaseError):
+            await watcher
 
 
 @dataclass(frozen=True)

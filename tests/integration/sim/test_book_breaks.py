@@ -8,8 +8,6 @@ truth (it did not notice). The findings are listed in `marketbus.sim.faults`.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 import ccxt.pro
@@ -17,7 +15,7 @@ import pytest
 
 from marketbus.sim.faults import BookBreak
 from marketbus.sim.protocols.okx import checksum
-from tests.integration.sim.conftest import VENUES, Rig, Venue, rig_for, within
+from tests.integration.sim.conftest import VENUES, Rig, Venue, live_book_when, rig_for, within
 
 BOOK_VENUES = [
     v
@@ -76,33 +74,9 @@ def _matches(rig: Rig, book: Any) -> bool:
 
 
 async def _settle(rig: Rig) -> Any:
-    """ccxt's live book once it is at the truth's last update (the market is paused, so
-    no frame may come to resolve a watch: poll the book while a watch loop runs, and
-    raise what that loop raises)."""
-    exchange, symbol = rig.exchange, rig.venue.symbol
-    target = rig.sim.market.book(symbol).update_id
-
-    async def watch_forever() -> None:
-        while True:
-            await exchange.watch_order_book(symbol)
-
-    watcher = asyncio.ensure_future(watch_forever())
-
-    async def settled() -> Any:
-        while True:
-            book = exchange.orderbooks.get(symbol)
-            if book is not None and book["nonce"] == target:
-                return book
-            if watcher.done():
-                watcher.result()
-            await asyncio.sleep(0.01)
-
-    try:
-        return await within(settled())
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ccxt.BaseError):
-            await watcher
+    """ccxt's live book once it is at the truth's last update (market paused)."""
+    target = rig.sim.market.book(rig.venue.symbol).update_id
+    return await live_book_when(rig.exchange, rig.venue.symbol, lambda b: b["nonce"] == target)
 
 
 @pytest.mark.parametrize("kind", ["gap", "corrupt"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.integration.sim.conftest import Rig, collect_until, within
+from tests.integration.sim.conftest import Rig, collect_until, live_book_when, within
 
 
 async def test_load_markets_lists_the_simulated_symbols(rig: Rig) -> None:
@@ -153,8 +153,7 @@ async def test_watch_order_book_converges_to_the_generated_book(rig: Rig) -> Non
     def matches(b: Any) -> bool:
         return bool(b["bids"][:depth] == bids and b["asks"][:depth] == asks)
 
-    while not matches(book):
-        book = await within(rig.exchange.watch_order_book(symbol))
+    book = await live_book_when(rig.exchange, symbol, matches)
     assert matches(book)
 
 
