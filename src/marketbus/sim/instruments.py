@@ -13,6 +13,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Literal
 
+from marketbus.sim.contracts import UNIT, ContractSpec, amount_step_lots, contract_spec
+
 InstrumentKind = Literal["spot", "swap"]
 
 _KNOWN_PRICES: dict[str, tuple[int, int, int]] = {
@@ -32,7 +34,12 @@ def _pow10(exponent: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Instrument:
-    """A tradable market: a spot pair or a linear perpetual swap (contract size 1)."""
+    """A tradable market: a spot pair or a linear perpetual swap.
+
+    Amounts are base units here; a venue prints swap amounts in its own contracts
+    (`contract`). `amount_step_lots`: every amount of the truth is a multiple of this
+    many lots, so every venue's contract figure is exact (see `sim.contracts`).
+    """
 
     symbol: str
     base: str
@@ -41,6 +48,14 @@ class Instrument:
     price_decimals: int
     amount_decimals: int
     initial_price_ticks: int
+    amount_step_lots: int = 1
+    unit_contracts: bool = False
+
+    def contract(self, exchange_id: str) -> ContractSpec:
+        """How `exchange_id` sizes this market's contracts (UNIT for spot)."""
+        if self.kind == "spot" or self.unit_contracts:
+            return UNIT
+        return contract_spec(exchange_id, self.base)
 
     @property
     def kind(self) -> InstrumentKind:
@@ -73,11 +88,12 @@ class Instrument:
         return f"{value:.{self.price_decimals + self.amount_decimals}f}"
 
 
-def parse_instrument(symbol: str) -> Instrument:
+def parse_instrument(symbol: str, *, unit_contracts: bool = False) -> Instrument:
     """Build the instrument for a ccxt unified symbol: `BASE/QUOTE` or `BASE/QUOTE:SETTLE`.
 
     Well-known bases get realistic prices; any other base gets a price derived from
-    its name, so every symbol is deterministic without configuration.
+    its name, so every symbol is deterministic without configuration. Swap amounts are
+    stepped to whole contracts of every venue unless `unit_contracts`.
     """
     pair, _, settle = symbol.partition(":")
     base, slash, quote = pair.partition("/")
@@ -101,4 +117,8 @@ def parse_instrument(symbol: str) -> Instrument:
         price_decimals=price_decimals,
         amount_decimals=amount_decimals,
         initial_price_ticks=ticks,
+        amount_step_lots=(
+            1 if not settle or unit_contracts else amount_step_lots(base, amount_decimals)
+        ),
+        unit_contracts=unit_contracts,
     )

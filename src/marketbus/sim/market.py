@@ -221,8 +221,9 @@ class _SymbolMarket:
         self.now_ms = start_ms
         price = instrument.initial_price_ticks
         self._level_step = max(1, price // 200_000)
-        self._max_trade_lots = max(1, 2 * 10**instrument.amount_decimals)
-        self._max_level_lots = max(2, 20 * 10**instrument.amount_decimals)
+        self._step = instrument.amount_step_lots  # every amount is a multiple (whole contracts)
+        self._max_trade_steps = max(1, 2 * 10**instrument.amount_decimals // self._step)
+        self._max_level_steps = max(2, 20 * 10**instrument.amount_decimals // self._step)
         self._best_bid = price
         self._bids: dict[int, int] = {}
         self._asks: dict[int, int] = {}
@@ -287,7 +288,7 @@ class _SymbolMarket:
         side: Side = "buy" if rng.random() < 0.5 else "sell"
         best_ask = self._best_bid + self._level_step
         ticks = best_ask if side == "buy" else self._best_bid
-        lots = rng.randint(1, self._max_trade_lots)
+        lots = rng.randint(1, self._max_trade_steps) * self._step
         trade_id = self._next_trade_id
         self._next_trade_id += 1
         trade = Trade(
@@ -322,12 +323,12 @@ class _SymbolMarket:
         }
 
     def _random_level(self) -> int:
-        return self._rng.randint(1, self._max_level_lots)
+        return self._rng.randint(1, self._max_level_steps) * self._step
 
     def _move_book(self, now_ms: int, side: Side, ticks: int, lots: int) -> BookDelta:
         old_bids, old_asks = dict(self._bids), dict(self._asks)
         taken = self._asks if side == "buy" else self._bids
-        taken[ticks] = max(1, taken[ticks] - lots)
+        taken[ticks] = max(self._step, taken[ticks] - lots)
         lowest_move = self._depth - self._best_bid // self._level_step  # keeps every bid above zero
         move = max(self._rng.choice(_STEP_LEVELS), lowest_move)
         self._best_bid += move * self._level_step
@@ -336,7 +337,11 @@ class _SymbolMarket:
             book = self._bids if self._rng.random() < 0.5 else self._asks
             price = self._rng.choice(list(book))
             amount = self._random_level()
-            book[price] = amount if amount != book[price] else amount % self._max_level_lots + 1
+            book[price] = (
+                amount
+                if amount != book[price]
+                else amount % (self._max_level_steps * self._step) + self._step
+            )
         bids = _diff(old_bids, self._bids, self.instrument, reverse=True)
         asks = _diff(old_asks, self._asks, self.instrument, reverse=False)
         prev = self.update_id
@@ -407,6 +412,12 @@ class SyntheticMarket:
     sequence produce identical trades, candles and books. Each symbol has its own
     random stream, so one symbol's values do not depend on how calls for other
     symbols interleave.
+
+    Everything here is in BASE units: it is the truth a test compares a client's
+    output with (`trades` with their ids, `book` levels, `candles` (closed ones have
+    `closed`), `ticker` volumes). Venues print swap amounts in their own contracts
+    (`Instrument.contract(exchange_id)`, see `sim.contracts`); swap amounts are whole
+    multiples of every venue's contract unless `unit_contracts`.
     """
 
     def __init__(
@@ -418,6 +429,7 @@ class SyntheticMarket:
         timeframes: Sequence[str] = DEFAULT_TIMEFRAMES,
         depth: int = 20,
         history: int = 5000,
+        unit_contracts: bool = False,
     ) -> None:
         for tf in timeframes:
             check_timeframe(tf)
@@ -427,7 +439,7 @@ class SyntheticMarket:
         self.depth = depth
         self._markets = {
             symbol: _SymbolMarket(
-                parse_instrument(symbol),
+                parse_instrument(symbol, unit_contracts=unit_contracts),
                 random.Random(f"{seed}:{symbol}"),
                 self.timeframes,
                 depth,

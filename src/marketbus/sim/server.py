@@ -26,7 +26,7 @@ from aiohttp import WSMsgType, web
 from marketbus.shared.errors import ConfigError, MarketbusError
 from marketbus.sim.faults import Faults, GarbageKind
 from marketbus.sim.loopback import confine_to_loopback
-from marketbus.sim.market import MarketEvent, SyntheticMarket
+from marketbus.sim.market import BookEvent, MarketEvent, SyntheticMarket
 from marketbus.sim.protocols import make_venue
 from marketbus.sim.timeframes import DEFAULT_TIMEFRAMES
 from marketbus.sim.venue import Clock, Frame, RestHandler, RestRequest, Venue, WsSession
@@ -74,6 +74,10 @@ class SimServer:
     `rate` is trades per second per symbol (0: the market only moves its clock).
     `warmup_s` seconds of history (one trade per symbol per `warmup_every_ms`) are
     generated before start, so `fetch_ohlcv` has closed candles to return.
+    Derivative venues print amounts in their real contracts (okx BTC ctVal 0.01,
+    kucoinfutures XBTUSDTM multiplier 0.001; `sim.contracts`) while `market` holds the
+    truth in base units; `unit_contracts=True` makes every contract one base unit (the
+    old behaviour, for tests of code that does not convert units yet).
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class SimServer:
         warmup_s: float = 0.0,
         warmup_every_ms: int = 1000,
         clock: Clock = wall_clock_ms,
+        unit_contracts: bool = False,
     ) -> None:
         if rate < 0:
             raise ValueError("rate must not be negative")
@@ -106,6 +111,7 @@ class SimServer:
             timeframes=timeframes,
             depth=depth,
             history=history,
+            unit_contracts=unit_contracts,
         )
         if warmup_s > 0:
             self.market.replay(now, warmup_every_ms)
@@ -225,6 +231,11 @@ class SimServer:
             for s in symbols:
                 events.extend(self.market.step(s, now_ms))
         self._publish(events)
+
+    def _book_fault(self, event: MarketEvent) -> MarketEvent | None:
+        if not isinstance(event, BookEvent):
+            return event
+        return self.faults.book_event(event, self.market.instrument(event.symbol))
 
     # -- fault target ---------------------------------------------------------------------
 
@@ -375,6 +386,8 @@ class SimServer:
     def _publish(self, events: list[MarketEvent]) -> None:
         if not events:
             return
+        if self.faults.book_breaks_pending:
+            events = [e for e in map(self._book_fault, events) if e is not None]
         for conn in list(self._connections):
             frames: list[Frame] = []
             for event in events:

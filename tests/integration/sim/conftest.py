@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import ccxt.pro
 import pytest
 
 from marketbus.sim import SimServer
+from marketbus.sim.market import Candle
 from marketbus.sim.server import accelerated_clock, wall_clock_ms
 
 T = TypeVar("T")
@@ -55,6 +57,39 @@ async def collect_until(
     return results
 
 
+async def live_book_when(
+    exchange: Any, symbol: str, done: Callable[[Any], bool], timeout: float = DEADLINE_S
+) -> Any:
+    """ccxt's live book of `symbol` once `done(book)`, checked as frames arrive while a
+    watch loop keeps the subscription going; raises what that loop raises.
+
+    Waiting on successive watches alone can hang on a paused market: a frame handled
+    between two watch calls resolves nothing, and no later frame comes.
+    """
+
+    async def watch_forever() -> None:
+        while True:
+            await exchange.watch_order_book(symbol)
+
+    watcher = asyncio.ensure_future(watch_forever())
+
+    async def reached() -> Any:
+        while True:
+            book = exchange.orderbooks.get(symbol)
+            if book is not None and done(book):
+                return book
+            if watcher.done():
+                watcher.result()
+            await asyncio.sleep(0.01)
+
+    try:
+        return await within(reached(), timeout)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ccxt.BaseError):
+            await watcher
+
+
 @dataclass(frozen=True)
 class Venue:
     """One simulated exchange and market kind, as the producer would watch it.
@@ -77,6 +112,9 @@ class Venue:
     trade_ms_may_be_early: bool = False
     """True: trade times come in nanoseconds and ccxt parses them through a float, then
     truncates (kucoinfutures), so its `timestamp` can be 1 ms before the trade's."""
+    candle_volume_in_contracts: bool = False
+    """True: ccxt's candle volume is the venue's contract count (kucoinfutures); okx
+    swaps print contracts too, but ccxt reads okx's base-unit `volCcy` column."""
 
     @property
     def symbol(self) -> str:
@@ -97,6 +135,7 @@ VENUES = [
         ticker_stats=False,
         refusal_rejects_watch=False,
         trade_ms_may_be_early=True,
+        candle_volume_in_contracts=True,
     ),
     Venue("bingx", ("BTC/USDT", "ETH/USDT")),
     Venue("bingx", ("BTC/USDT:USDT", "ETH/USDT:USDT"), trade_ids=False),
@@ -110,6 +149,19 @@ class Rig:
     venue: Venue
     sim: SimServer
     exchange: Any
+
+    def printed(self, amount: float, symbol: str | None = None) -> float:
+        """A base amount of the truth as the venue prints it and ccxt passes it on:
+        contracts on derivative venues with contract sizes, else the amount itself."""
+        inst = self.sim.market.instrument(symbol or self.venue.symbol)
+        return float(inst.contract(self.venue.exchange).contracts(inst.amount_str(amount)))
+
+    def candle_row(self, candle: Candle) -> list[Any]:
+        """`candle` as ccxt's OHLCV row from this venue."""
+        volume = (
+            self.printed(candle.volume) if self.venue.candle_volume_in_contracts else candle.volume
+        )
+        return [candle.ts_ms, candle.open, candle.high, candle.low, candle.close, volume]
 
 
 @asynccontextmanager

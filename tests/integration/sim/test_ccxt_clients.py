@@ -1,7 +1,8 @@
 """Real ccxt.pro clients against the simulator: every kind, value by value.
 
 Each test runs per venue (exchange x spot/swap); what ccxt returns must equal what
-the simulator's market generated, exactly.
+the simulator's market generated, exactly, in the units the venue prints (contracts
+on okx and kucoinfutures swaps: `Rig.printed`, `Rig.candle_row`).
 """
 
 from __future__ import annotations
@@ -9,12 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from marketbus.sim.market import Candle
-from tests.integration.sim.conftest import Rig, collect_until, within
-
-
-def _row(candle: Candle) -> list[Any]:
-    return [candle.ts_ms, candle.open, candle.high, candle.low, candle.close, candle.volume]
+from tests.integration.sim.conftest import Rig, collect_until, live_book_when, within
 
 
 async def test_load_markets_lists_the_simulated_symbols(rig: Rig) -> None:
@@ -29,7 +25,7 @@ async def test_fetch_ohlcv_returns_the_generated_candles(wall_clock_rig: Rig) ->
     rig = wall_clock_rig
     symbol, tf = rig.venue.symbol, rig.venue.timeframe
     rows = await within(rig.exchange.fetch_ohlcv(symbol, tf, limit=5))
-    closed = {c.ts_ms: _row(c) for c in rig.sim.market.candles(symbol, tf) if c.closed}
+    closed = {c.ts_ms: rig.candle_row(c) for c in rig.sim.market.candles(symbol, tf) if c.closed}
     assert len(rows) == 5
     assert [list(r) for r in rows[:-1]] == [closed[r[0]] for r in rows[:-1]]
     assert rows[-1][0] >= max(closed)
@@ -40,7 +36,7 @@ async def test_fetch_ohlcv_since_starts_at_since(rig: Rig) -> None:
     closed = [c for c in rig.sim.market.candles(symbol, tf) if c.closed]
     since = closed[2].ts_ms
     rows = await within(rig.exchange.fetch_ohlcv(symbol, tf, since=since, limit=3))
-    assert [list(r) for r in rows] == [_row(c) for c in closed[2:5]]
+    assert [list(r) for r in rows] == [rig.candle_row(c) for c in closed[2:5]]
 
 
 async def test_watch_ohlcv_rebuilds_the_closed_candles_exactly(rig: Rig) -> None:
@@ -53,7 +49,7 @@ async def test_watch_ohlcv_rebuilds_the_closed_candles_exactly(rig: Rig) -> None
 
     await collect_until(watch, lambda _: len(seen) >= 4)
     finished = sorted(seen)[:-1]  # the newest may still be forming
-    generated = {c.ts_ms: _row(c) for c in rig.sim.market.candles(symbol, tf) if c.closed}
+    generated = {c.ts_ms: rig.candle_row(c) for c in rig.sim.market.candles(symbol, tf) if c.closed}
     assert [seen[ts] for ts in finished] == [generated[ts] for ts in finished]
 
 
@@ -81,7 +77,9 @@ async def test_watch_trades_delivers_every_trade_in_order(rig: Rig) -> None:
     await collect_until(watch, lambda _: len(trades) >= 30)
     if not rig.venue.trade_ids:
         assert all(t["id"] is None for t in trades)
-        rows = [(g.ts_ms, g.price, g.amount, g.side) for g in rig.sim.market.trades(symbol)]
+        rows = [
+            (g.ts_ms, g.price, rig.printed(g.amount), g.side) for g in rig.sim.market.trades(symbol)
+        ]
         got = [(t["timestamp"], t["price"], t["amount"], t["side"]) for t in trades]
         start = rows.index(got[0])
         assert rows[start : start + len(got)] == got
@@ -92,7 +90,7 @@ async def test_watch_trades_delivers_every_trade_in_order(rig: Rig) -> None:
     early_ms = 1 if rig.venue.trade_ms_may_be_early else 0
     for t in trades:
         g = generated[int(t["id"])]
-        assert (t["price"], t["amount"], t["side"]) == (g.price, g.amount, g.side)
+        assert (t["price"], t["amount"], t["side"]) == (g.price, rig.printed(g.amount), g.side)
         assert g.ts_ms - early_ms <= t["timestamp"] <= g.ts_ms
 
 
@@ -122,7 +120,8 @@ async def test_watch_ticker_equals_the_generated_ticker(rig: Rig) -> None:
     assert ticker["last"] == expected.last
     stats = (ticker["open"], ticker["high"], ticker["low"], ticker["baseVolume"])
     if rig.venue.ticker_stats:
-        assert stats == (expected.open, expected.high, expected.low, expected.base_volume)
+        volume = rig.printed(expected.base_volume)
+        assert stats == (expected.open, expected.high, expected.low, volume)
     else:
         assert stats == (None, None, None, None)
     if ticker["bid"] is not None:
@@ -148,14 +147,13 @@ async def test_watch_order_book_converges_to_the_generated_book(rig: Rig) -> Non
     rig.sim.step(symbol)
     expected = rig.sim.market.book(symbol)
 
-    bids = [list(level) for level in expected.bids]
-    asks = [list(level) for level in expected.asks]
+    bids = [[p, rig.printed(a)] for p, a in expected.bids]
+    asks = [[p, rig.printed(a)] for p, a in expected.asks]
 
     def matches(b: Any) -> bool:
         return bool(b["bids"][:depth] == bids and b["asks"][:depth] == asks)
 
-    while not matches(book):
-        book = await within(rig.exchange.watch_order_book(symbol))
+    book = await live_book_when(rig.exchange, symbol, matches)
     assert matches(book)
 
 

@@ -95,14 +95,48 @@ async def test_refused_subscription_stalls_the_watch_where_ccxt_raises_in_its_lo
     assert live.sim.connection_count >= 1
 
 
+def _fence(rig: Rig) -> list[float]:
+    """Make one trade now and return the forming candle it leaves as ccxt's row
+    `[ts, o, h, l, c, volume]` (volume grows with every trade, so no earlier row of
+    the candle equals it): the candle frame it causes is the newest one queued."""
+    symbol, timeframe = rig.venue.symbol, rig.venue.timeframe
+    rig.sim.step(symbol)
+    return rig.candle_row(rig.sim.market.candles(symbol, timeframe)[-1])
+
+
 @pytest.mark.parametrize("kind", ["poison", "invalid_json"])
 async def test_garbage_frame_stops_delivery_while_the_socket_stays_open(
     live: Rig, kind: str
 ) -> None:
     """ccxt quirk the producer must guard against: a frame that does not parse, or
     makes a handler raise, ends ccxt's receive loop on that socket, silently and for
-    good, without closing the socket or failing the pending watch."""
+    good, without closing the socket or failing the pending watch.
+
+    Frames the simulator queued before the garbage (a tick's burst: a candle close and
+    several trades) are still delivered ahead of it and would resolve a watch started
+    after `send_garbage`. So the garbage goes out right behind a fence, a trade whose
+    candle frame is the last one queued, with the feed silent; the test waits until
+    ccxt's candle cache holds the fence, then the feed resumes and nothing more may
+    arrive.
+    """
+    live.sim.pause()
+    fence = _fence(live)
+    live.sim.faults.go_silent()
     assert live.sim.faults.send_garbage(kind) >= 1  # type: ignore[arg-type]
+
+    async def read_to_fence() -> None:
+        # ccxt's candle cache, not a watch: a frame handled while no watch is pending
+        # resolves nothing, so waiting on watches could miss the fence for good.
+        symbol, timeframe = live.venue.symbol, live.venue.timeframe
+        while True:
+            rows = live.exchange.ohlcvs.get(symbol, {}).get(timeframe)
+            if rows and list(rows[-1][:6]) == fence:
+                return
+            await asyncio.sleep(0.01)
+
+    await within(read_to_fence())
+    live.sim.faults.resume()
+    live.sim.resume()
     pending = asyncio.ensure_future(_watch(live))
     done, _ = await asyncio.wait({pending}, timeout=1.0)
     pending.cancel()

@@ -18,8 +18,10 @@ T0 = 1_699_999_980_000  # a minute boundary
 SYMBOL = "BTC/USDT:USDT"
 
 
-def _venue() -> KucoinFuturesVenue:
-    market = SyntheticMarket([SYMBOL, "ETH/USDT:USDT", "BTC/USDT"], seed=3, start_ms=T0)
+def _venue(*, unit_contracts: bool = False) -> KucoinFuturesVenue:
+    market = SyntheticMarket(
+        [SYMBOL, "ETH/USDT:USDT", "BTC/USDT"], seed=3, start_ms=T0, unit_contracts=unit_contracts
+    )
     return KucoinFuturesVenue(market, lambda: T0)
 
 
@@ -92,7 +94,7 @@ def test_comma_separated_topics_subscribe_each_market() -> None:
 
 
 def test_candles_are_seconds_open_close_high_low_volume() -> None:
-    venue = _venue()
+    venue = _venue(unit_contracts=True)
     session = _session(venue)
     _subscribe(session, "/contractMarket/limitCandle:XBTUSDTM_1min")
     [push] = _pushes(session, venue, T0 + 5)
@@ -110,7 +112,7 @@ def test_candles_are_seconds_open_close_high_low_volume() -> None:
 
 
 def test_level2_changes_continue_the_rest_snapshot_sequence_and_rebuild_the_book() -> None:
-    venue = _venue()
+    venue = _venue(unit_contracts=True)
     session = _session(venue)
     _subscribe(session, "/contractMarket/level2:XBTUSDTM")
     snapshot = _rest(venue, "/api/v1/level2/snapshot", symbol="XBTUSDTM").body["data"]
@@ -133,7 +135,7 @@ def test_level2_changes_continue_the_rest_snapshot_sequence_and_rebuild_the_book
 
 
 def test_trades_and_tickers_carry_nanosecond_times() -> None:
-    venue = _venue()
+    venue = _venue(unit_contracts=True)
     session = _session(venue)
     _subscribe(session, "/contractMarket/execution:XBTUSDTM")
     _subscribe(session, "/contractMarket/ticker:XBTUSDTM")
@@ -147,7 +149,7 @@ def test_trades_and_tickers_carry_nanosecond_times() -> None:
 
 
 def test_contracts_list_only_swaps_and_klines_window_by_from_and_to() -> None:
-    venue = _venue()
+    venue = _venue(unit_contracts=True)
     contracts = _rest(venue, "/api/v1/contracts/active").body["data"]
     assert [c["symbol"] for c in contracts] == ["XBTUSDTM", "ETHUSDTM"]
     assert contracts[0]["baseCurrency"] == "XBT" and contracts[0]["multiplier"] == 1

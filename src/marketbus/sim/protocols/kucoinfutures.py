@@ -15,9 +15,11 @@ change per message, `"change": "price,side,size"`, numbered by a `sequence` that
 snapshot continues: ccxt buffers deltas, fetches the snapshot, and replays the deltas
 that follow it.
 
-Contracts are linear USDT perpetuals with multiplier 1 (one contract is one unit of
-the base, as on the simulator's other venues), so sizes are base amounts. Market ids
-follow KuCoin: `XBTUSDTM` for BTC, `ETHUSDTM`...
+Contracts are linear USDT perpetuals sized as KuCoin sizes them (`XBTUSDTM` multiplier
+0.001 BTC, `sim.contracts`) and traded in whole contracts: trade sizes, ticker sizes,
+book sizes (WS and REST) and candle volumes (WS and REST) are whole contracts, as on
+the real venue, and ccxt passes them on unconverted. Market ids follow KuCoin:
+`XBTUSDTM` for BTC, `ETHUSDTM`...
 """
 
 from __future__ import annotations
@@ -97,6 +99,17 @@ def market_id(inst: Instrument) -> str:
     return f"{currency_id(inst.base)}{inst.quote}M"
 
 
+def size_str(inst: Instrument, amount: float) -> str:
+    """A base amount in KuCoin's contracts (whole numbers), as a decimal string."""
+    return inst.contract(EXCHANGE_ID).contracts(inst.amount_str(amount))
+
+
+def size_num(inst: Instrument, amount: float) -> int | float:
+    """A base amount in contracts as the JSON number KuCoin sends (an int when whole)."""
+    text = size_str(inst, amount)
+    return int(text) if inst.contract(EXCHANGE_ID).whole else float(text)
+
+
 def _ok(data: Json) -> RestResponse:
     return RestResponse(200, {"code": _OK, "data": data})
 
@@ -109,7 +122,9 @@ def _error(code: str, msg: str) -> RestResponse:
 
 
 def contract_info(inst: Instrument, ticker: Ticker) -> dict[str, Any]:
-    """One entry of `GET /api/v1/contracts/active` (a perpetual: it has a funding time)."""
+    """One entry of `GET /api/v1/contracts/active` (a perpetual: it has a funding time).
+    `multiplier` is base units per contract (ccxt's `contractSize`)."""
+    contract = inst.contract(EXCHANGE_ID)
     return {
         "symbol": market_id(inst),
         "rootSymbol": inst.quote,
@@ -122,10 +137,10 @@ def contract_info(inst: Instrument, ticker: Ticker) -> dict[str, Any]:
         "settleCurrency": inst.settle,
         "maxOrderQty": 1_000_000,
         "maxPrice": 1_000_000.0,
-        "lotSize": inst.lot_size,
+        "lotSize": 1 if contract.whole else inst.lot_size,
         "tickSize": inst.tick_size,
         "indexPriceTickSize": inst.tick_size,
-        "multiplier": 1,
+        "multiplier": float(contract.size),
         "initialMargin": 0.008,
         "maintainMargin": 0.004,
         "makerFeeRate": 0.0002,
@@ -144,7 +159,7 @@ def contract_info(inst: Instrument, ticker: Ticker) -> dict[str, Any]:
         "indexPrice": ticker.last,
         "lowPrice": ticker.low,
         "highPrice": ticker.high,
-        "volumeOf24h": ticker.base_volume,
+        "volumeOf24h": size_num(inst, ticker.base_volume),
         "turnoverOf24h": ticker.quote_volume,
         "priceChg": ticker.change,
         "priceChgPct": round(ticker.change / ticker.open, 4) if ticker.open else 0.0,
@@ -166,15 +181,16 @@ def currency_info(code: str) -> dict[str, Any]:
     }
 
 
-def kline_row(candle: Candle) -> list[Any]:
-    """`[time ms, open, high, low, close, volume, turnover]` as numbers."""
+def kline_row(inst: Instrument, candle: Candle) -> list[Any]:
+    """`[time ms, open, high, low, close, volume, turnover]` as numbers; volume in
+    contracts (ccxt's `fetch_ohlcv` volume is then contracts)."""
     return [
         candle.ts_ms,
         candle.open,
         candle.high,
         candle.low,
         candle.close,
-        candle.volume,
+        size_num(inst, candle.volume),
         candle.quote_volume,
     ]
 
@@ -199,9 +215,10 @@ def bullet_body(ws_base: str) -> dict[str, Any]:
 
 
 def candle_data(inst: Instrument, candle: Candle, event_ms: int) -> dict[str, Any]:
-    """`candles` is `[start s, open, close, high, low, volume, volume]`: ccxt reads the base
-    volume at index 6 (KuCoin's index 5 is documented by ccxt as wrong); both carry it."""
-    volume = inst.amount_str(candle.volume)
+    """`candles` is `[start s, open, close, high, low, volume, volume]` in contracts: ccxt
+    reads index 6 (it documents KuCoin's index 5 as wrong); the simulator puts the
+    contract volume in both, so ccxt's `watch_ohlcv` volume is contracts, like REST."""
+    volume = size_str(inst, candle.volume)
     return {
         "symbol": market_id(inst),
         "candles": [
@@ -222,7 +239,7 @@ def execution_data(inst: Instrument, trade: Trade) -> dict[str, Any]:
         "symbol": market_id(inst),
         "sequence": trade.id,
         "side": trade.side,
-        "size": trade.amount,
+        "size": size_num(inst, trade.amount),
         "price": inst.price_str(trade.price),
         "takerOrderId": f"sim-taker-{trade.id}",
         "makerOrderId": f"sim-maker-{trade.id}",
@@ -238,12 +255,12 @@ def ticker_data(inst: Instrument, ticker: Ticker) -> dict[str, Any]:
         "sequence": ticker.last_trade_id or 0,
         "side": ticker.last_side,
         "price": inst.price_str(ticker.last),
-        "size": ticker.last_size,
+        "size": size_num(inst, ticker.last_size),
         "tradeId": str(ticker.last_trade_id),
-        "bestBidSize": ticker.bid_size,
+        "bestBidSize": size_num(inst, ticker.bid_size),
         "bestBidPrice": inst.price_str(ticker.bid),
         "bestAskPrice": inst.price_str(ticker.ask),
-        "bestAskSize": ticker.ask_size,
+        "bestAskSize": size_num(inst, ticker.ask_size),
         "ts": ticker.ts_ms * _NS_PER_MS,
     }
 
@@ -252,10 +269,10 @@ def ticker_v2_data(inst: Instrument, ticker: Ticker) -> dict[str, Any]:
     return {
         "symbol": market_id(inst),
         "sequence": ticker.last_trade_id or 0,
-        "bestBidSize": ticker.bid_size,
+        "bestBidSize": size_num(inst, ticker.bid_size),
         "bestBidPrice": inst.price_str(ticker.bid),
         "bestAskPrice": inst.price_str(ticker.ask),
-        "bestAskSize": ticker.ask_size,
+        "bestAskSize": size_num(inst, ticker.ask_size),
         "ts": ticker.ts_ms * _NS_PER_MS,
     }
 
@@ -272,7 +289,7 @@ def level2_changes(inst: Instrument, delta: BookDelta, book: BookSnapshot) -> li
     return [
         {
             "sequence": delta.first_update_id + i,
-            "change": f"{inst.price_str(price)},{side},{inst.amount_str(amount)}",
+            "change": f"{inst.price_str(price)},{side},{size_str(inst, amount)}",
             "timestamp": delta.ts_ms,
         }
         for i, (price, side, amount) in enumerate(changes)
@@ -439,7 +456,7 @@ class KucoinFuturesVenue(ListingVenue):
         except ValueError:
             return _error("400100", "Parameter from/to is invalid")
         candles = select_klines(self.market.candles(inst.symbol, tf), start, end, _MAX_KLINES)
-        return _ok([kline_row(c) for c in candles])
+        return _ok([kline_row(inst, c) for c in candles])
 
     def _snapshot(self, request: RestRequest) -> RestResponse:
         inst = self.instrument_by_id(request.params.get("symbol", ""))
@@ -450,8 +467,8 @@ class KucoinFuturesVenue(ListingVenue):
             {
                 "symbol": market_id(inst),
                 "sequence": book.update_id,
-                "asks": [[p, a] for p, a in book.asks],
-                "bids": [[p, a] for p, a in book.bids],
+                "asks": [[p, size_num(inst, a)] for p, a in book.asks],
+                "bids": [[p, size_num(inst, a)] for p, a in book.bids],
                 "ts": book.ts_ms * _NS_PER_MS,
             }
         )

@@ -7,6 +7,14 @@ Subscribe `{"op": "subscribe", "args": [{"channel", "instId"}]}` is acked with
 `{"event": "subscribe", "arg": ...}`; text `ping` gets text `pong`. The `books`
 channel sends a snapshot on subscribe, then updates chained by `prevSeqId`/`seqId`,
 each with OKX's CRC32 checksum of the top 25 levels.
+
+Units, as OKX documents them: swap sizes (`sz`, book sizes, `lastSz`/`bidSz`/`askSz`)
+and `vol24h` are CONTRACTS of `ctVal` base units (BTC-USDT-SWAP: 0.01 BTC, traded in
+steps of 0.01 contracts, `sim.contracts`); `volCcy24h` is base units on swaps (quote
+on spot). Candles: `vol` contracts, `volCcy` base, `volCcyQuote` quote on swaps; ccxt
+4.5.90 reads `volCcy` for swaps, so its candle volume is base while its trade amounts,
+book sizes and ticker `baseVolume` are contracts. (Inverse swaps such as BTC-USD-SWAP,
+ctVal 100 USD, are not simulated.)
 """
 
 from __future__ import annotations
@@ -58,16 +66,23 @@ def bar_to_timeframe(bar: str) -> str | None:
     return None if unit is None or not bar[:-1].isdigit() else f"{bar[:-1]}{unit}"
 
 
+def size_str(inst: Instrument, amount: float) -> str:
+    """A base amount as OKX prints sizes: contracts on swaps, base units on spot."""
+    return inst.contract(EXCHANGE_ID).contracts(inst.amount_str(amount))
+
+
 def _ok(data: list[Any]) -> RestResponse:
     return RestResponse(200, {"code": "0", "msg": "", "data": data})
 
 
 def instrument_info(inst: Instrument) -> dict[str, Any]:
+    contract = inst.contract(EXCHANGE_ID)
+    lot = inst.amount_str(inst.lot_size) if inst.kind == "spot" else str(contract.step)
     common = {
         "instId": market_id(inst),
         "tickSz": inst.price_str(inst.tick_size),
-        "lotSz": inst.amount_str(inst.lot_size),
-        "minSz": inst.amount_str(inst.lot_size),
+        "lotSz": lot,
+        "minSz": lot,
         "state": "live",
         "listTime": "1606468572000",
         "expTime": "",
@@ -93,7 +108,7 @@ def instrument_info(inst: Instrument) -> dict[str, Any]:
         "baseCcy": "",
         "quoteCcy": "",
         "settleCcy": inst.settle,
-        "ctVal": "1",
+        "ctVal": str(contract.size),
         "ctMult": "1",
         "ctValCcy": inst.base,
         "ctType": "linear",
@@ -104,9 +119,11 @@ def instrument_info(inst: Instrument) -> dict[str, Any]:
 
 
 def candle_row(inst: Instrument, candle: Candle) -> list[str]:
-    """`[ts, o, h, l, c, vol, volCcy, volCcyQuote, confirm]`; contract size is 1, so
-    `vol` (contracts) and `volCcy` (base) agree on swaps; on spot `volCcy` is quote."""
-    volume = inst.amount_str(candle.volume)
+    """`[ts, o, h, l, c, vol, volCcy, volCcyQuote, confirm]` as OKX documents them:
+    on swaps `vol` is contracts and `volCcy` base units, on spot `vol` is base and
+    `volCcy` quote; `volCcyQuote` is quote on both. ccxt 4.5.90's `parse_ohlcv` reads
+    `vol` on spot and `volCcy` otherwise, so its swap candle volume is in BASE units."""
+    volume = size_str(inst, candle.volume)
     quote = inst.notional_str(candle.quote_volume)
     return [
         str(candle.ts_ms),
@@ -115,7 +132,7 @@ def candle_row(inst: Instrument, candle: Candle) -> list[str]:
         inst.price_str(candle.low),
         inst.price_str(candle.close),
         volume,
-        quote if inst.kind == "spot" else volume,
+        quote if inst.kind == "spot" else inst.amount_str(candle.volume),
         quote,
         "1" if candle.closed else "0",
     ]
@@ -134,20 +151,26 @@ def select_candles(
 
 
 def ticker_data(inst: Instrument, ticker: Ticker) -> dict[str, Any]:
-    volume = inst.amount_str(ticker.base_volume)
+    """Sizes and `vol24h` in contracts on swaps (ccxt's `baseVolume` reads `vol24h`);
+    `volCcy24h` is quote on spot and base units on swaps."""
+    volume = size_str(inst, ticker.base_volume)
     return {
         "instType": "SPOT" if inst.kind == "spot" else "SWAP",
         "instId": market_id(inst),
         "last": inst.price_str(ticker.last),
-        "lastSz": inst.amount_str(ticker.last_size),
+        "lastSz": size_str(inst, ticker.last_size),
         "askPx": inst.price_str(ticker.ask),
-        "askSz": inst.amount_str(ticker.ask_size),
+        "askSz": size_str(inst, ticker.ask_size),
         "bidPx": inst.price_str(ticker.bid),
-        "bidSz": inst.amount_str(ticker.bid_size),
+        "bidSz": size_str(inst, ticker.bid_size),
         "open24h": inst.price_str(ticker.open),
         "high24h": inst.price_str(ticker.high),
         "low24h": inst.price_str(ticker.low),
-        "volCcy24h": inst.notional_str(ticker.quote_volume) if inst.kind == "spot" else volume,
+        "volCcy24h": (
+            inst.notional_str(ticker.quote_volume)
+            if inst.kind == "spot"
+            else inst.amount_str(ticker.base_volume)
+        ),
         "vol24h": volume,
         "sodUtc0": inst.price_str(ticker.open),
         "sodUtc8": inst.price_str(ticker.open),
@@ -160,7 +183,7 @@ def trade_data(inst: Instrument, trade: Trade) -> dict[str, Any]:
         "instId": market_id(inst),
         "tradeId": str(trade.id),
         "px": inst.price_str(trade.price),
-        "sz": inst.amount_str(trade.amount),
+        "sz": size_str(inst, trade.amount),
         "side": trade.side,
         "ts": str(trade.ts_ms),
         "count": "1",
@@ -168,7 +191,7 @@ def trade_data(inst: Instrument, trade: Trade) -> dict[str, Any]:
 
 
 def _levels(inst: Instrument, levels: tuple[tuple[float, float], ...]) -> list[list[str]]:
-    return [[inst.price_str(p), inst.amount_str(a), "0", "1" if a else "0"] for p, a in levels]
+    return [[inst.price_str(p), size_str(inst, a), "0", "1" if a else "0"] for p, a in levels]
 
 
 def checksum(bids: list[list[str]], asks: list[list[str]]) -> int:
@@ -340,7 +363,7 @@ class OkxSession:
 
 
 class OkxVenue(ListingVenue):
-    """OKX spot (`BTC-USDT`) and linear swaps (`BTC-USDT-SWAP`, contract value 1)."""
+    """OKX spot (`BTC-USDT`) and linear swaps (`BTC-USDT-SWAP`, ctVal 0.01 BTC)."""
 
     exchange_id = EXCHANGE_ID
     market_id = staticmethod(market_id)
