@@ -2,8 +2,10 @@
 
 No exchange's "candle closed" flag survives ccxt, so the producer infers it: a candle
 is closed once a newer candle is seen, or once the clock passes its end plus a grace
-period. Each candle is sent closed exactly once, unless the exchange later corrects
-it: then it is re-sent closed with the new values (SPEC "Messages", ohlcv).
+period. Each period is sent closed once. What the socket says about a period after
+that (a lagging exchange's late updates) is not sent: only final values fetched over
+REST re-send a closed candle, as a correction with the same open time, when they
+differ from what was sent (`reconcile`, and the periods fetched after an outage).
 
 `CandleTracker` takes copied rows and the wall clock and returns `OHLCV` messages
 (run/seq unset); it never awaits and never reads a clock itself.
@@ -11,7 +13,7 @@ it: then it is re-sent closed with the new values (SPEC "Messages", ohlcv).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from operator import itemgetter
 
 from marketbus.producer.normalize import Row
@@ -32,6 +34,7 @@ class CandleTracker:
         "_close_grace_ms",
         "_closed",
         "_forming",
+        "_late",
         "_memory",
         "_newest",
         "_period_ms",
@@ -58,6 +61,13 @@ class CandleTracker:
         self._clock_closed: int | None = None  # oldest candle the clock closed since data
         self._closed: dict[int, Row] = {}
         self._newest: int | None = None
+        self._late = 0
+
+    @property
+    def late_updates(self) -> int:
+        """Socket updates of periods already sent closed, not sent (the exchange lagged
+        the clock, or repeated a candle): REST reconciliation has the final say."""
+        return self._late
 
     @property
     def forming(self) -> Row | None:
@@ -140,11 +150,20 @@ class CandleTracker:
         for row in sorted(rows, key=_open_time):
             self._remember(row)
 
-    def update(self, rows: Iterable[Row], now_ms: int, recv_ns: int) -> list[OHLCV]:
-        """Apply rows (any order; usually the forming candle) then the clock."""
+    def update(
+        self,
+        rows: Iterable[Row],
+        now_ms: int,
+        recv_ns: int,
+        *,
+        final: Collection[int] = (),
+    ) -> list[OHLCV]:
+        """Apply rows (any order; usually the forming candle) then the clock. *final*:
+        open times of rows fetched over REST (closed on the exchange): those correct a
+        period already sent closed; the socket's rows for such a period are dropped."""
         out: list[OHLCV] = []
         for row in sorted(rows, key=_open_time):
-            self._apply(row, now_ms, recv_ns, out)
+            self._apply(row, now_ms, recv_ns, out, row[0] in final)
         self._clock_closed = None
         forming = self._forming
         if forming is not None and self._ended(forming[0], now_ms):
@@ -165,7 +184,22 @@ class CandleTracker:
     def _ended(self, open_ms: int, now_ms: int) -> bool:
         return now_ms >= open_ms + self._period_ms + self._close_grace_ms
 
-    def _apply(self, row: Row, now_ms: int, recv_ns: int, out: list[OHLCV]) -> None:
+    def reconcile(self, rows: Iterable[Row], covers: Collection[int], recv_ns: int) -> list[OHLCV]:
+        """The exchange's final values (REST) of the closed candles *covers*: each one
+        that differs from what was sent is sent again, closed (a correction); the rest
+        of *rows* is ignored (not asked for, or a period this run never sent)."""
+        out: list[OHLCV] = []
+        for row in sorted(rows, key=_open_time):
+            ts = row[0]
+            sent = self._closed.get(ts)
+            if ts in covers and sent is not None and sent != row:
+                self._remember(row)
+                out.append(self._message(row, closed=True, recv_ns=recv_ns))
+        return out
+
+    def _apply(
+        self, row: Row, now_ms: int, recv_ns: int, out: list[OHLCV], final: bool = False
+    ) -> None:
         ts = row[0]
         forming = self._forming
         if forming is not None and ts == forming[0]:
@@ -176,8 +210,10 @@ class CandleTracker:
         if (forming is not None and ts < forming[0]) or (
             last_closed is not None and ts <= last_closed
         ):
-            # An update of a candle already over: a correction if the values changed.
-            if self._closed.get(ts) != row:
+            # A period already sent closed: only REST's final values correct it.
+            if not final:
+                self._late += 1
+            elif self._closed.get(ts) != row:
                 self._remember(row)
                 out.append(self._message(row, closed=True, recv_ns=recv_ns))
             return

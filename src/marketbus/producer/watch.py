@@ -571,19 +571,25 @@ async def load_markets(exchange: Exchange, attempts: int, backoff: BackoffState)
 
 
 async def fetch_closed_candles(
-    exchange: Exchange, feed: Feed, after_ms: int | None, now_ms: int, max_candles: int
+    exchange: Exchange,
+    feed: Feed,
+    after_ms: int | None,
+    now_ms: int,
+    max_candles: int,
+    first_page: int | None = None,
 ) -> list[Row]:
     """Closed candles of *feed* opened after *after_ms* and ended by *now_ms*, over REST.
 
-    Asks for the latest page first (no ``since``: every exchange answers that), then
-    pages backwards until *after_ms* or *max_candles* is reached. With no *after_ms*
-    (an empty stream) one page is enough.
+    Asks for the latest page first (no ``since``: every exchange answers that; its
+    size *first_page*, else 1000), then pages backwards until *after_ms* or
+    *max_candles* is reached. With no *after_ms* (an empty stream) one page is enough.
     """
     timeframe = feed.timeframe
     assert timeframe is not None
     period = exchange.parse_timeframe(timeframe) * 1000
     where = f"{feed.name} fetch_ohlcv"
-    collected = ohlcv_rows(await exchange.fetch_ohlcv(feed.symbol, timeframe, limit=1000), where)
+    limit = first_page or 1000
+    collected = ohlcv_rows(await exchange.fetch_ohlcv(feed.symbol, timeframe, limit=limit), where)
     page = len(collected)
     while (
         after_ms is not None
@@ -617,7 +623,10 @@ async def serve(
     out: list[MarketMessage] = []
     for request in handler.take_requests():
         result = await fetch(exchange, handler.feed, request, max_candles)
-        out.extend(handler.on_rest(request, result, time.time_ns()))
+        answered = handler.on_rest(request, result, time.time_ns())
+        if request.purpose == "reconcile":
+            counters.corrections += len(answered)  # a candle check sends only corrections
+        out.extend(answered)
     for notice in handler.take_notices():
         report(handler.feed, notice, counters, status)
     return out
@@ -631,7 +640,7 @@ async def fetch(
         return RestFailed(f"{exchange.id} has no fetchOHLCV", unsupported=True)
     try:
         return await fetch_closed_candles(
-            exchange, feed, request.after_ms, request.until_ms, max_candles
+            exchange, feed, request.after_ms, request.until_ms, max_candles, request.limit
         )
     except (ccxt.BaseError, NormalizeError) as exc:
         return RestFailed(str(exc))

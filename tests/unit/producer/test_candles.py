@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from marketbus.producer.candles import CandleTracker
@@ -54,13 +54,35 @@ def test_clock_closes_after_end_plus_grace_exactly_once() -> None:
     assert summary(t.update([row(P)], now_ms=P + GRACE + 3000, recv_ns=1)) == [(P, 1.0, False)]
 
 
-def test_a_correction_of_a_closed_candle_is_resent_closed() -> None:
+def test_socket_updates_of_a_closed_candle_are_not_resent_only_rest_corrects_it() -> None:
     t = tracker()
     t.update([row(0, 1.0)], now_ms=1, recv_ns=1)
     t.update([row(P, 2.0)], now_ms=P + 1, recv_ns=1)
-    assert summary(t.update([row(0, 1.5)], now_ms=P + 2, recv_ns=1)) == [(0, 1.5, True)]
-    assert t.update([row(0, 1.5)], now_ms=P + 3, recv_ns=1) == []
-    assert t.forming == row(P, 2.0)
+    assert t.update([row(0, 1.5)], now_ms=P + 2, recv_ns=1) == []
+    assert t.update([row(0, 1.6)], now_ms=P + 3, recv_ns=1) == []
+    assert t.late_updates == 2 and t.forming == row(P, 2.0)
+    # The exchange's final values over REST: one correction, same open time, closed.
+    assert summary(t.reconcile([row(0, 1.5), row(P, 9.0)], {0}, recv_ns=1)) == [(0, 1.5, True)]
+    assert t.reconcile([row(0, 1.5)], {0}, recv_ns=1) == [], "equal values: nothing to send"
+    # REST rows fetched after an outage are final too and correct a closed period.
+    assert summary(t.update([row(0, 1.7)], P + 4, 1, final={0})) == [(0, 1.7, True)]
+
+
+def test_a_lagging_exchange_closes_each_period_once() -> None:
+    """The exchange is 5 s behind the clock (grace 2 s): the clock closes each candle,
+    the late updates of that period are dropped, the next period starts once."""
+    t = tracker()
+    lag = 5_000
+    closed: list[OHLCV] = []
+    for second in range(0, 4 * 60):
+        now = second * 1000
+        exchange_now = now - lag
+        if exchange_now >= 0:
+            ts = exchange_now // P * P
+            closed += [m for m in t.update([row(ts, float(second))], now, 1) if m.closed]
+        closed += t.tick(now, 1)
+    stamps = [m.ts_ms for m in closed]
+    assert stamps == [0, P, 2 * P] and t.late_updates > 0
 
 
 def test_a_row_already_over_when_first_seen_is_sent_closed() -> None:
@@ -93,35 +115,49 @@ def test_no_hole_without_a_reference_candle() -> None:
     assert t.missing([row(6 * P)]) == []
 
 
-def test_memory_is_bounded_and_forgotten_candles_count_as_corrections() -> None:
+def test_memory_is_bounded_and_forgotten_candles_are_not_corrected() -> None:
     t = tracker(memory=2)
     t.seed_closed([row(0), row(P), row(2 * P)])
-    assert summary(t.update([row(0)], now_ms=3 * P, recv_ns=1)) == [(0, 1.0, True)]
+    assert t.update([row(0)], now_ms=3 * P, recv_ns=1) == []
+    assert t.reconcile([row(0, 5.0)], {0}, recv_ns=1) == [], "what was sent is unknown"
     assert t.last_closed_ms == 2 * P
 
 
+@example(steps=[(0, 2.0, 62000), (0, 1.0, 0), (0, 2.0, 0)])  # failed before: A->B->A
 @given(st.lists(st.tuples(st.integers(0, 20), st.floats(1, 2), st.integers(0, 3 * P)), min_size=1))
 def test_each_candle_closes_once_when_data_moves_forward(
     steps: list[tuple[int, float, int]],
 ) -> None:
-    """Forward-moving data (the usual case) never closes a candle twice with equal values,
-    and every closed candle carries the last values seen for it."""
+    """Each period is sent closed once, with the last values seen before it closed; what
+    the socket says about it afterwards waits for REST. (The property used to expect
+    every later socket value re-sent closed, so a correction A->B->A repeated a key.)"""
     t = tracker()
     now = 0
     period = 0
     closed: list[OHLCV] = []
-    last_values: dict[int, float] = {}
+    at_close: dict[int, float] = {}
+    seen: dict[int, float] = {}
+
+    def record(messages: list[OHLCV]) -> None:
+        for m in messages:
+            if m.closed:
+                assert m.ts_ms is not None
+                at_close[m.ts_ms] = seen[m.ts_ms]
+                closed.append(m)
+
     for advance, close, dt in steps:
         period += advance
         now = max(now + dt, period * P)
-        out = t.update([row(period * P, close)], now_ms=now, recv_ns=1)
-        last_values[period * P] = close
-        closed.extend(m for m in out if m.closed)
-    closed.extend(t.tick(now + P + GRACE, 1))
-    keys = [(m.ts_ms, m.close) for m in closed]
-    assert len(keys) == len(set(keys))
-    final = {m.ts_ms: m.close for m in closed}
-    assert final == last_values
+        record(t.tick(now, 1))  # the clock passes first, as it does between rows
+        ts = period * P
+        if ts not in at_close:
+            seen[ts] = close
+        record(t.update([row(ts, close)], now_ms=now, recv_ns=1))
+    record(t.tick(now + P + GRACE, 1))
+    stamps = [m.ts_ms for m in closed]
+    assert len(stamps) == len(set(stamps)), "a period was sent closed twice"
+    assert {m.ts_ms: m.close for m in closed} == at_close
+    assert set(at_close) == set(seen), "every period seen was closed"
 
 
 def test_missing_periods_are_found_before_and_between_rows() -> None:
@@ -149,6 +185,7 @@ def test_a_candle_the_clock_closed_during_an_unnoticed_outage_is_fetched_again()
     assert summary(t.tick(P + GRACE, 1)) == [(0, 1.0, True)]  # no final row: socket dead
     assert t.missing([row(3 * P)], refetch_forming=True) == [(0, 3 * P)]
     # The fetched final values correct it (re-sent closed), then the rest follows in order.
-    out = t.update([row(0, 2.0), row(P), row(2 * P), row(3 * P)], now_ms=3 * P + 1, recv_ns=1)
+    fetched = [row(0, 2.0), row(P), row(2 * P)]
+    out = t.update([*fetched, row(3 * P)], 3 * P + 1, 1, final={r[0] for r in fetched})
     assert [s for s in summary(out) if s[2]] == [(0, 2.0, True), (P, 1.0, True), (2 * P, 1.0, True)]
     assert t.missing([row(4 * P)], refetch_forming=True) == [(3 * P, 4 * P)]
