@@ -3,9 +3,11 @@
 No exchange's "candle closed" flag survives ccxt, so the producer infers it: a candle
 is closed once a newer candle is seen, or once the clock passes its end plus a grace
 period. Each period is sent closed once. What the socket says about a period after
-that (a lagging exchange's late updates) is not sent: only final values fetched over
-REST re-send a closed candle, as a correction with the same open time, when they
-differ from what was sent (`reconcile`, and the periods fetched after an outage).
+that is not sent as it comes. A candle the clock closed while the exchange was late
+is settled once: when the socket shows the next period (the exchange has moved on),
+its last values for the closed one are sent as a correction if they differ. Final
+values fetched over REST correct a closed candle the same way (`reconcile`, and the
+periods fetched after an outage): same open time, ``closed`` again.
 
 `CandleTracker` takes copied rows and the wall clock and returns `OHLCV` messages
 (run/seq unset); it never awaits and never reads a clock itself.
@@ -38,6 +40,7 @@ class CandleTracker:
         "_memory",
         "_newest",
         "_period_ms",
+        "_provisional",
         "exchange",
         "symbol",
         "timeframe",
@@ -62,6 +65,9 @@ class CandleTracker:
         self._closed: dict[int, Row] = {}
         self._newest: int | None = None
         self._late = 0
+        self._provisional: dict[int, Row | None] = {}
+        """Candles the clock closed, until the socket shows a newer period: the socket's
+        latest values for each since (None: nothing new)."""
 
     @property
     def late_updates(self) -> int:
@@ -177,6 +183,7 @@ class CandleTracker:
             return []
         self._forming = None
         self._remember(forming)
+        self._provisional[forming[0]] = None
         if self._clock_closed is None:
             self._clock_closed = forming[0]
         return [self._message(forming, closed=True, recv_ns=recv_ns)]
@@ -201,6 +208,8 @@ class CandleTracker:
         self, row: Row, now_ms: int, recv_ns: int, out: list[OHLCV], final: bool = False
     ) -> None:
         ts = row[0]
+        if self._provisional and not final:
+            self._settle(ts, recv_ns, out)
         forming = self._forming
         if forming is not None and ts == forming[0]:
             self._forming = row
@@ -210,10 +219,15 @@ class CandleTracker:
         if (forming is not None and ts < forming[0]) or (
             last_closed is not None and ts <= last_closed
         ):
-            # A period already sent closed: only REST's final values correct it.
+            # A period already sent closed: held if the clock closed it, else dropped;
+            # REST's final values correct it at once.
             if not final:
                 self._late += 1
-            elif self._closed.get(ts) != row:
+                if ts in self._provisional:
+                    self._provisional[ts] = row
+                return
+            self._provisional.pop(ts, None)
+            if self._closed.get(ts) != row:
                 self._remember(row)
                 out.append(self._message(row, closed=True, recv_ns=recv_ns))
             return
@@ -225,17 +239,30 @@ class CandleTracker:
         if self._ended(ts, now_ms):
             self._forming = None
             self._remember(row)
+            if not final:
+                self._provisional[ts] = None  # over when first seen: closed as by the clock
             out.append(self._message(row, closed=True, recv_ns=recv_ns))
         else:
             self._forming = row
             out.append(self._message(row, closed=False, recv_ns=recv_ns))
+
+    def _settle(self, ts: int, recv_ns: int, out: list[OHLCV]) -> None:
+        """The socket shows period *ts*: each candle the clock closed before it is over
+        on the exchange too; its latest socket values, if they differ, are sent once."""
+        for open_ms in [p for p in self._provisional if p < ts]:
+            late = self._provisional.pop(open_ms)
+            if late is not None and self._closed.get(open_ms) not in (None, late):
+                self._remember(late)
+                out.append(self._message(late, closed=True, recv_ns=recv_ns))
 
     def _remember(self, row: Row) -> None:
         self._closed[row[0]] = row
         if self._newest is None or row[0] > self._newest:
             self._newest = row[0]
         while len(self._closed) > self._memory:
-            del self._closed[min(self._closed)]
+            oldest = min(self._closed)
+            del self._closed[oldest]
+            self._provisional.pop(oldest, None)
 
     def _message(self, row: Row, *, closed: bool, recv_ns: int) -> OHLCV:
         ts, o, h, low, c, v = row

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -68,9 +70,10 @@ def test_socket_updates_of_a_closed_candle_are_not_resent_only_rest_corrects_it(
     assert summary(t.update([row(0, 1.7)], P + 4, 1, final={0})) == [(0, 1.7, True)]
 
 
-def test_a_lagging_exchange_closes_each_period_once() -> None:
+def test_a_lagging_exchange_closes_each_period_once_and_settles_it_once() -> None:
     """The exchange is 5 s behind the clock (grace 2 s): the clock closes each candle,
-    the late updates of that period are dropped, the next period starts once."""
+    the late updates of that period are held, and its final values are sent once, when
+    the exchange's next period begins (not once per late update)."""
     t = tracker()
     lag = 5_000
     closed: list[OHLCV] = []
@@ -81,8 +84,11 @@ def test_a_lagging_exchange_closes_each_period_once() -> None:
             ts = exchange_now // P * P
             closed += [m for m in t.update([row(ts, float(second))], now, 1) if m.closed]
         closed += t.tick(now, 1)
-    stamps = [m.ts_ms for m in closed]
-    assert stamps == [0, P, 2 * P] and t.late_updates > 0
+    assert [m.ts_ms for m in closed] == [0, 0, P, P, 2 * P, 2 * P]
+    final = {m.ts_ms: m.close for m in closed}
+    assert final == {k * P: float((k + 1) * 60 + 4) for k in range(3)}, "the last update"
+    assert all(a.close != b.close for a, b in zip(closed[::2], closed[1::2], strict=True))
+    assert t.late_updates == 3 * 2, "2 s of late updates per period (5 s lag, 2 s grace)"
 
 
 def test_a_row_already_over_when_first_seen_is_sent_closed() -> None:
@@ -124,40 +130,51 @@ def test_memory_is_bounded_and_forgotten_candles_are_not_corrected() -> None:
 
 
 @example(steps=[(0, 2.0, 62000), (0, 1.0, 0), (0, 2.0, 0)])  # failed before: A->B->A
+@example(steps=[(0, 1.0, 0), (0, 2.0, 62000), (1, 1.0, 0)])
 @given(st.lists(st.tuples(st.integers(0, 20), st.floats(1, 2), st.integers(0, 3 * P)), min_size=1))
 def test_each_candle_closes_once_when_data_moves_forward(
     steps: list[tuple[int, float, int]],
 ) -> None:
-    """Each period is sent closed once, with the last values seen before it closed; what
-    the socket says about it afterwards waits for REST. (The property used to expect
-    every later socket value re-sent closed, so a correction A->B->A repeated a key.)"""
+    """Each period is sent closed once with the values seen when it closed, plus at most
+    one settling correction: a candle the clock closed takes the last values the socket
+    gave it before showing a newer period. (The property used to expect every later
+    socket value re-sent closed, so a correction A->B->A repeated a key.)"""
     t = tracker()
     now = 0
     period = 0
-    closed: list[OHLCV] = []
-    at_close: dict[int, float] = {}
+    sends: Counter[int] = Counter()
+    last_sent: dict[int, float | None] = {}
     seen: dict[int, float] = {}
+    expected: dict[int, float] = {}
+    clock_closed: set[int] = set()  # closed by the clock, no newer period shown since
 
-    def record(messages: list[OHLCV]) -> None:
+    def sent(messages: list[OHLCV], row_ts: int | None = None) -> None:
         for m in messages:
-            if m.closed:
-                assert m.ts_ms is not None
-                at_close[m.ts_ms] = seen[m.ts_ms]
-                closed.append(m)
+            if not m.closed:
+                continue
+            assert m.ts_ms is not None
+            sends[m.ts_ms] += 1
+            last_sent[m.ts_ms] = m.close
+            if m.ts_ms not in expected:  # its first close
+                expected[m.ts_ms] = seen[m.ts_ms]
+                if row_ts is None or m.ts_ms == row_ts:  # by the clock / over when seen
+                    clock_closed.add(m.ts_ms)
 
     for advance, close, dt in steps:
         period += advance
         now = max(now + dt, period * P)
-        record(t.tick(now, 1))  # the clock passes first, as it does between rows
+        sent(t.tick(now, 1))  # the clock passes first, as it does between rows
         ts = period * P
-        if ts not in at_close:
+        for p in [p for p in clock_closed if p < ts]:  # the exchange moved on: settled
+            expected[p] = seen[p]
+            clock_closed.discard(p)
+        if ts not in expected or ts in clock_closed:
             seen[ts] = close
-        record(t.update([row(ts, close)], now_ms=now, recv_ns=1))
-    record(t.tick(now + P + GRACE, 1))
-    stamps = [m.ts_ms for m in closed]
-    assert len(stamps) == len(set(stamps)), "a period was sent closed twice"
-    assert {m.ts_ms: m.close for m in closed} == at_close
-    assert set(at_close) == set(seen), "every period seen was closed"
+        sent(t.update([row(ts, close)], now_ms=now, recv_ns=1), row_ts=ts)
+    sent(t.tick(now + P + GRACE, 1))
+    assert max(sends.values()) <= 2, "closed once, settled at most once"
+    assert last_sent == expected
+    assert set(expected) == set(seen), "every period seen was closed"
 
 
 def test_missing_periods_are_found_before_and_between_rows() -> None:

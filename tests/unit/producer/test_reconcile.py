@@ -134,14 +134,15 @@ def closes(messages: object) -> list[tuple[int | None, float | None]]:
     return [(m.ts_ms, m.close) for m in messages if isinstance(m, OHLCV) and m.closed]
 
 
-def test_a_late_candle_is_sent_closed_once_and_corrected_by_one_check() -> None:
+def test_a_late_candle_is_settled_once_by_the_socket_and_corrected_by_one_check() -> None:
     h = handler()
     h.on_data([ccxt_row(0, 1.0)], now_ms=30_000, recv_ns=1)
     assert closes(h.on_clock(62_000, 1)) == [(0, 1.0)], "closed by the clock"
     # The exchange lags: more updates of the closed period come, none is re-sent.
     for i, now in enumerate(range(62_500, 66_000, 500)):
         assert h.on_data([ccxt_row(0, 1.0 + i / 10)], now, 1) == []
-    h.on_data([ccxt_row(P, 3.0)], now_ms=66_000, recv_ns=1)
+    # The exchange moves on: its last values of the period are sent once, settled.
+    assert closes(h.on_data([ccxt_row(P, 3.0)], now_ms=66_000, recv_ns=1)) == [(0, 1.6)]
     assert not h.pending, "not due before the wait and the slot"
     assert h.on_clock(120_000, 1) == []
     [request] = h.take_requests()
@@ -150,8 +151,8 @@ def test_a_late_candle_is_sent_closed_once_and_corrected_by_one_check() -> None:
     assert h.take_requests() == [], "one check in flight"
     h.on_clock(125_000, 1)
     assert h.take_requests() == []
-    answer = [rest_row(0, 1.6), rest_row(P, 3.0)]
-    assert closes(h.on_rest(request, answer, recv_ns=2)) == [(0, 1.6)]
+    answer = [rest_row(0, 1.7), rest_row(P, 3.0)]
+    assert closes(h.on_rest(request, answer, recv_ns=2)) == [(0, 1.7)]
     assert h.corrections == 1
     [notice] = h.take_notices()
     assert "corrected 1 closed candle" in notice.detail and notice.event is None
