@@ -2,8 +2,12 @@
 
 No exchange's "candle closed" flag survives ccxt, so the producer infers it: a candle
 is closed once a newer candle is seen, or once the clock passes its end plus a grace
-period. Each candle is sent closed exactly once, unless the exchange later corrects
-it: then it is re-sent closed with the new values (SPEC "Messages", ohlcv).
+period. Each period is sent closed once. What the socket says about a period after
+that is not sent as it comes. A candle the clock closed while the exchange was late
+is settled once: when the socket shows the next period (the exchange has moved on),
+its last values for the closed one are sent as a correction if they differ. Final
+values fetched over REST correct a closed candle the same way (`reconcile`, and the
+periods fetched after an outage): same open time, ``closed`` again.
 
 `CandleTracker` takes copied rows and the wall clock and returns `OHLCV` messages
 (run/seq unset); it never awaits and never reads a clock itself.
@@ -11,7 +15,7 @@ it: then it is re-sent closed with the new values (SPEC "Messages", ohlcv).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from operator import itemgetter
 
 from marketbus.producer.normalize import Row
@@ -32,9 +36,11 @@ class CandleTracker:
         "_close_grace_ms",
         "_closed",
         "_forming",
+        "_late",
         "_memory",
         "_newest",
         "_period_ms",
+        "_provisional",
         "exchange",
         "symbol",
         "timeframe",
@@ -58,6 +64,16 @@ class CandleTracker:
         self._clock_closed: int | None = None  # oldest candle the clock closed since data
         self._closed: dict[int, Row] = {}
         self._newest: int | None = None
+        self._late = 0
+        self._provisional: dict[int, Row | None] = {}
+        """Candles the clock closed, until the socket shows a newer period: the socket's
+        latest values for each since (None: nothing new)."""
+
+    @property
+    def late_updates(self) -> int:
+        """Socket updates of periods already sent closed, not sent (the exchange lagged
+        the clock, or repeated a candle): REST reconciliation has the final say."""
+        return self._late
 
     @property
     def forming(self) -> Row | None:
@@ -140,11 +156,20 @@ class CandleTracker:
         for row in sorted(rows, key=_open_time):
             self._remember(row)
 
-    def update(self, rows: Iterable[Row], now_ms: int, recv_ns: int) -> list[OHLCV]:
-        """Apply rows (any order; usually the forming candle) then the clock."""
+    def update(
+        self,
+        rows: Iterable[Row],
+        now_ms: int,
+        recv_ns: int,
+        *,
+        final: Collection[int] = (),
+    ) -> list[OHLCV]:
+        """Apply rows (any order; usually the forming candle) then the clock. *final*:
+        open times of rows fetched over REST (closed on the exchange): those correct a
+        period already sent closed; the socket's rows for such a period are dropped."""
         out: list[OHLCV] = []
         for row in sorted(rows, key=_open_time):
-            self._apply(row, now_ms, recv_ns, out)
+            self._apply(row, now_ms, recv_ns, out, row[0] in final)
         self._clock_closed = None
         forming = self._forming
         if forming is not None and self._ended(forming[0], now_ms):
@@ -158,6 +183,7 @@ class CandleTracker:
             return []
         self._forming = None
         self._remember(forming)
+        self._provisional[forming[0]] = None
         if self._clock_closed is None:
             self._clock_closed = forming[0]
         return [self._message(forming, closed=True, recv_ns=recv_ns)]
@@ -165,8 +191,25 @@ class CandleTracker:
     def _ended(self, open_ms: int, now_ms: int) -> bool:
         return now_ms >= open_ms + self._period_ms + self._close_grace_ms
 
-    def _apply(self, row: Row, now_ms: int, recv_ns: int, out: list[OHLCV]) -> None:
+    def reconcile(self, rows: Iterable[Row], covers: Collection[int], recv_ns: int) -> list[OHLCV]:
+        """The exchange's final values (REST) of the closed candles *covers*: each one
+        that differs from what was sent is sent again, closed (a correction); the rest
+        of *rows* is ignored (not asked for, or a period this run never sent)."""
+        out: list[OHLCV] = []
+        for row in sorted(rows, key=_open_time):
+            ts = row[0]
+            sent = self._closed.get(ts)
+            if ts in covers and sent is not None and sent != row:
+                self._remember(row)
+                out.append(self._message(row, closed=True, recv_ns=recv_ns))
+        return out
+
+    def _apply(
+        self, row: Row, now_ms: int, recv_ns: int, out: list[OHLCV], final: bool = False
+    ) -> None:
         ts = row[0]
+        if self._provisional and not final:
+            self._settle(ts, recv_ns, out)
         forming = self._forming
         if forming is not None and ts == forming[0]:
             self._forming = row
@@ -176,7 +219,14 @@ class CandleTracker:
         if (forming is not None and ts < forming[0]) or (
             last_closed is not None and ts <= last_closed
         ):
-            # An update of a candle already over: a correction if the values changed.
+            # A period already sent closed: held if the clock closed it, else dropped;
+            # REST's final values correct it at once.
+            if not final:
+                self._late += 1
+                if ts in self._provisional:
+                    self._provisional[ts] = row
+                return
+            self._provisional.pop(ts, None)
             if self._closed.get(ts) != row:
                 self._remember(row)
                 out.append(self._message(row, closed=True, recv_ns=recv_ns))
@@ -189,17 +239,30 @@ class CandleTracker:
         if self._ended(ts, now_ms):
             self._forming = None
             self._remember(row)
+            if not final:
+                self._provisional[ts] = None  # over when first seen: closed as by the clock
             out.append(self._message(row, closed=True, recv_ns=recv_ns))
         else:
             self._forming = row
             out.append(self._message(row, closed=False, recv_ns=recv_ns))
+
+    def _settle(self, ts: int, recv_ns: int, out: list[OHLCV]) -> None:
+        """The socket shows period *ts*: each candle the clock closed before it is over
+        on the exchange too; its latest socket values, if they differ, are sent once."""
+        for open_ms in [p for p in self._provisional if p < ts]:
+            late = self._provisional.pop(open_ms)
+            if late is not None and self._closed.get(open_ms) not in (None, late):
+                self._remember(late)
+                out.append(self._message(late, closed=True, recv_ns=recv_ns))
 
     def _remember(self, row: Row) -> None:
         self._closed[row[0]] = row
         if self._newest is None or row[0] > self._newest:
             self._newest = row[0]
         while len(self._closed) > self._memory:
-            del self._closed[min(self._closed)]
+            oldest = min(self._closed)
+            del self._closed[oldest]
+            self._provisional.pop(oldest, None)
 
     def _message(self, row: Row, *, closed: bool, recv_ns: int) -> OHLCV:
         ts, o, h, low, c, v = row

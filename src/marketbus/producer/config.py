@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from marketbus.producer.reconcile import ReconcilePolicy
 from marketbus.shared.config import PositiveFloat, PositiveInt, RedisConfig, StreamCaps, load_config
 from marketbus.shared.errors import ConfigError
 from marketbus.shared.names import check_kind, check_part
@@ -59,9 +60,18 @@ class ProducerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     Prometheus metrics on that port (0: any free port) with the ``metrics`` extra, on
     ``metrics_host`` only: loopback by default, ``"0.0.0.0"`` in a container that a
     Prometheus outside it scrapes.
+
+    ``reconcile_candles`` checks every closed candle once against the exchange's REST
+    OHLCV, ``reconcile_after_ms`` after it closed, and re-sends it closed if the final
+    values differ; a feed checks at most once per ``reconcile_every_ms`` (one request
+    covers every candle closed since its last check), which bounds the REST rate at
+    (ohlcv feeds) / ``reconcile_every_ms`` per exchange (docs/operations.md).
     """
 
     close_grace_ms: NonNegativeInt = 2_000
+    reconcile_candles: bool = True
+    reconcile_after_ms: NonNegativeInt = 5_000
+    reconcile_every_ms: PositiveInt = 60_000
     heartbeat_s: PositiveFloat = 5.0
     stale_after_s: PositiveFloat = 30.0
     publish_batch: PositiveInt = 512
@@ -73,6 +83,12 @@ class ProducerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     lease_ttl_s: Annotated[float, Meta(ge=0.3)] = 10.0
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
     metrics_host: Annotated[str, Meta(min_length=1)] = "127.0.0.1"
+
+    def reconcile_policy(self) -> ReconcilePolicy | None:
+        """How closed candles are checked over REST (None: ``reconcile_candles`` off)."""
+        if not self.reconcile_candles:
+            return None
+        return ReconcilePolicy(self.reconcile_after_ms, self.reconcile_every_ms)
 
 
 class ProducerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

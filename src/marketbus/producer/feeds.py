@@ -19,9 +19,11 @@ its answer is in, so the stream stays in order. Today candles use it to fill wha
 socket skipped (reconnects, the start-up race) and to backfill at start-up. Two
 features fit behind the same seam without changing the shell's side much:
 
-- candle reconciliation: when a candle closes, the ohlcv handler asks for that candle
-  over REST (``FetchCandles(purpose="reconcile")``) and sends a correction, closed, if
-  the exchange's final values differ (`CandleTracker.fill` already skips equal ones);
+- candle reconciliation (done): once candles closed, the ohlcv handler asks for them
+  over REST (``FetchCandles(purpose="reconcile")``, batched and spread by a
+  `ReconcileSchedule`) and sends a correction, closed, where the exchange's final
+  values differ (`CandleTracker.reconcile`). A request raised by `on_clock` waits for
+  the shell's next call after data of that feed (`pending`);
 - trade recovery: when trades flow again after `on_down`, the trades handler asks for
   the window it announces as a ``gap`` today (a ``FetchTrades(since_ms, until_ms)``
   request next to `FetchCandles`), holds the live batch, and on the answer sends the
@@ -34,14 +36,21 @@ Nothing here awaits or reads a clock.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 from marketbus.producer import normalize
-from marketbus.producer.candles import CandleTracker
+from marketbus.producer.candles import CLOSED_MEMORY, CandleTracker
 from marketbus.producer.normalize import Row
-from marketbus.shared.names import Feed
+from marketbus.producer.reconcile import (
+    MAX_UNCHECKED,
+    Check,
+    ReconcilePolicy,
+    ReconcileSchedule,
+    phase_of,
+)
+from marketbus.shared.names import Feed, timeframe_ms
 from marketbus.shared.schema import OHLCV, Book, MarketMessage, StatusEvent, Trade
 
 TRADE_ID_MEMORY = 10_000
@@ -56,7 +65,9 @@ class FetchCandles:
 
     after_ms: int | None
     until_ms: int
-    purpose: Literal["backfill", "missed"]
+    purpose: Literal["backfill", "missed", "reconcile"]
+    limit: int | None = None
+    """How many of the newest candles the first page needs (None: a full page)."""
 
 
 RestRequest: TypeAlias = FetchCandles
@@ -153,24 +164,44 @@ class OhlcvHandler(FeedHandler):
     candles over REST are final and win over ccxt's rows. While the socket is down
     (`on_down` until data flows again) the clock closes nothing: the forming candle's
     last updates are missing, and its final values are fetched with the skipped ones.
+
+    With a *reconcile* policy every candle sent closed is checked once more over REST
+    when its `ReconcileSchedule` says so; `corrections` counts what those checks sent.
     """
 
-    def __init__(self, feed: Feed, close_grace_ms: int) -> None:
+    def __init__(
+        self, feed: Feed, close_grace_ms: int, reconcile: ReconcilePolicy | None = None
+    ) -> None:
         timeframe = feed.timeframe
         if timeframe is None:
             raise ValueError(f"{feed.name} is not an ohlcv feed")
         super().__init__(feed)
-        self._tracker = CandleTracker(feed.exchange, feed.symbol, timeframe, close_grace_ms)
+        self._schedule: ReconcileSchedule | None = None
+        memory = CLOSED_MEMORY
+        if reconcile is not None:
+            self._schedule = ReconcileSchedule(reconcile, phase_of(feed.name, reconcile.every_ms))
+            memory = max(memory, _candles_within(reconcile, timeframe))
+        self._tracker = CandleTracker(
+            feed.exchange, feed.symbol, timeframe, close_grace_ms, memory=memory
+        )
         self._live = True
         self._where = f"{feed.name} ohlcv"
         self._held: _Held | None = None
         self._awaiting = 0
         self._fetched: dict[int, Row] = {}
         self._stream_newest: Row | None = None
+        self._checks: dict[FetchCandles, Check] = {}
+        self.corrections = 0
+        """Candles re-sent closed because the exchange's REST values differed."""
 
     @property
     def tracker(self) -> CandleTracker:
         return self._tracker
+
+    @property
+    def schedule(self) -> ReconcileSchedule | None:
+        """When this feed's closed candles are checked (None: reconciliation is off)."""
+        return self._schedule
 
     @property
     def live(self) -> bool:
@@ -191,16 +222,24 @@ class OhlcvHandler(FeedHandler):
         missed = self._tracker.missing(rows, refetch_forming=not self._live)
         if not missed:
             self._held, self._awaiting = None, 0
-            return self._apply(rows, now_ms, recv_ns)
+            messages = self._apply(rows, now_ms, recv_ns)
+            self._check_due(now_ms)
+            return messages
         period = self._tracker.period_ms
         self._held = _Held(rows, now_ms, recv_ns)
         self._fetched = {}
-        self._requests = [FetchCandles(start - period, end, "missed") for start, end in missed]
-        self._awaiting = len(self._requests)
+        self._requests = [r for r in self._requests if r.purpose == "reconcile"]
+        self._requests += [FetchCandles(start - period, end, "missed") for start, end in missed]
+        self._awaiting = len(missed)
         return []
 
     def on_clock(self, now_ms: int, recv_ns: int) -> Sequence[MarketMessage]:
-        return self._tracker.tick(now_ms, recv_ns) if self._live else []
+        if not self._live:
+            return []
+        messages = self._tracker.tick(now_ms, recv_ns)
+        self._schedule_closes(messages, now_ms)
+        self._check_due(now_ms)
+        return messages
 
     def on_down(self) -> None:
         self._live = False
@@ -210,6 +249,8 @@ class OhlcvHandler(FeedHandler):
     ) -> Sequence[MarketMessage]:
         if request.purpose == "backfill":
             return self._backfilled(result, recv_ns)
+        if request.purpose == "reconcile":
+            return self._reconciled(request, result, recv_ns)
         held = self._held
         if held is None or self._awaiting == 0:
             return super().on_rest(request, result, recv_ns)
@@ -219,12 +260,65 @@ class OhlcvHandler(FeedHandler):
             return []
         fetched, self._fetched, self._held = self._fetched, {}, None
         rows = [r for r in held.rows if r[0] not in fetched] + list(fetched.values())
-        return self._apply(rows, held.now_ms, held.recv_ns)
+        return self._apply(rows, held.now_ms, held.recv_ns, final=fetched.keys())
 
-    def _apply(self, rows: list[Row], now_ms: int, recv_ns: int) -> list[OHLCV]:
-        messages = self._tracker.update(rows, now_ms, recv_ns)
+    def _apply(
+        self, rows: list[Row], now_ms: int, recv_ns: int, final: Collection[int] = ()
+    ) -> list[OHLCV]:
+        messages = self._tracker.update(rows, now_ms, recv_ns, final=final)
         self._live = True
+        self._schedule_closes(messages, now_ms)
         return messages
+
+    def _schedule_closes(self, messages: Sequence[OHLCV], now_ms: int) -> None:
+        """Every candle sent closed (first close, or REST values fetched just after its
+        end, maybe not final yet) waits for its check."""
+        schedule = self._schedule
+        if schedule is None:
+            return
+        for message in messages:
+            if message.closed and message.ts_ms is not None:
+                schedule.closed(message.ts_ms, now_ms)
+
+    def _check_due(self, now_ms: int) -> None:
+        """Ask for the due check, if any: one fetch of the candles it covers."""
+        schedule = self._schedule
+        if schedule is None or self._held is not None:
+            return  # candles held for skipped periods: check once they are applied
+        check = schedule.due(now_ms)
+        if check is None:
+            return
+        period = self._tracker.period_ms
+        forming = self._tracker.forming
+        newest = max(check.last_ms, forming[0] if forming is not None else check.last_ms)
+        # The first page (the newest candles, forming one included) reaches the oldest.
+        limit = min(MAX_UNCHECKED, (newest - check.first_ms) // period + 2)
+        request = FetchCandles(check.first_ms - period, check.last_ms + period, "reconcile", limit)
+        self._checks[request] = check
+        self._requests.append(request)
+
+    def _reconciled(
+        self, request: FetchCandles, result: RestResult, recv_ns: int
+    ) -> Sequence[MarketMessage]:
+        check = self._checks.pop(request, None)
+        schedule = self._schedule
+        if check is None or schedule is None:
+            return super().on_rest(request, result, recv_ns)
+        if isinstance(result, RestFailed):
+            schedule.answered(check, ok=result.unsupported)
+            if not result.unsupported:
+                detail = f"candle check failed, retried at the next slot: {result.reason}"
+                self._notices.append(Notice(detail))
+            return []
+        schedule.answered(check, ok=True)
+        corrections = self._tracker.reconcile(result, check.covers, recv_ns)
+        self.corrections += len(corrections)
+        if corrections:
+            stamps = ", ".join(str(c.ts_ms) for c in corrections)
+            self._notices.append(
+                Notice(f"corrected {len(corrections)} closed candle(s) from REST: {stamps}")
+            )
+        return corrections
 
     def _backfilled(self, result: RestResult, recv_ns: int) -> Sequence[MarketMessage]:
         if isinstance(result, RestFailed):
@@ -266,6 +360,13 @@ class OhlcvHandler(FeedHandler):
             self._notices.append(Notice(detail, "error", error=True))
         for row in got:
             self._fetched[row[0]] = row
+
+
+def _candles_within(policy: ReconcilePolicy, timeframe: str) -> int:
+    """How many closed candles can wait for their check at most: those of `after_ms` plus
+    two `every_ms` (a slot just missed), capped at what a check may cover."""
+    period = timeframe_ms(timeframe)
+    return min(MAX_UNCHECKED, (policy.after_ms + 2 * policy.every_ms) // period + 2)
 
 
 def _row_of(message: MarketMessage | None) -> Row | None:
@@ -403,11 +504,16 @@ class BookHandler(FeedHandler):
 
 
 def handler_for(
-    feed: Feed, *, close_grace_ms: int, book_depth: int, book_interval_ms: int
+    feed: Feed,
+    *,
+    close_grace_ms: int,
+    book_depth: int,
+    book_interval_ms: int,
+    reconcile: ReconcilePolicy | None = None,
 ) -> FeedHandler:
-    """The handler for *feed*'s kind."""
+    """The handler for *feed*'s kind (*reconcile*: how candles are checked, None: off)."""
     if feed.timeframe is not None:
-        return OhlcvHandler(feed, close_grace_ms)
+        return OhlcvHandler(feed, close_grace_ms, reconcile)
     if feed.kind == "ticker":
         return TickerHandler(feed)
     if feed.kind == "trades":

@@ -8,7 +8,8 @@ and the metrics live in a registry of their own (no process-wide default registr
 Per feed (labels ``exchange``, ``kind``, ``feed``):
 ``marketbus_producer_messages_published_total``, ``..._messages_dropped_total``,
 ``..._errors_total``, ``..._reconnects_total``, ``..._last_message_age_seconds``,
-``..._feed_connected`` (1 while data arrives). Per process: ``..._queue_depth``,
+``..._feed_connected`` (1 while data arrives), ``..._candle_corrections_total``
+(closed candles re-sent with the exchange's REST values). Per process: ``..._queue_depth``,
 ``..._publish_latency_seconds`` (histogram: ccxt handed the data over -> Redis
 acknowledged it), ``..._lease_held`` (1 while this producer may write).
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 from marketbus.producer.stats import FeedCounters, LatencyHistogram
 from marketbus.shared.errors import ConfigError
-from marketbus.shared.names import STATUS, Feed, exchange_of, is_status_name
+from marketbus.shared.names import STATUS, Feed, exchange_of, is_status_name, timeframe_of
 
 PREFIX = "marketbus_producer_"
 
@@ -82,6 +83,11 @@ class _Collector:
         connected = GaugeMetricFamily(
             PREFIX + "feed_connected", "1 while the feed receives data", labels=labels
         )
+        corrections = CounterMetricFamily(
+            PREFIX + "candle_corrections",
+            "Closed candles re-sent because the exchange's REST values differed",
+            labels=labels,
+        )
         now_ms = time.time_ns() // 1_000_000
         for name, c in list(self.source.feeds().items()):
             values = self._labels_of(name)
@@ -93,7 +99,9 @@ class _Collector:
                 age.add_metric(values, max(0.0, (now_ms - c.last_message_ms) / 1000))
             if not is_status_name(name):
                 connected.add_metric(values, 1.0 if c.state == "connected" else 0.0)
-        yield from (published, dropped, errors, reconnects, age, connected)
+            if timeframe_of(values[1]) is not None:
+                corrections.add_metric(values, c.corrections)
+        yield from (published, dropped, errors, reconnects, age, connected, corrections)
         yield GaugeMetricFamily(
             PREFIX + "queue_depth", "Messages waiting for Redis", value=self.source.queue_depth()
         )

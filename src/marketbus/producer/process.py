@@ -327,6 +327,7 @@ class Producer:
                 close_grace_ms=settings.close_grace_ms,
                 book_depth=run.config.book_depth,
                 book_interval_ms=run.config.book_interval_ms,
+                reconcile=settings.reconcile_policy(),
             )
 
     async def _backfill(self, run: _ExchangeRun, last: dict[str, Tail | None]) -> None:

@@ -22,7 +22,15 @@ data arrives, else the kind of the last failure."""
 class FeedCounters:
     """Mutable per-feed counters owned by the producer (snapshotted into `FeedStats`)."""
 
-    __slots__ = ("dropped", "errors", "last_message_ms", "published", "reconnects", "state")
+    __slots__ = (
+        "corrections",
+        "dropped",
+        "errors",
+        "last_message_ms",
+        "published",
+        "reconnects",
+        "state",
+    )
 
     def __init__(self) -> None:
         self.published = 0
@@ -30,6 +38,8 @@ class FeedCounters:
         self.errors = 0
         self.reconnects = 0
         self.dropped = 0
+        self.corrections = 0
+        """Closed candles re-sent with the exchange's REST values (ohlcv feeds)."""
         self.state: FeedState = "starting"
 
 
@@ -42,6 +52,7 @@ class FeedStats(msgspec.Struct, frozen=True, kw_only=True):
     errors: int
     reconnects: int
     dropped: int
+    corrections: int = 0
 
 
 def snapshot(counters: FeedCounters) -> FeedStats:
@@ -52,6 +63,7 @@ def snapshot(counters: FeedCounters) -> FeedStats:
         errors=counters.errors,
         reconnects=counters.reconnects,
         dropped=counters.dropped,
+        corrections=counters.corrections,
     )
 
 
@@ -118,7 +130,8 @@ class LatencyHistogram:
 
 class FeedHeartbeat(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One feed in a heartbeat. ``age_s``: seconds since its last message was written
-    (null before the first one)."""
+    (null before the first one); ``corrections``: closed candles re-sent with the
+    exchange's REST values."""
 
     state: str
     msgs: int = 0
@@ -126,6 +139,7 @@ class FeedHeartbeat(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     errors: int = 0
     reconnects: int = 0
     dropped: int = 0
+    corrections: int = 0
 
 
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -166,6 +180,7 @@ def heartbeat_detail(
             errors=c.errors,
             reconnects=c.reconnects,
             dropped=c.dropped,
+            corrections=c.corrections,
         )
     beat = Heartbeat(queued=queued, feeds=feeds, lease=lease)
     return _heartbeat_encoder.encode(beat).decode()

@@ -34,6 +34,7 @@ from typing import Any
 
 import ccxt
 import ccxt.pro
+from ccxt.async_support.base.ws.cache import ArrayCacheByTimestamp
 
 from marketbus.producer.config import ExchangeConfig, ProducerSettings
 from marketbus.producer.feeds import FeedHandler, Notice, RestFailed, RestRequest, RestResult
@@ -208,6 +209,9 @@ class Subscription:
         kind = self.kind
         timeframe = timeframe_of(kind)
         if timeframe is not None:
+            if self.exchange_id == "bingx":
+                for symbol in self.symbols:
+                    keep_bingx_spot_candles(exchange, symbol, timeframe)
             if not self.batch:
                 return [
                     (
@@ -234,6 +238,29 @@ class Subscription:
             return [(self.feeds[0].symbol, await exchange.watch_order_book(self.feeds[0].symbol))]
         book = await exchange.watch_order_book_for_symbols(self.symbols)
         return [(book["symbol"], book)]
+
+
+def keep_bingx_spot_candles(exchange: Exchange, symbol: str, timeframe: str) -> None:
+    """Make ccxt 4.5.90's bingx spot keep one OHLCV cache per symbol and timeframe.
+
+    Its ``handle_ohlcv`` looks the cache up under the raw interval (``1min``) but stores
+    it under the unified one (``1m``), so every frame starts a new cache holding that
+    frame's candle only: when a candle's final update and the next candle's first frame
+    arrive before the next ``watch_ohlcv`` call, the final one is gone, and the candle
+    would close with the values seen before. Storing the one cache under both names
+    lets ccxt keep it (and return both rows). Called before each watch: ccxt empties
+    ``ohlcvs`` when it cleans its websocket data.
+    """
+    market = exchange.market(symbol)
+    raw = exchange.options.get("spot", {}).get("timeframes", {}).get(timeframe)
+    if not market.get("spot") or raw is None or raw == timeframe:
+        return
+    by_timeframe = exchange.ohlcvs.setdefault(market["symbol"], {})
+    cache = by_timeframe.get(timeframe)
+    if cache is None:
+        limit = exchange.safe_integer(exchange.options, "OHLCVLimit", 1000)
+        cache = by_timeframe[timeframe] = ArrayCacheByTimestamp(limit)
+    by_timeframe[raw] = cache
 
 
 def subscriptions(exchange: Exchange, feeds: Sequence[Feed], batch: bool) -> list[Subscription]:
@@ -571,19 +598,25 @@ async def load_markets(exchange: Exchange, attempts: int, backoff: BackoffState)
 
 
 async def fetch_closed_candles(
-    exchange: Exchange, feed: Feed, after_ms: int | None, now_ms: int, max_candles: int
+    exchange: Exchange,
+    feed: Feed,
+    after_ms: int | None,
+    now_ms: int,
+    max_candles: int,
+    first_page: int | None = None,
 ) -> list[Row]:
     """Closed candles of *feed* opened after *after_ms* and ended by *now_ms*, over REST.
 
-    Asks for the latest page first (no ``since``: every exchange answers that), then
-    pages backwards until *after_ms* or *max_candles* is reached. With no *after_ms*
-    (an empty stream) one page is enough.
+    Asks for the latest page first (no ``since``: every exchange answers that; its
+    size *first_page*, else 1000), then pages backwards until *after_ms* or
+    *max_candles* is reached. With no *after_ms* (an empty stream) one page is enough.
     """
     timeframe = feed.timeframe
     assert timeframe is not None
     period = exchange.parse_timeframe(timeframe) * 1000
     where = f"{feed.name} fetch_ohlcv"
-    collected = ohlcv_rows(await exchange.fetch_ohlcv(feed.symbol, timeframe, limit=1000), where)
+    limit = first_page or 1000
+    collected = ohlcv_rows(await exchange.fetch_ohlcv(feed.symbol, timeframe, limit=limit), where)
     page = len(collected)
     while (
         after_ms is not None
@@ -617,7 +650,10 @@ async def serve(
     out: list[MarketMessage] = []
     for request in handler.take_requests():
         result = await fetch(exchange, handler.feed, request, max_candles)
-        out.extend(handler.on_rest(request, result, time.time_ns()))
+        answered = handler.on_rest(request, result, time.time_ns())
+        if request.purpose == "reconcile":
+            counters.corrections += len(answered)  # a candle check sends only corrections
+        out.extend(answered)
     for notice in handler.take_notices():
         report(handler.feed, notice, counters, status)
     return out
@@ -631,7 +667,7 @@ async def fetch(
         return RestFailed(f"{exchange.id} has no fetchOHLCV", unsupported=True)
     try:
         return await fetch_closed_candles(
-            exchange, feed, request.after_ms, request.until_ms, max_candles
+            exchange, feed, request.after_ms, request.until_ms, max_candles, request.limit
         )
     except (ccxt.BaseError, NormalizeError) as exc:
         return RestFailed(str(exc))

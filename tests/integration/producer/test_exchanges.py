@@ -39,9 +39,6 @@ KNOWN_ISSUES = {
     "kucoinfutures": "test artifact: ccxt sends kucoin's kline window end as its own wall "
     "clock (`to = milliseconds()`), behind the simulator's accelerated clock, so a candle "
     "the socket skipped at start-up is not found over REST (reported as an error event)",
-    "bingx": "ccxt 4.5.90's bingx spot OHLCV cache holds only the latest candle: when a "
-    "candle's final update and the next candle's first arrive in one read, the final one is "
-    "never returned, so that candle closes with the values seen before (~1 run in 5 here)",
 }
 
 

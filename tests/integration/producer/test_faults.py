@@ -9,9 +9,11 @@ simulator's; okx keeps flowing throughout.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
@@ -262,13 +264,63 @@ async def test_refused_subscriptions_are_retried_until_accepted(
     assert any("refused" in e.detail for e in await rig.events("error"))
 
 
-async def test_a_delay_longer_than_the_staleness_deadline_is_recovered(
-    rig: Rig, caplog: pytest.LogCaptureFixture
-) -> None:
-    async def fault() -> None:
-        rig.faulted.faults.delay(STALE_S * 3)
-        await rig.wait_events("stale")
-        rig.faulted.faults.delay(0)
+@pytest.fixture
+async def reconciling_rig(redis_url: str) -> AsyncIterator[Rig]:
+    """The rig, with candles checked against REST every 0.5 s (0.3 s after each close)."""
+    async with (
+        SimServer("binance", ["BTC/USDT"], rate=40, seed=5, warmup_s=20) as faulted,
+        SimServer("okx", ["BTC/USDT"], rate=40, seed=6) as healthy,
+    ):
+        base = config(redis_url, faulted, healthy)
+        settings = msgspec.structs.replace(
+            base.producer, reconcile_after_ms=300, reconcile_every_ms=500
+        )
+        async with Producer(msgspec.structs.replace(base, producer=settings)) as producer:
+            redis = aioredis.Redis.from_url(redis_url)
+            rig = Rig(faulted, healthy, producer, redis)
+            try:
+                await rig.wait_flowing(rig.binance() + rig.okx(), "every feed flowing")
+                yield rig
+            finally:
+                await redis.aclose()
 
-    await recover(rig, fault)
+
+async def test_a_delay_longer_than_the_staleness_deadline_is_recovered(
+    reconciling_rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Frames held 1.2 s: the clock (0.3 s grace) closes candles before their final
+    updates arrive, and those late updates are not re-sent; reconciliation corrects
+    them from REST. As `recover`, except that its candle check is awaited: the stream
+    must equal the exchange's candles within one reconciliation (a check every 0.5 s),
+    while a candle the clock closed a moment ago may still wait for its check."""
+    rig = reconciling_rig
+    okx_before = rig.published(rig.okx())
+    rig.faulted.faults.delay(STALE_S * 3)
+    await rig.wait_events("stale")
+    rig.faulted.faults.delay(0)
+    await rig.wait_flowing(rig.binance(), "binance feeds to flow again")
+    await rig.wait_flowing(rig.okx(), "okx still flowing")
+    for name in rig.okx():
+        stats = rig.producer.stats[name]
+        assert stats.published > okx_before[name]
+        assert (stats.state, stats.errors) == ("connected", 0), name
+        assert stats.reconnects <= 1, name  # as in `recover`
+
+    async def reconciled() -> bool:
+        try:
+            await rig.check_candles()
+        except AssertionError:
+            return False
+        return True
+
+    await wait_until(reconciled, what="the candle stream equal to the exchange's")
+    assert rig.producer.failure is None
+    # A loop may have had a second outage meanwhile (see `once_per_outage`): count the
+    # outages once they are over.
+    await rig.wait_flowing(rig.binance(), "binance feeds flowing after the check")
     assert once_per_outage(caplog, "stale")
+    name = "md:binance:ohlcv.1s:BTC/USDT"
+    sends = Counter(c.ts_ms for c in await messages(rig.redis, name) if isinstance(c, OHLCV))
+    assert max(sends.values()) <= 3, (
+        "closed once, corrected at most by REST after the stall and one check"
+    )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from collections import Counter
+
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from marketbus.producer.candles import CandleTracker
@@ -54,13 +56,39 @@ def test_clock_closes_after_end_plus_grace_exactly_once() -> None:
     assert summary(t.update([row(P)], now_ms=P + GRACE + 3000, recv_ns=1)) == [(P, 1.0, False)]
 
 
-def test_a_correction_of_a_closed_candle_is_resent_closed() -> None:
+def test_socket_updates_of_a_closed_candle_are_not_resent_only_rest_corrects_it() -> None:
     t = tracker()
     t.update([row(0, 1.0)], now_ms=1, recv_ns=1)
     t.update([row(P, 2.0)], now_ms=P + 1, recv_ns=1)
-    assert summary(t.update([row(0, 1.5)], now_ms=P + 2, recv_ns=1)) == [(0, 1.5, True)]
-    assert t.update([row(0, 1.5)], now_ms=P + 3, recv_ns=1) == []
-    assert t.forming == row(P, 2.0)
+    assert t.update([row(0, 1.5)], now_ms=P + 2, recv_ns=1) == []
+    assert t.update([row(0, 1.6)], now_ms=P + 3, recv_ns=1) == []
+    assert t.late_updates == 2 and t.forming == row(P, 2.0)
+    # The exchange's final values over REST: one correction, same open time, closed.
+    assert summary(t.reconcile([row(0, 1.5), row(P, 9.0)], {0}, recv_ns=1)) == [(0, 1.5, True)]
+    assert t.reconcile([row(0, 1.5)], {0}, recv_ns=1) == [], "equal values: nothing to send"
+    # REST rows fetched after an outage are final too and correct a closed period.
+    assert summary(t.update([row(0, 1.7)], P + 4, 1, final={0})) == [(0, 1.7, True)]
+
+
+def test_a_lagging_exchange_closes_each_period_once_and_settles_it_once() -> None:
+    """The exchange is 5 s behind the clock (grace 2 s): the clock closes each candle,
+    the late updates of that period are held, and its final values are sent once, when
+    the exchange's next period begins (not once per late update)."""
+    t = tracker()
+    lag = 5_000
+    closed: list[OHLCV] = []
+    for second in range(0, 4 * 60):
+        now = second * 1000
+        exchange_now = now - lag
+        if exchange_now >= 0:
+            ts = exchange_now // P * P
+            closed += [m for m in t.update([row(ts, float(second))], now, 1) if m.closed]
+        closed += t.tick(now, 1)
+    assert [m.ts_ms for m in closed] == [0, 0, P, P, 2 * P, 2 * P]
+    final = {m.ts_ms: m.close for m in closed}
+    assert final == {k * P: float((k + 1) * 60 + 4) for k in range(3)}, "the last update"
+    assert all(a.close != b.close for a, b in zip(closed[::2], closed[1::2], strict=True))
+    assert t.late_updates == 3 * 2, "2 s of late updates per period (5 s lag, 2 s grace)"
 
 
 def test_a_row_already_over_when_first_seen_is_sent_closed() -> None:
@@ -93,35 +121,60 @@ def test_no_hole_without_a_reference_candle() -> None:
     assert t.missing([row(6 * P)]) == []
 
 
-def test_memory_is_bounded_and_forgotten_candles_count_as_corrections() -> None:
+def test_memory_is_bounded_and_forgotten_candles_are_not_corrected() -> None:
     t = tracker(memory=2)
     t.seed_closed([row(0), row(P), row(2 * P)])
-    assert summary(t.update([row(0)], now_ms=3 * P, recv_ns=1)) == [(0, 1.0, True)]
+    assert t.update([row(0)], now_ms=3 * P, recv_ns=1) == []
+    assert t.reconcile([row(0, 5.0)], {0}, recv_ns=1) == [], "what was sent is unknown"
     assert t.last_closed_ms == 2 * P
 
 
+@example(steps=[(0, 2.0, 62000), (0, 1.0, 0), (0, 2.0, 0)])  # failed before: A->B->A
+@example(steps=[(0, 1.0, 0), (0, 2.0, 62000), (1, 1.0, 0)])
 @given(st.lists(st.tuples(st.integers(0, 20), st.floats(1, 2), st.integers(0, 3 * P)), min_size=1))
 def test_each_candle_closes_once_when_data_moves_forward(
     steps: list[tuple[int, float, int]],
 ) -> None:
-    """Forward-moving data (the usual case) never closes a candle twice with equal values,
-    and every closed candle carries the last values seen for it."""
+    """Each period is sent closed once with the values seen when it closed, plus at most
+    one settling correction: a candle the clock closed takes the last values the socket
+    gave it before showing a newer period. (The property used to expect every later
+    socket value re-sent closed, so a correction A->B->A repeated a key.)"""
     t = tracker()
     now = 0
     period = 0
-    closed: list[OHLCV] = []
-    last_values: dict[int, float] = {}
+    sends: Counter[int] = Counter()
+    last_sent: dict[int, float | None] = {}
+    seen: dict[int, float] = {}
+    expected: dict[int, float] = {}
+    clock_closed: set[int] = set()  # closed by the clock, no newer period shown since
+
+    def sent(messages: list[OHLCV], row_ts: int | None = None) -> None:
+        for m in messages:
+            if not m.closed:
+                continue
+            assert m.ts_ms is not None
+            sends[m.ts_ms] += 1
+            last_sent[m.ts_ms] = m.close
+            if m.ts_ms not in expected:  # its first close
+                expected[m.ts_ms] = seen[m.ts_ms]
+                if row_ts is None or m.ts_ms == row_ts:  # by the clock / over when seen
+                    clock_closed.add(m.ts_ms)
+
     for advance, close, dt in steps:
         period += advance
         now = max(now + dt, period * P)
-        out = t.update([row(period * P, close)], now_ms=now, recv_ns=1)
-        last_values[period * P] = close
-        closed.extend(m for m in out if m.closed)
-    closed.extend(t.tick(now + P + GRACE, 1))
-    keys = [(m.ts_ms, m.close) for m in closed]
-    assert len(keys) == len(set(keys))
-    final = {m.ts_ms: m.close for m in closed}
-    assert final == last_values
+        sent(t.tick(now, 1))  # the clock passes first, as it does between rows
+        ts = period * P
+        for p in [p for p in clock_closed if p < ts]:  # the exchange moved on: settled
+            expected[p] = seen[p]
+            clock_closed.discard(p)
+        if ts not in expected or ts in clock_closed:
+            seen[ts] = close
+        sent(t.update([row(ts, close)], now_ms=now, recv_ns=1), row_ts=ts)
+    sent(t.tick(now + P + GRACE, 1))
+    assert max(sends.values()) <= 2, "closed once, settled at most once"
+    assert last_sent == expected
+    assert set(expected) == set(seen), "every period seen was closed"
 
 
 def test_missing_periods_are_found_before_and_between_rows() -> None:
@@ -149,6 +202,7 @@ def test_a_candle_the_clock_closed_during_an_unnoticed_outage_is_fetched_again()
     assert summary(t.tick(P + GRACE, 1)) == [(0, 1.0, True)]  # no final row: socket dead
     assert t.missing([row(3 * P)], refetch_forming=True) == [(0, 3 * P)]
     # The fetched final values correct it (re-sent closed), then the rest follows in order.
-    out = t.update([row(0, 2.0), row(P), row(2 * P), row(3 * P)], now_ms=3 * P + 1, recv_ns=1)
+    fetched = [row(0, 2.0), row(P), row(2 * P)]
+    out = t.update([*fetched, row(3 * P)], 3 * P + 1, 1, final={r[0] for r in fetched})
     assert [s for s in summary(out) if s[2]] == [(0, 2.0, True), (P, 1.0, True), (2 * P, 1.0, True)]
     assert t.missing([row(4 * P)], refetch_forming=True) == [(3 * P, 4 * P)]
