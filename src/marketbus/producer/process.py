@@ -354,7 +354,16 @@ class Producer:
         assert self._publisher is not None
         self._publisher.submit(feed, message)
 
-    def _status(self, exchange: str, event: StatusEvent, feed: str | None, detail: str) -> None:
+    def _status(
+        self,
+        exchange: str,
+        event: StatusEvent,
+        feed: str | None,
+        detail: str,
+        *,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+    ) -> None:
         message = Status(
             exchange=exchange,
             ts_ms=None,
@@ -362,6 +371,8 @@ class Producer:
             event=event,
             feed=feed,
             detail=detail,
+            from_ms=from_ms,
+            to_ms=to_ms,
         )
         self._submit(status_name(self._ns, exchange), message)
 
