@@ -368,6 +368,13 @@ def after_last(trade: Trade, last_ms: int | None, last_id: str | None) -> bool:
     return trade.id != last_id
 
 
+def exchange_order(trade: Trade) -> tuple[int, int, str]:
+    """Sort key of exchange order: time, then numeric id (exchanges number trades in
+    order), then the id as text."""
+    tid = trade.id or ""
+    return (trade.ts_ms or 0, int(tid) if tid.isdigit() else 0, tid)
+
+
 class TradesHandler(FeedHandler):
     """Trades: one message per ccxt batch, every trade kept once (deduplicated by id),
     and what the socket missed recovered over REST.
@@ -433,12 +440,12 @@ class TradesHandler(FeedHandler):
             return super().on_trades(request, result, recv_ns)
         self._live = True
         last_ms, last_id = self.newest_ms, self.newest_id
-        first_live = _first_ts(
-            t for batch in held for t in batch.trades if after_last(t, last_ms, last_id)
-        )
+        unseen = [t for b in held for t in b.trades if after_last(t, last_ms, last_id)]
+        first_live = min(unseen, key=exchange_order, default=None)
         out: list[MarketMessage] = []
         if isinstance(result, RestFailed):
-            self._gap(first_live, f"not re-fetched ({result.reason})")
+            to_ms = None if first_live is None else first_live.ts_ms
+            self._gap(to_ms, f"not re-fetched ({result.reason})")
         else:
             out += self._recovered(result.trades, first_live, recv_ns)
         for batch in held:
@@ -446,24 +453,28 @@ class TradesHandler(FeedHandler):
         return out
 
     def _recovered(
-        self, fetched: tuple[Trade, ...], first_live: int | None, recv_ns: int
+        self, fetched: tuple[Trade, ...], first_live: Trade | None, recv_ns: int
     ) -> list[MarketMessage]:
-        """Messages of the fetched trades not published yet; a gap notice for what the
-        REST window no longer held."""
+        """Messages of the fetched trades between the last published one and the first
+        held live one (later ones arrive live); a gap notice for what the REST window
+        no longer held."""
         last_ms, last_id = self.newest_ms, self.newest_id
         reaches = last_ms is None or any(
             (last_id is not None and t.id == last_id) or (t.ts_ms is not None and t.ts_ms < last_ms)
             for t in fetched
         )
+        live_ms = None if first_live is None else first_live.ts_ms
+        live_id = None if first_live is None else first_live.id
         later = tuple(
             t
             for t in fetched
             if after_last(t, last_ms, last_id)
-            and (t.id is not None or first_live is None or (t.ts_ms or 0) < first_live)
+            and (first_live is None or not (t.id == live_id or after_last(t, live_ms, live_id)))
+            and (t.id is not None or live_ms is None or (t.ts_ms or 0) < live_ms)
         )
         fresh = self.ids.fresh(later)
         if not reaches:
-            self._gap(_first_ts(fresh) or first_live, "beyond the exchange's REST window")
+            self._gap(_first_ts(fresh) or live_ms, "beyond the exchange's REST window")
         self.recovered += len(fresh)
         if fresh:
             self._notices.append(

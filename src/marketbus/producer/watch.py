@@ -46,6 +46,7 @@ from marketbus.producer.feeds import (
     RestFailed,
     RestRequest,
     RestResult,
+    exchange_order,
 )
 from marketbus.producer.normalize import Row, ohlcv_rows
 from marketbus.producer.stats import FeedCounters, FeedState
@@ -735,18 +736,12 @@ async def fetch_trades(
             params[how.cursor] = oldest.id
     except (ccxt.BaseError, NormalizeError) as exc:
         return RestFailed(f"{type(exc).__name__}: {exc}")
-    trades = sorted([*collected.values(), *anonymous], key=_order)
+    trades = sorted([*collected.values(), *anonymous], key=exchange_order)
     return FetchedTrades(tuple(trades))
 
 
 def _ts(trade: Trade) -> int:
     return trade.ts_ms or 0
-
-
-def _order(trade: Trade) -> tuple[int, int, str]:
-    """Exchange order: time, then numeric id (ids are numbered in order), then id."""
-    tid = trade.id or ""
-    return (_ts(trade), int(tid) if tid.isdigit() else 0, tid)
 
 
 def report(feed: Feed, notice: Notice, counters: FeedCounters, status: StatusSink) -> None:
