@@ -46,6 +46,8 @@ SHORT = 40
 """Trades made during a short outage: inside every window (with the live ones after)."""
 LIVE = 5
 """Trades made once the socket is back: they reveal the outage."""
+NUDGE_AFTER_POLLS = 20
+"""Polls of an unchanged stream (10 ms apart) after which `Rig.wait_published` trades once."""
 
 exchanges = pytest.mark.parametrize("exchange", list(SYMBOL))
 
@@ -95,13 +97,24 @@ class Rig:
         return found
 
     async def wait_published(self) -> None:
-        """Until the simulator's newest trade is in the stream."""
-        newest = str(self.truth[-1].id)
+        """Until the trades made so far are in the stream. ccxt hands a trade over only
+        when the watch call is waiting for it, else with the next frame, so when the
+        stream stops growing short of the target one more trade is made (a nudge)."""
+        target = str(self.truth[-1].id)
+        seen = {"count": -1, "still": 0}
 
         async def there() -> bool:
-            return any(i == newest for i, _ in await self.published())
+            ids = [i for i, _ in await self.published()]
+            if target in ids:
+                return True
+            seen["still"] = seen["still"] + 1 if len(ids) == seen["count"] else 0
+            seen["count"] = len(ids)
+            if seen["still"] >= NUDGE_AFTER_POLLS:
+                seen["still"] = 0
+                self.trade(1)
+            return False
 
-        await wait_until(there, timeout_s=20, what=f"trade {newest} in {self.feed}")
+        await wait_until(there, timeout_s=20, what=f"trade {target} in {self.feed}")
 
     async def wait_subscribed(self, subscribed: bool = True) -> None:
         await self.sim.wait_for(lambda: self.sim.subscribed() == subscribed, timeout=20)
@@ -116,7 +129,9 @@ class Rig:
         ids = [i for i, _ in await self.published()]
         truth = [str(t.id) for t in self.truth]
         assert len(ids) == len(set(ids)), "a trade was published twice"
-        assert ids == truth[truth.index(ids[0]) :], "trades lost or out of order"
+        start = truth.index(ids[0])
+        assert ids == truth[start : start + len(ids)], "trades lost or out of order"
+        assert len(truth) - start - len(ids) <= 1, "only a last nudge may be unpublished"
         assert await self.gaps() == []
 
 
@@ -213,6 +228,7 @@ async def test_an_outage_beyond_the_rest_window_announces_exactly_the_hole(
     truth = [str(t.id) for t in rig.truth]
     hole = truth[truth.index(last_before[0]) + 1 : truth.index(after[0])]
     assert len(hole) >= 150, "at least what the window could not hold is missing"
-    assert ids == [i for i in truth[truth.index(ids[0]) :] if i not in set(hole)]
+    kept = [i for i in truth[truth.index(ids[0]) :] if i not in set(hole)]
+    assert ids == kept[: len(ids)] and len(kept) - len(ids) <= 1
     missing_ts = {t.ts_ms for t in rig.truth if str(t.id) in set(hole)}
     assert all(gap.from_ms < ts < gap.to_ms for ts in missing_ts)
