@@ -474,7 +474,8 @@ class TradesHandler(FeedHandler):
         )
         fresh = self.ids.fresh(later)
         if not reaches:
-            self._gap(_first_ts(fresh) or live_ms, "beyond the exchange's REST window")
+            first = _first_ts(fresh)
+            self._gap(live_ms if first is None else first, "beyond the exchange's REST window")
         self.recovered += len(fresh)
         if fresh:
             self._notices.append(
