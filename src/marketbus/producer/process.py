@@ -9,8 +9,9 @@ exits non-zero instead of running on half-dead.
 Start-up order: connect Redis, load and validate markets, take the exchanges' leases
 (waiting as hot standby if another producer holds them), choose the run from the
 streams, then write, each feed continuing from its stream's last entry (closed candles
-and trades the previous producer did not write are fetched over REST). Losing a lease stops the writer before its next batch and fails
-the producer with FencedError; nothing is flushed or released then.
+and trades the previous producer did not write are fetched over REST). Losing a lease
+stops the writer before its next batch and fails the producer with FencedError;
+nothing is flushed or released then.
 """
 
 from __future__ import annotations
