@@ -230,5 +230,7 @@ async def test_an_outage_beyond_the_rest_window_announces_exactly_the_hole(
     assert len(hole) >= 150, "at least what the window could not hold is missing"
     kept = [i for i in truth[truth.index(ids[0]) :] if i not in set(hole)]
     assert ids == kept[: len(ids)] and len(kept) - len(ids) <= 1
-    missing_ts = {t.ts_ms for t in rig.truth if str(t.id) in set(hole)}
-    assert all(gap.from_ms < ts < gap.to_ms for ts in missing_ts)
+    # The hole lies strictly between the trades at from_ms and to_ms (compared in the
+    # simulator's times: ccxt rounds kucoin's ns times to ms, sometimes 1 ms off).
+    ts = {str(t.id): t.ts_ms for t in rig.truth}
+    assert all(ts[last_before[0]] < ts[i] < ts[after[0]] for i in hole)
