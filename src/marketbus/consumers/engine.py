@@ -1143,10 +1143,12 @@ class Engine:
                     Gap(
                         feed=message.feed or state.name,
                         run=message.run,
-                        first_seq=None,
-                        last_seq=None,
+                        first_seq=message.first_seq,
+                        last_seq=message.last_seq,
                         reason="producer",
                         detail=message.detail,
+                        from_ms=message.from_ms,
+                        to_ms=message.to_ms,
                     ),
                     None,
                 )

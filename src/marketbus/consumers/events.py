@@ -18,7 +18,8 @@ class Gap(msgspec.Struct, frozen=True, kw_only=True):
     """Data of *feed* that this consumer does not have and cannot get back.
 
     ``first_seq .. last_seq`` (inclusive, within ``run``) is the missing range when it is
-    known; both are None when only the fact is known (e.g. a producer report).
+    known (a producer report carries it since wire contract v1.1 when the producer
+    dropped messages); both are None when only the fact is known.
 
     ``reason``:
     - ``evicted``: the stream cap removed the entries before they could be read;
@@ -38,6 +39,12 @@ class Gap(msgspec.Struct, frozen=True, kw_only=True):
     last_seq: int | None
     reason: GapReason
     detail: str = ""
+    from_ms: int | None = None
+    """``producer`` gaps of exchange data (e.g. trades beyond the exchange's REST window):
+    the exchange time of the last trade published before the hole; what is missing lies
+    strictly between ``from_ms`` and ``to_ms``. None when not known (older producers)."""
+    to_ms: int | None = None
+    """... and of the first trade published after it."""
 
     @property
     def count(self) -> int | None:

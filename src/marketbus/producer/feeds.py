@@ -6,7 +6,7 @@ Every kind (ticker, trades, book, ohlcv) implements the same interface, and the 
 - **in**: `FeedHandler.on_start` (the stream's newest message, before the first watch),
   `on_data` (this feed's part of one watch result), `on_clock` (time passed),
   `on_down` (the socket the feed was on failed: what it carried meanwhile is lost),
-  `on_rest` (the result of REST work the handler asked for);
+  `on_rest` / `on_trades` (the result of REST work the handler asked for);
 - **out**: the messages each call returns (run/seq unset), and, when `pending` says
   so, `take_requests` (REST work to do, as data) and `take_notices` (what to log,
   count and publish as status events), each returning and clearing its list.
@@ -24,11 +24,12 @@ features fit behind the same seam without changing the shell's side much:
   `ReconcileSchedule`) and sends a correction, closed, where the exchange's final
   values differ (`CandleTracker.reconcile`). A request raised by `on_clock` waits for
   the shell's next call after data of that feed (`pending`);
-- trade recovery: when trades flow again after `on_down`, the trades handler asks for
-  the window it announces as a ``gap`` today (a ``FetchTrades(since_ms, until_ms)``
-  request next to `FetchCandles`), holds the live batch, and on the answer sends the
-  recovered trades first (deduplicated by `TradeIds`), or the ``gap`` notice if the
-  fetch failed or the ids cannot be merged.
+- trade recovery (done): when trades flow again after `on_down`, or first flow after
+  a predecessor's last trade (`on_start`), the trades handler holds the live batch and
+  asks for the trades since the last one published (`FetchTrades`, answered through
+  `on_trades`); it sends the recovered trades first (deduplicated by `TradeIds`), and
+  a ``gap`` notice with ``from_ms``/``to_ms`` only for what the exchange's REST window
+  no longer held, or for the whole window if the fetch failed.
 
 Nothing here awaits or reads a clock.
 """
@@ -36,7 +37,7 @@ Nothing here awaits or reads a clock.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -51,7 +52,7 @@ from marketbus.producer.reconcile import (
     phase_of,
 )
 from marketbus.shared.names import Feed, timeframe_ms
-from marketbus.shared.schema import OHLCV, Book, MarketMessage, StatusEvent, Trade
+from marketbus.shared.schema import OHLCV, Book, MarketMessage, StatusEvent, Trade, Trades
 
 TRADE_ID_MEMORY = 10_000
 """Recent trade ids remembered per feed to drop trades ccxt repeats after a reconnect."""
@@ -71,7 +72,27 @@ class FetchCandles:
 
 
 RestRequest: TypeAlias = FetchCandles
-"""What a handler may ask the shell to fetch over REST (one class per kind of call)."""
+"""What a candle handler may ask the shell to fetch over REST (answered by `on_rest`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FetchTrades:
+    """REST work: the feed's trades since ``since_ms`` (exchange time, inclusive), as
+    far back as the exchange's REST window reaches, over ``fetch_trades``; None: the
+    latest page. Answered with `FetchedTrades` or `RestFailed` through `on_trades`."""
+
+    since_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedTrades:
+    """The answer to `FetchTrades`: the trades the exchange still had, oldest first."""
+
+    trades: tuple[Trade, ...]
+
+
+RestWork: TypeAlias = FetchCandles | FetchTrades
+"""Every kind of REST work a handler may ask for (`take_requests`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +118,10 @@ class Notice:
     detail: str
     event: StatusEvent | None = None
     error: bool = False
+    from_ms: int | None = None
+    """A ``gap`` of exchange data: the exchange time of the last trade published before it."""
+    to_ms: int | None = None
+    """... and of the first trade published after it."""
 
 
 class FeedHandler:
@@ -105,7 +130,7 @@ class FeedHandler:
 
     def __init__(self, feed: Feed) -> None:
         self.feed = feed
-        self._requests: list[RestRequest] = []
+        self._requests: list[RestWork] = []
         self._notices: list[Notice] = []
 
     @property
@@ -136,7 +161,13 @@ class FeedHandler:
         the messages it completes (data held back for it keeps its own times)."""
         raise ValueError(f"{self.feed.name}: {request!r} was not asked for by this handler")
 
-    def take_requests(self) -> list[RestRequest]:
+    def on_trades(
+        self, request: FetchTrades, result: FetchedTrades | RestFailed, recv_ns: int
+    ) -> Sequence[MarketMessage]:
+        """The answer to a `FetchTrades` request, like `on_rest`."""
+        raise ValueError(f"{self.feed.name}: {request!r} was not asked for by this handler")
+
+    def take_requests(self) -> list[RestWork]:
         """REST work to do now, in order; each answer goes back through `on_rest`."""
         requests, self._requests = self._requests, []
         return requests
@@ -228,7 +259,9 @@ class OhlcvHandler(FeedHandler):
         period = self._tracker.period_ms
         self._held = _Held(rows, now_ms, recv_ns)
         self._fetched = {}
-        self._requests = [r for r in self._requests if r.purpose == "reconcile"]
+        self._requests = [
+            r for r in self._requests if isinstance(r, FetchCandles) and r.purpose == "reconcile"
+        ]
         self._requests += [FetchCandles(start - period, end, "missed") for start, end in missed]
         self._awaiting = len(missed)
         return []
@@ -398,6 +431,9 @@ class TradeIds:
     def __len__(self) -> int:
         return len(self._seen)
 
+    def __contains__(self, trade_id: object) -> bool:
+        return trade_id in self._seen
+
     def fresh(self, trades: tuple[Trade, ...]) -> tuple[Trade, ...]:
         """The trades not seen before (trades without an id are always kept)."""
         kept: list[Trade] = []
@@ -415,60 +451,177 @@ class TradeIds:
         return tuple(kept)
 
 
-class TradesHandler(FeedHandler):
-    """Trades: one message per ccxt batch, every trade kept once (deduplicated by id).
+RECOVERED_PER_MESSAGE = 1000
+"""Recovered trades are published in messages of at most this many, oldest first."""
 
-    Trades made while the socket was down (`on_down`) never reach us: exchanges do not
-    replay them, and REST trade ids differ from the socket's on some exchanges, so they
-    cannot be merged safely. When trades flow again the window is announced as a
-    ``gap`` notice.
+
+def after_last(trade: Trade, last_ms: int | None, last_id: str | None) -> bool:
+    """Whether *trade* comes after the last published one (exchange time *last_ms*, id
+    *last_id*) in exchange order: a later time, or the same millisecond and a larger
+    numeric id (exchanges number trades in order; a non-numeric id at the same
+    millisecond counts as later and is left to `TradeIds` to drop if it was seen)."""
+    if last_ms is None or trade.ts_ms is None:
+        return True
+    if trade.ts_ms != last_ms:
+        return trade.ts_ms > last_ms
+    if last_id is None or trade.id is None:
+        return trade.id is not None  # an id-less trade at that very ms may be the last one
+    if trade.id.isdigit() and last_id.isdigit():
+        return int(trade.id) > int(last_id)
+    return trade.id != last_id
+
+
+def exchange_order(trade: Trade) -> tuple[int, int, str]:
+    """Sort key of exchange order: time, then numeric id (exchanges number trades in
+    order), then the id as text."""
+    tid = trade.id or ""
+    return (trade.ts_ms or 0, int(tid) if tid.isdigit() else 0, tid)
+
+
+class TradesHandler(FeedHandler):
+    """Trades: one message per ccxt batch, every trade kept once (deduplicated by id),
+    and what the socket missed recovered over REST.
+
+    The socket loses the trades made while it was down (`on_down`), and a new producer
+    starts after the last trade its predecessor published (`on_start`). Either way the
+    next live batch is held and the trades since the last published one are asked for
+    (`FetchTrades`); on the answer (`on_trades`) the ones that come after it (by time,
+    then id: `after_last`) and were not published yet (`TradeIds`) go out first, in
+    exchange order, then the held batch. Only what lies beyond the exchange's REST
+    window is announced, as a ``gap`` notice with the exchange times around the hole
+    (``from_ms``/``to_ms``): the window is known to reach back far enough when it holds
+    the last published trade or one before it.
     """
 
     def __init__(self, feed: Feed, memory: int = TRADE_ID_MEMORY) -> None:
         super().__init__(feed)
         self.ids = TradeIds(memory)
         self.duplicates = 0
+        self.recovered = 0
+        """Trades published from REST answers."""
         self._live = True
+        self._held: list[Trades] = []
         self.newest_ms: int | None = None
         """Exchange time of the newest trade published."""
+        self.newest_id: str | None = None
+        """Id of the newest trade published (None if it had none)."""
 
     @property
     def live(self) -> bool:
-        """False from `on_down` until trades flow again."""
+        """False from `on_down` (or a start after a predecessor) until trades flow again."""
         return self._live
+
+    def on_start(self, last: MarketMessage | None, now_ms: int) -> None:
+        """Continue after the stream's newest batch: its trades count as published, and
+        the next live batch waits for the ones made since (the hand-over window)."""
+        if not isinstance(last, Trades) or not last.trades:
+            return
+        self.ids.fresh(last.trades)
+        self._published(last.trades)
+        self._live = False
 
     def on_down(self) -> None:
         self._live = False
 
     def on_data(self, data: Any, now_ms: int, recv_ns: int) -> Sequence[MarketMessage]:
         batch = normalize.trades(self.feed.exchange, self.feed.symbol, data, recv_ns)
+        if not self._live and self.newest_ms is None:
+            self._live = True  # nothing published yet to continue from: nothing to fetch
+            self._gap(_first_ts(batch.trades), "nothing to recover them from")
+        if self._held or not self._live:
+            if not self._held:
+                self._requests.append(FetchTrades(self.newest_ms))
+            self._held.append(batch)
+            return []
+        return self._fresh(batch)
+
+    def on_trades(
+        self, request: FetchTrades, result: FetchedTrades | RestFailed, recv_ns: int
+    ) -> Sequence[MarketMessage]:
+        held, self._held = self._held, []
+        if not held:
+            return super().on_trades(request, result, recv_ns)
+        self._live = True
+        last_ms, last_id = self.newest_ms, self.newest_id
+        unseen = [t for b in held for t in b.trades if after_last(t, last_ms, last_id)]
+        first_live = min(unseen, key=exchange_order, default=None)
+        out: list[MarketMessage] = []
+        if isinstance(result, RestFailed):
+            to_ms = None if first_live is None else first_live.ts_ms
+            self._gap(to_ms, f"not re-fetched ({result.reason})")
+        else:
+            out += self._recovered(result.trades, first_live, recv_ns)
+        for batch in held:
+            out += self._fresh(batch)
+        return out
+
+    def _recovered(
+        self, fetched: tuple[Trade, ...], first_live: Trade | None, recv_ns: int
+    ) -> list[MarketMessage]:
+        """Messages of the fetched trades between the last published one and the first
+        held live one (later ones arrive live); a gap notice for what the REST window
+        no longer held."""
+        last_ms, last_id = self.newest_ms, self.newest_id
+        reaches = last_ms is None or any(
+            (last_id is not None and t.id == last_id) or (t.ts_ms is not None and t.ts_ms < last_ms)
+            for t in fetched
+        )
+        live_ms = None if first_live is None else first_live.ts_ms
+        live_id = None if first_live is None else first_live.id
+        later = tuple(
+            t
+            for t in fetched
+            if after_last(t, last_ms, last_id)
+            and (first_live is None or not (t.id == live_id or after_last(t, live_ms, live_id)))
+            and (t.id is not None or live_ms is None or (t.ts_ms or 0) < live_ms)
+        )
+        fresh = self.ids.fresh(later)
+        if not reaches:
+            first = _first_ts(fresh)
+            self._gap(live_ms if first is None else first, "beyond the exchange's REST window")
+        self.recovered += len(fresh)
+        if fresh:
+            self._notices.append(
+                Notice(f"recovered {len(fresh)} trade(s) the socket missed, over REST")
+            )
+        self._published(fresh)
+        ex, symbol = self.feed.exchange, self.feed.symbol
+        return [
+            normalize.trades_message(ex, symbol, fresh[i : i + RECOVERED_PER_MESSAGE], recv_ns)
+            for i in range(0, len(fresh), RECOVERED_PER_MESSAGE)
+        ]
+
+    def _gap(self, to_ms: int | None, why: str) -> None:
+        last = self.newest_ms
+        since = "the last trade published" if last is None else f"{last} (the last one published)"
+        until = "the first one after" if to_ms is None else f"{to_ms} (the first one after)"
+        detail = f"trades between {since} and {until}, exchange time in ms, may be missing: {why}"
+        self._notices.append(Notice(detail, "gap", from_ms=self.newest_ms, to_ms=to_ms))
+
+    def _fresh(self, batch: Trades) -> list[MarketMessage]:
+        """*batch* without the trades already published."""
         fresh = self.ids.fresh(batch.trades)
         self.duplicates += len(batch.trades) - len(fresh)
         if not fresh:
             return []
-        if len(fresh) == len(batch.trades):
-            message = batch
-        else:
-            message = normalize.trades_message(self.feed.exchange, self.feed.symbol, fresh, recv_ns)
-        if not self._live:
-            self._live = True
-            stamps = [t.ts_ms for t in fresh if t.ts_ms is not None]
-            window = _interruption(self.newest_ms, min(stamps, default=None))
-            self._notices.append(Notice(window, "gap"))
-        newest = message.ts_ms  # the batch's newest trade time
-        if newest is not None and (self.newest_ms is None or newest > self.newest_ms):
-            self.newest_ms = newest
-        return [message]
+        if len(fresh) != len(batch.trades):
+            batch = normalize.trades_message(
+                self.feed.exchange, self.feed.symbol, fresh, batch.recv_ns
+            )
+        self._published(fresh)
+        return [batch]
+
+    def _published(self, trades: tuple[Trade, ...]) -> None:
+        """Remember the newest of *trades* (exchange order) as the last one published."""
+        for trade in trades:
+            ts = trade.ts_ms
+            if ts is not None and (self.newest_ms is None or ts >= self.newest_ms):
+                self.newest_ms, self.newest_id = ts, trade.id
 
 
-def _interruption(after: int | None, before: int | None) -> str:
-    """The ``gap`` detail of trades that may be missing between two exchange times."""
-    since = "the last trade published" if after is None else f"{after} (the last one published)"
-    until = "the first one after" if before is None else f"{before} (the first one after)"
-    return (
-        f"the exchange stream was interrupted: trades between {since} and {until}, "
-        "exchange time in ms, may be missing; they are not re-fetched"
-    )
+def _first_ts(trades: Iterable[Trade]) -> int | None:
+    """The earliest exchange time among *trades*."""
+    return min((t.ts_ms for t in trades if t.ts_ms is not None), default=None)
 
 
 class BookHandler(FeedHandler):

@@ -8,8 +8,10 @@ exits non-zero instead of running on half-dead.
 
 Start-up order: connect Redis, load and validate markets, take the exchanges' leases
 (waiting as hot standby if another producer holds them), choose the run from the
-streams, then write. Losing a lease stops the writer before its next batch and fails
-the producer with FencedError; nothing is flushed or released then.
+streams, then write, each feed continuing from its stream's last entry (closed candles
+and trades the previous producer did not write are fetched over REST). Losing a lease
+stops the writer before its next batch and fails the producer with FencedError;
+nothing is flushed or released then.
 """
 
 from __future__ import annotations
@@ -332,7 +334,9 @@ class Producer:
 
     async def _backfill(self, run: _ExchangeRun, last: dict[str, Tail | None]) -> None:
         """Before watching: each handler sees its stream's newest message and does the
-        REST work that brings the stream up to now (candles: the closed ones since)."""
+        REST work that brings the stream up to now (candles: the closed ones since;
+        trades continue after the newest trade, fetched when the first live batch comes,
+        so a restart or a takeover loses only what the exchange's REST window lost)."""
         cap = self.config.streams.ohlcv
         for name, handler in run.handlers.items():
             handler.on_start(_last_message(name, last.get(name)), time.time_ns() // 1_000_000)
@@ -355,7 +359,16 @@ class Producer:
         assert self._publisher is not None
         self._publisher.submit(feed, message)
 
-    def _status(self, exchange: str, event: StatusEvent, feed: str | None, detail: str) -> None:
+    def _status(
+        self,
+        exchange: str,
+        event: StatusEvent,
+        feed: str | None,
+        detail: str,
+        *,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+    ) -> None:
         message = Status(
             exchange=exchange,
             ts_ms=None,
@@ -363,6 +376,8 @@ class Producer:
             event=event,
             feed=feed,
             detail=detail,
+            from_ms=from_ms,
+            to_ms=to_ms,
         )
         self._submit(status_name(self._ns, exchange), message)
 

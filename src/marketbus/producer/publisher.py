@@ -197,6 +197,8 @@ class Publisher:
             recv_ns=time.time_ns(),
             event="gap",
             feed=feed,
+            first_seq=first,
+            last_seq=last,
             detail=(
                 f"dropped {count} message(s) of {feed}: seq {first}..{last} of run "
                 f"{self.sequencer.run} (writer backlog over queue_max_messages while Redis "

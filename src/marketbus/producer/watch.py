@@ -6,7 +6,8 @@ the boundary (`ccxt.NetworkError`, `ccxt.ExchangeError`, ccxt's other errors) an
 own staleness deadline, reports a status event once per state change (not once per
 retry), backs off with jitter and calls again; ccxt re-subscribes the topic on the next
 call. One loop's failure never stops another's. It also does the REST work feed
-handlers ask for (`serve`: `FetchCandles` -> ``fetch_ohlcv``), after a watch result and
+handlers ask for (`serve`: `FetchCandles` -> ``fetch_ohlcv``, `FetchTrades` ->
+``fetch_trades`` the way `TRADES_REST` says), after a watch result and
 at start-up, and reports their notices; the handlers themselves never call ccxt.
 
 Two behaviours of ccxt 4.5.90 (the version pinned in pyproject.toml) are handled here,
@@ -30,28 +31,53 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import ccxt
 import ccxt.pro
 from ccxt.async_support.base.ws.cache import ArrayCacheByTimestamp
 
+from marketbus.producer import normalize
 from marketbus.producer.config import ExchangeConfig, ProducerSettings
-from marketbus.producer.feeds import FeedHandler, Notice, RestFailed, RestRequest, RestResult
+from marketbus.producer.feeds import (
+    FeedHandler,
+    FetchedTrades,
+    FetchTrades,
+    Notice,
+    RestFailed,
+    RestRequest,
+    RestResult,
+    exchange_order,
+)
 from marketbus.producer.normalize import Row, ohlcv_rows
 from marketbus.producer.stats import FeedCounters, FeedState
 from marketbus.shared.backoff import BackoffState
 from marketbus.shared.errors import ConfigError, MarketbusError, NormalizeError
 from marketbus.shared.names import Feed, timeframe_of
-from marketbus.shared.schema import MarketMessage, StatusEvent
+from marketbus.shared.schema import MarketMessage, StatusEvent, Trade
 
 log = logging.getLogger(__name__)
 
 Exchange = Any
 """A ccxt.pro exchange instance (ccxt ships no type hints)."""
 
-StatusSink = Callable[[str, StatusEvent, str | None, str], None]
-"""``(exchange, event, feed name or None, detail)``."""
+
+class StatusSink(Protocol):
+    """``(exchange, event, feed name or None, detail)``; a ``gap`` of exchange data adds
+    ``from_ms``/``to_ms`` (exchange time around it)."""
+
+    def __call__(
+        self,
+        exchange: str,
+        event: StatusEvent,
+        feed: str | None,
+        detail: str,
+        *,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+    ) -> None: ...
+
+
 MessageSink = Callable[[str, MarketMessage], None]
 """``(feed name, message)``."""
 BadFrameSink = Callable[[str, str, BaseException], None]
@@ -649,6 +675,10 @@ async def serve(
     the answers completed. One round: work asked for meanwhile waits for the next call."""
     out: list[MarketMessage] = []
     for request in handler.take_requests():
+        if isinstance(request, FetchTrades):
+            trades = await fetch_trades(exchange, handler.feed, request)
+            out.extend(handler.on_trades(request, trades, time.time_ns()))
+            continue
         result = await fetch(exchange, handler.feed, request, max_candles)
         answered = handler.on_rest(request, result, time.time_ns())
         if request.purpose == "reconcile":
@@ -673,6 +703,83 @@ async def fetch(
         return RestFailed(str(exc))
 
 
+@dataclass(frozen=True, slots=True)
+class TradesRest:
+    """How one exchange's recent trades are fetched so that their ids are the socket's.
+
+    ``params`` go to ``fetch_trades``; ``limit`` is the page size; ``cursor`` is the
+    request parameter that pages backwards by trade id (None: one page is the window);
+    ``since``: whether the endpoint takes a start time (else it is not sent)."""
+
+    params: Mapping[str, Any]
+    limit: int | None
+    cursor: str | None = None
+    since: bool = False
+
+
+TRADES_REST: Mapping[str, TradesRest] = {
+    # fetch_trades defaults to /api/v3/aggTrades, whose ids are aggregate ids, not the
+    # @trade stream's; /api/v3/trades (recent 1000, no start time) has the same ids.
+    "binance": TradesRest({"fetchTradesMethod": "publicGetTrades"}, 1000),
+    "binanceusdm": TradesRest({"fetchTradesMethod": "fapiPublicGetTrades"}, 1000),
+    # /market/history-trades pages back by tradeId (after=) 100 at a time.
+    "okx": TradesRest({"method": "publicGetMarketHistoryTrades"}, 100, cursor="after"),
+    # /api/v1/trade/history: the 100 most recent, no paging.
+    "kucoinfutures": TradesRest({}, None),
+    # spot /market/trades: the 100 most recent (swap: 1000, with no trade ids).
+    "bingx": TradesRest({}, 100),
+}
+"""Per exchange id; others use ``fetch_trades(symbol, since, 1000)`` once."""
+TRADES_REST_DEFAULT = TradesRest({}, 1000, since=True)
+MAX_TRADE_PAGES = 50
+"""Pages at most per recovery (okx: 5,000 trades); the rest is announced as a gap."""
+
+
+async def fetch_trades(
+    exchange: Exchange, feed: Feed, request: FetchTrades
+) -> FetchedTrades | RestFailed:
+    """The trades of *feed* since ``request.since_ms`` the exchange still has, oldest
+    first, fetched the way `TRADES_REST` says (ccxt's rate limiter paces the pages)."""
+    if not exchange.has.get("fetchTrades"):
+        return RestFailed(f"{exchange.id} has no fetchTrades", unsupported=True)
+    how = TRADES_REST.get(exchange.id, TRADES_REST_DEFAULT)
+    since = request.since_ms
+    collected: dict[str, Trade] = {}
+    anonymous: list[Trade] = []
+    params = dict(how.params)
+    try:
+        for _ in range(MAX_TRADE_PAGES):
+            raw = await exchange.fetch_trades(
+                feed.symbol, since if how.since else None, how.limit, params
+            )
+            page = normalize.trades(feed.exchange, feed.symbol, raw, 0).trades if raw else ()
+            new = [t for t in page if t.id is None or t.id not in collected]
+            for trade in new:
+                if trade.id is None:
+                    anonymous.append(trade)
+                else:
+                    collected[trade.id] = trade
+            oldest = min((t for t in page if t.ts_ms is not None), key=_ts, default=None)
+            if (
+                how.cursor is None
+                or not new
+                or oldest is None
+                or oldest.id is None
+                or since is None
+                or _ts(oldest) < since
+            ):
+                break
+            params[how.cursor] = oldest.id
+    except (ccxt.BaseError, NormalizeError) as exc:
+        return RestFailed(f"{type(exc).__name__}: {exc}")
+    trades = sorted([*collected.values(), *anonymous], key=exchange_order)
+    return FetchedTrades(tuple(trades))
+
+
+def _ts(trade: Trade) -> int:
+    return trade.ts_ms or 0
+
+
 def report(feed: Feed, notice: Notice, counters: FeedCounters, status: StatusSink) -> None:
     """Log a handler's *notice* about *feed*, count it if an error, publish its event."""
     if notice.error:
@@ -683,4 +790,14 @@ def report(feed: Feed, notice: Notice, counters: FeedCounters, status: StatusSin
     else:
         log.info("%s: %s", feed.name, notice.detail)
     if notice.event is not None:
-        status(feed.exchange, notice.event, feed.name, notice.detail)
+        if notice.from_ms is None and notice.to_ms is None:
+            status(feed.exchange, notice.event, feed.name, notice.detail)
+        else:
+            status(
+                feed.exchange,
+                notice.event,
+                feed.name,
+                notice.detail,
+                from_ms=notice.from_ms,
+                to_ms=notice.to_ms,
+            )

@@ -93,12 +93,25 @@ class Status(_Message, frozen=True, kw_only=True, tag="status"):
 
     ``gap`` is our extension of the SPEC's event list: the producer announces data it
     had to drop (e.g. while Redis was unreachable), so readers never lose it silently.
+    Its structured fields (v1.1, additive: older readers ignore them, and they are None
+    on other events and in older producers' gaps) say which data: ``from_ms``/``to_ms``
+    for exchange data lost before it reached the producer, ``first_seq``/``last_seq``
+    for messages the producer dropped on the bus.
     """
 
     symbol: str | None = None
     event: StatusEvent
     feed: str | None = None
     detail: str = ""
+    from_ms: int | None = None
+    """``gap`` of exchange data (v1.1): the last trade published before the loss, in
+    exchange time (ms); what is missing lies strictly between ``from_ms`` and ``to_ms``."""
+    to_ms: int | None = None
+    """``gap`` of exchange data (v1.1): the first trade published after the loss."""
+    first_seq: int | None = None
+    """``gap`` on the bus (v1.1): the first seq of ``feed`` (this run) that was dropped."""
+    last_seq: int | None = None
+    """``gap`` on the bus (v1.1): the last dropped seq, inclusive."""
 
 
 Message: TypeAlias = OHLCV | Ticker | Trades | Book | Status

@@ -9,6 +9,7 @@ import pytest
 from marketbus.producer.feeds import (
     BookHandler,
     FetchCandles,
+    FetchTrades,
     OhlcvHandler,
     RestFailed,
     TradeIds,
@@ -47,7 +48,11 @@ def test_trades_after_the_socket_was_down_say_which_may_be_missing() -> None:
     h.on_down()  # the watch loop saw the socket fail
     assert h.on_data([ccxt_trade(7)], 0, 1) == []  # ccxt's cache repeated: not the end yet
     assert interruption(h) is None
-    h.on_data([ccxt_trade(7), ccxt_trade(12), ccxt_trade(11)], 0, 1)
+    assert h.on_data([ccxt_trade(7), ccxt_trade(12), ccxt_trade(11)], 0, 1) == []
+    assert interruption(h) is None, "held until the trades since 7 are fetched"
+    [request] = h.take_requests()
+    assert isinstance(request, FetchTrades) and request.since_ms == 7
+    h.on_trades(request, RestFailed("REST down"), 1)  # recovery failed: announce it all
     detail = interruption(h)
     assert detail is not None and "between 7 (the last one published) and 11" in detail
     assert h.live and interruption(h) is None, "announced once"

@@ -203,6 +203,7 @@ async def test_an_entry_overtaken_by_a_later_one_of_ours_is_announced_as_lost() 
     [gap] = [decode(i.payload) for i in transport.items() if i.channel == STATUS]
     assert isinstance(gap, Status) and gap.event == "gap" and gap.feed == TRADES
     assert "seq 1..1 of run 1000" in gap.detail and "reached the stream first" in gap.detail
+    assert (gap.first_seq, gap.last_seq, gap.from_ms, gap.to_ms) == (1, 1, None, None)
 
 
 async def test_drops_while_redis_is_down_are_announced_as_a_gap_with_the_seq_range() -> None:
@@ -230,6 +231,7 @@ async def test_drops_while_redis_is_down_are_announced_as_a_gap_with_the_seq_ran
     gaps = [decode(i.payload) for i in items if i.channel == STATUS]
     assert len(gaps) == 1 and isinstance(gaps[0], Status) and gaps[0].event == "gap"
     assert gaps[0].feed == TRADES and "seq 4..6 of run 1000" in gaps[0].detail
+    assert (gaps[0].first_seq, gaps[0].last_seq) == (4, 6), "machine-readable range"
     assert counters[TRADES].dropped == 3
     assert [decode(i.payload).last for i in items if i.channel == TICKER] == [2]  # type: ignore[union-attr]
 

@@ -96,7 +96,7 @@ async def run_script(script: list[Any]) -> tuple[list[tuple[StatusEvent, str]], 
         {"BTC/USDT": TickerHandler(feed)},
         ProducerSettings(backoff_initial_s=0.001, backoff_max_s=0.001),
         submit=lambda name, message: None,
-        status=lambda exchange, event, name, detail: events.append((event, detail)),
+        status=lambda exchange, event, name, detail, **window: events.append((event, detail)),
         counters=counters,
     )
     task = asyncio.create_task(loop.run())
@@ -294,7 +294,7 @@ async def test_a_socket_another_loop_replaced_counts_as_down_for_this_loops_feed
         {"BTC/USDT": handler},
         ProducerSettings(stale_after_s=0.02, backoff_initial_s=0.001, backoff_max_s=0.001),
         submit=lambda name, message: None,
-        status=lambda exchange, event, name, detail: events.append((event, detail)),
+        status=lambda exchange, event, name, detail, **window: events.append((event, detail)),
         counters={feed.name: FeedCounters()},
     )
     task = asyncio.create_task(loop.run())
@@ -339,7 +339,7 @@ async def test_candles_the_socket_skipped_are_fetched_and_submitted_in_order() -
         {"BTC/USDT": OhlcvHandler(feed, close_grace_ms=0)},
         ProducerSettings(backoff_initial_s=0.001, backoff_max_s=0.001),
         submit=lambda name, m: submitted.append((m.ts_ms, m.close, m.closed)),  # type: ignore[union-attr]
-        status=lambda exchange, event, name, detail: events.append((event, detail)),
+        status=lambda exchange, event, name, detail, **window: events.append((event, detail)),
         counters={feed.name: FeedCounters()},
     )
     task = asyncio.create_task(loop.run())

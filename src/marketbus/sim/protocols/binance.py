@@ -211,6 +211,27 @@ def trade_payload(inst: Instrument, trade: Trade, futures: bool) -> dict[str, An
     return payload
 
 
+RECENT_TRADES_MAX = 1000
+"""Binance's ``/api/v3/trades`` window: the 1000 most recent trades at most."""
+
+
+def recent_trade_row(inst: Instrument, trade: Trade, futures: bool) -> dict[str, Any]:
+    """One trade as ``/api/v3/trades`` (``/fapi/v1/trades``) lists it: the ``@trade``
+    stream's id, price and quantity."""
+    pushed = trade_payload(inst, trade, futures)
+    row: dict[str, Any] = {
+        "id": pushed["t"],
+        "price": pushed["p"],
+        "qty": pushed["q"],
+        "quoteQty": inst.price_str(trade.price * float(pushed["q"])),
+        "time": pushed["T"],
+        "isBuyerMaker": pushed["m"],
+    }
+    if not futures:
+        row["isBestMatch"] = True
+    return row
+
+
 def agg_trade_payload(inst: Instrument, trade: Trade) -> dict[str, Any]:
     return {
         "e": "aggTrade",
@@ -455,7 +476,7 @@ class BinanceVenue(ListingVenue):
                 RestRoute("GET", f"{prefix}/klines", self._klines_handler(futures)),
                 RestRoute("GET", f"{prefix}/depth", self._depth_handler(futures)),
             ]
-        return routes
+        return routes + self._trade_routes()
 
     def _lookup(self, query: Mapping[str, str], futures: bool) -> Instrument | None:
         return self.instrument_by_id(query.get("symbol", ""), "swap" if futures else "spot")
@@ -498,6 +519,33 @@ class BinanceVenue(ListingVenue):
             except ValueError:
                 return _error(400, -1100, "Illegal characters found in a parameter.")
             return RestResponse(200, depth_body(self.market, inst, limit, futures, self._clock()))
+
+        return handle
+
+    # -- REST: recent trades ---------------------------------------------------------
+
+    def _trade_routes(self) -> list[RestRoute]:
+        """``GET /api/v3/trades`` and ``/fapi/v1/trades``: the most recent trades (``limit``
+        default 500, at most `RECENT_TRADES_MAX`), oldest first, with the ids of the
+        ``@trade`` stream. No start time: older trades are only in ``historicalTrades``
+        and ``aggTrades``, whose ids are aggregate ids (not served here)."""
+        return [
+            RestRoute("GET", "/binance/api/v3/trades", self._recent_trades_handler(False)),
+            RestRoute("GET", "/binance/fapi/v1/trades", self._recent_trades_handler(True)),
+        ]
+
+    def _recent_trades_handler(self, futures: bool) -> RestHandler:
+        def handle(request: RestRequest) -> RestResponse:
+            query = request.params
+            inst = self._lookup(query, futures)
+            if inst is None:
+                return _error(400, -1121, "Invalid symbol.")
+            try:
+                limit = min(int(query.get("limit", "500")), RECENT_TRADES_MAX)
+            except ValueError:
+                return _error(400, -1100, "Illegal characters found in a parameter.")
+            trades = self.market.trades(inst.symbol)[-limit:] if limit > 0 else []
+            return RestResponse(200, [recent_trade_row(inst, t, futures) for t in trades])
 
         return handle
 

@@ -240,6 +240,35 @@ def trade_push(inst: Instrument, trade: Trade, swap: bool) -> Json:
     return {"code": 0, "data": data, "dataType": f"{mid}@trade", "success": True}
 
 
+SPOT_RECENT_TRADES_MAX = 100
+"""BingX spot ``/openApi/spot/v1/market/trades``: at most the 100 most recent trades."""
+SWAP_RECENT_TRADES_MAX = 1000
+"""BingX swap ``/openApi/swap/v2/quote/trades``: at most the 1000 most recent trades."""
+
+
+def recent_trade_row(inst: Instrument, trade: Trade, swap: bool) -> dict[str, Any]:
+    """One trade as the recent-trades endpoints list it, with the stream's values."""
+    pushed = trade_push(inst, trade, swap)["data"]
+    row = pushed[0] if isinstance(pushed, list) else pushed
+    price, amount = row["p"], row["q"]
+    if swap:
+        quote = inst.price_str(float(price) * float(amount))
+        return {
+            "time": row["T"],
+            "isBuyerMaker": row["m"],
+            "price": price,
+            "qty": amount,
+            "quoteQty": quote,
+        }
+    return {
+        "id": int(row["t"]),
+        "price": float(price),
+        "qty": float(amount),
+        "time": row["T"],
+        "buyerMaker": row["m"],
+    }
+
+
 def ticker_push(inst: Instrument, ticker: Ticker, swap: bool) -> Json:
     """24 h statistics; swap sends decimal strings, spot sends numbers."""
     mid = market_id(inst)
@@ -467,7 +496,29 @@ class BingxVenue(ListingVenue):
             ),
             RestRoute("GET", f"{root}/spot/v1/market/kline", self._klines_handler(swap=False)),
             RestRoute("GET", f"{root}/swap/v3/quote/klines", self._klines_handler(swap=True)),
+            RestRoute("GET", f"{root}/spot/v1/market/trades", self._trades_handler(swap=False)),
+            RestRoute("GET", f"{root}/swap/v2/quote/trades", self._trades_handler(swap=True)),
         ]
+
+    def _trades_handler(self, swap: bool) -> RestHandler:
+        """Recent trades, newest first: spot ``/market/trades`` (``limit`` at most 100,
+        ids as on ``@trade``), swap ``/quote/trades`` (at most 1000, no ids at all, as
+        the swap ``@trade`` stream)."""
+
+        def handle(request: RestRequest) -> RestResponse:
+            query, now = request.params, self._clock()
+            inst = self.instrument_by_id(query.get("symbol", ""), "swap" if swap else "spot")
+            if inst is None:
+                return _error(109425, "Trading pair does not exist", now)
+            most = SWAP_RECENT_TRADES_MAX if swap else SPOT_RECENT_TRADES_MAX
+            try:
+                limit = min(int(query.get("limit", "100")), most)
+            except ValueError:
+                return _error(109400, "Invalid parameters", now)
+            trades = self.market.trades(inst.symbol)[-limit:] if limit > 0 else []
+            return _ok([recent_trade_row(inst, t, swap) for t in reversed(trades)], now)
+
+        return handle
 
     def _spot_symbols(self, request: RestRequest) -> RestResponse:
         symbols = [spot_symbol_info(i) for i in self.listed("spot").values()]

@@ -234,6 +234,10 @@ def candle_data(inst: Instrument, candle: Candle, event_ms: int) -> dict[str, An
     }
 
 
+TRADE_HISTORY_MAX = 100
+"""KuCoin futures' ``/api/v1/trade/history`` window: the 100 most recent trades."""
+
+
 def execution_data(inst: Instrument, trade: Trade) -> dict[str, Any]:
     return {
         "symbol": market_id(inst),
@@ -432,7 +436,17 @@ class KucoinFuturesVenue(ListingVenue):
                 lambda request: _ok(bullet_body(request.ws_base)),
             ),
             RestRoute("GET", f"/{EXCHANGE_ID}/spot/api/v3/currencies", self._currencies),
+            RestRoute("GET", f"{futures}/trade/history", self._trade_history),
         ]
+
+    def _trade_history(self, request: RestRequest) -> RestResponse:
+        """``GET /api/v1/trade/history``: the `TRADE_HISTORY_MAX` most recent trades,
+        newest first, as the ``execution`` topic sends them (no paging, no start time)."""
+        inst = self.instrument_by_id(request.params.get("symbol", ""))
+        if inst is None:
+            return _error("400100", "Contract does not exist")
+        trades = self.market.trades(inst.symbol)[-TRADE_HISTORY_MAX:]
+        return _ok([execution_data(inst, t) for t in reversed(trades)])
 
     def _contracts(self, request: RestRequest) -> RestResponse:
         contracts = self.listed("swap").values()

@@ -39,6 +39,7 @@ from marketbus.sim.market import (
 from marketbus.sim.venue import (
     Frame,
     ListingVenue,
+    RestHandler,
     RestRequest,
     RestResponse,
     RestRoute,
@@ -394,7 +395,44 @@ class OkxVenue(ListingVenue):
             RestRoute("GET", "/okx/api/v5/public/instruments", self._instruments),
             RestRoute("GET", "/okx/api/v5/market/candles", self._candles),
             RestRoute("GET", "/okx/api/v5/market/history-candles", self._candles),
+            *self._trade_routes(),
         ]
+
+    # -- REST: trades ------------------------------------------------------------------
+
+    def _trade_routes(self) -> list[RestRoute]:
+        """``/market/trades``: the most recent trades (``limit`` default 100, at most
+        500); ``/market/history-trades``: pages of at most 100 going back by trade id
+        (``after``: older than that id; ``before``: newer), as far as the market's
+        history reaches. Both newest first, ids as on the ``trades`` channel."""
+        return [
+            RestRoute("GET", "/okx/api/v5/market/trades", self._trades_handler(500)),
+            RestRoute("GET", "/okx/api/v5/market/history-trades", self._trades_handler(100)),
+        ]
+
+    def _trades_handler(self, most: int) -> RestHandler:
+        def handle(request: RestRequest) -> RestResponse:
+            query = request.params
+            inst = self.instrument_by_id(query.get("instId", ""))
+            if inst is None:
+                return RestResponse(
+                    200, {"code": "51001", "msg": "Instrument ID does not exist", "data": []}
+                )
+            try:
+                limit = min(int(query.get("limit", "100")), most)
+                after = optional_int(query, "after") if most == 100 else None
+                before = optional_int(query, "before") if most == 100 else None
+            except ValueError:
+                return RestResponse(200, {"code": "51000", "msg": "Parameter error", "data": []})
+            trades = [
+                t
+                for t in self.market.trades(inst.symbol)
+                if (after is None or t.id < after) and (before is None or t.id > before)
+            ]
+            chosen = trades[:limit] if before is not None else trades[-limit:]
+            return _ok([trade_data(inst, t) for t in reversed(chosen)])
+
+        return handle
 
     def _instruments(self, request: RestRequest) -> RestResponse:
         query = request.params
