@@ -78,6 +78,12 @@ WARM_FRAMES = 10
 SETTLE_S = 0.02
 """Idle time around the measured window (no frames then; idle costs no CPU)."""
 DEADLINE_S = 5.0
+"""Bound on each wait once both sides run (a few dozen frames, a flush)."""
+START_DEADLINE_S = 60.0
+"""Bound on the frame source's ready line: the subprocess first imports this module, so
+the producer and ccxt.pro (2.4 s of CPU, 7-15 s of wall time on 2 cores shared with a
+test suite), then starts the simulator. Waiting on that line is the condition; the
+bound only stops a source that hangs."""
 ROOT = Path(__file__).resolve().parents[1]
 FLOOR_RUN = RUN + 1_000_000
 """Run part of the machine floor's entry IDs (its streams are its own; each round is
@@ -132,10 +138,18 @@ class FrameSource:
             stdout=asyncio.subprocess.PIPE,
         )
         assert proc.stdout is not None
-        async with asyncio.timeout(DEADLINE_S):
-            line = await proc.stdout.readline()
+        try:
+            async with asyncio.timeout(START_DEADLINE_S):
+                line = await proc.stdout.readline()
+        except BaseException:
+            proc.kill()
+            await proc.wait()
+            raise
         if not line:
-            raise RuntimeError("bench.overhead --serve exited before it was ready")
+            await proc.wait()
+            raise RuntimeError(
+                f"bench.overhead --serve exited with {proc.returncode} before it was ready"
+            )
         return cls(proc, json.loads(line))
 
     def request(self, topic: str, warm: int, count: int) -> None:

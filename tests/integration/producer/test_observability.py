@@ -85,15 +85,22 @@ async def test_metrics_heartbeats_and_status_show_every_feed(
                 assert {labels["feed"] for labels, _ in samples} >= set(names)
 
             async def heartbeat_with_stats() -> bool:
+                # The newest heartbeat may predate the wait above: a candle feed has
+                # published its backfill (msgs > 0) while still "starting". `print_status`
+                # reads the newest heartbeat, so wait for one taken with every feed live.
                 for event in reversed(await messages(redis, "md:binance:status", newest=20)):
                     if isinstance(event, Status) and event.event == "heartbeat":
                         beat = parse_heartbeat(event.detail)
                         return beat is not None and all(
-                            beat.feeds[n.split(":", 2)[2]].msgs > 0 for n in names
+                            beat.feeds[n.split(":", 2)[2]].msgs > 0
+                            and beat.feeds[n.split(":", 2)[2]].state == "connected"
+                            for n in names
                         )
                 return False
 
-            await wait_until(heartbeat_with_stats, what="a heartbeat with every feed's stats")
+            await wait_until(
+                heartbeat_with_stats, what="a heartbeat with every feed connected and its stats"
+            )
             out = io.StringIO()
             await print_status(RedisConfig(url=redis_url), out)
             report = out.getvalue()

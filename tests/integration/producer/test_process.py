@@ -33,6 +33,22 @@ async def _closed_live_candles(redis: aioredis.Redis, run: int) -> int:
     return sum(1 for entry_id, _ in entries if entry_id.startswith(f"{run}-".encode()))
 
 
+async def _closed_candle_stamps(redis: aioredis.Redis, run: int) -> list[int]:
+    """Open times of the closed candles this run wrote to the stream."""
+    entries = await _stream(redis, OHLCV_FEED)
+    prefix = f"{run}-".encode()
+    return [decode(p).ts_ms or 0 for entry_id, p in entries if entry_id.startswith(prefix)]
+
+
+def _first_forming(payloads: list[bytes]) -> int | None:
+    """Open time of the first forming candle among published *payloads* (the socket's)."""
+    for payload in payloads:
+        message = decode(payload)
+        if isinstance(message, OHLCV) and not message.closed:
+            return message.ts_ms
+    return None
+
+
 async def test_streams_hold_closed_candles_equal_to_the_sim_and_the_published_bytes(
     redis_url: str, binance_sim: SimServer
 ) -> None:
@@ -53,10 +69,22 @@ async def test_streams_hold_closed_candles_equal_to_the_sim_and_the_published_by
         async with Producer(producer_config(redis_url, binance_sim)) as producer:
             run = producer.run_id
 
-            async def three_live() -> bool:
-                return await _closed_live_candles(redis, run) >= 12
+            async def a_dozen_three_closed_live() -> bool:
+                # The start-up backfill alone may hold a dozen closed candles (the
+                # simulator's 10 s of history plus however long the start took): wait
+                # for candles the socket delivered forming and the producer then closed.
+                forming = _first_forming(published.get(OHLCV_FEED, []))
+                if forming is None:
+                    return False
+                stamps = await _closed_candle_stamps(redis, run)
+                return len(stamps) >= 12 and sum(ts >= forming for ts in stamps) >= 3
 
-            await wait_until(three_live, timeout_s=10, what="a dozen closed candles")
+            await wait_until(
+                a_dozen_three_closed_live,
+                timeout_s=30,
+                poll_s=0.05,
+                what="a dozen closed candles, three of them closed live",
+            )
         sim_candles = {c.ts_ms: c for c in binance_sim.market.candles("BTC/USDT", "1s") if c.closed}
         entries = await _stream(redis, OHLCV_FEED)
         by_ts: dict[int, OHLCV] = {}
