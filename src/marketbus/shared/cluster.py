@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from marketbus.shared.config import RedisConfig
-from marketbus.shared.connection import connection_kwargs
+from marketbus.shared.connection import check_tls_files, connection_kwargs
 from marketbus.shared.errors import ConfigError, RedisUnavailableError
 from marketbus.shared.urls import redact
 
@@ -72,6 +72,7 @@ async def connect_cluster(config: RedisConfig, **overrides: Any) -> RedisCluster
     The user needs ``CLUSTER SLOTS``/``CLUSTER SHARDS`` and ``COMMAND`` (see
     deploy/users.acl), which redis-py reads to route commands.
     """
+    check_tls_files(config)
     cluster = cluster_client(config, **overrides)
     where = redact(config.url)
     try:

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from marketbus.shared.cluster import connect_cluster
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.connection import client, connect, connection_kwargs
 from marketbus.shared.errors import ConfigError, RedisUnavailableError
+from marketbus.shared.transport.endpoint import Endpoint
 from tests.support.redis_process import free_port
 
 
@@ -39,9 +41,17 @@ async def test_a_missing_tls_file_is_named_not_an_unreachable_redis(
     files[setting].unlink()
     url = redis_url.replace("redis://", "rediss://u:s3cret@")
     config = RedisConfig(url=url, connect_timeout_s=1, **{k: str(v) for k, v in files.items()})
+    expected = f"redis.{setting} {str(files[setting])!r} does not exist"
     with pytest.raises(ConfigError) as info:
         await connect(config)
-    assert str(info.value) == f"redis.{setting} {str(files[setting])!r} does not exist"
+    assert str(info.value) == expected
+    # the cluster client and the fast transport open connections their own way
+    with pytest.raises(ConfigError) as info:
+        await connect_cluster(config)
+    assert str(info.value) == expected
+    with pytest.raises(ConfigError) as info:
+        Endpoint.from_config(config)
+    assert str(info.value) == expected
 
 
 def test_a_tls_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from redis.asyncio.connection import parse_url
 
 from marketbus.shared.config import RedisConfig
-from marketbus.shared.connection import connection_kwargs
+from marketbus.shared.connection import check_tls_files, connection_kwargs
 from marketbus.shared.errors import ConfigError
 from marketbus.shared.resp import pack_command
 from marketbus.shared.urls import redact
@@ -53,6 +53,8 @@ class Endpoint:
         except ValueError as exc:
             raise ConfigError(f"redis.url {redact(config.url)!r}: {exc}") from None
         tls = urlsplit(config.url).scheme == "rediss"
+        if tls:
+            check_tls_files(config)
         return cls(
             display=redact(config.url),
             host=None if "path" in parsed else parsed.get("host", "localhost"),
