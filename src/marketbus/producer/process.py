@@ -445,24 +445,23 @@ class Producer:
         if self._lease is not None and not self._lease.valid():
             return  # not ours to write while the lease is unconfirmed
         now_ms = time.time_ns() // 1_000_000
-        fields = {
-            feed.name: encode_feed_info(
-                FeedInfo(
-                    exchange=feed.exchange,
-                    symbol=feed.symbol,
-                    kind=feed.kind,
-                    timeframe=feed.timeframe,
-                    run=self._publisher.run_id,
-                    stream_maxlen=self.config.streams.for_kind(feed.kind),
-                    updated_ms=now_ms,
-                    contract_size=terms.contract_size,
-                    inverse=terms.inverse,
+        fields: dict[str, bytes] = {}
+        for run in self._runs:
+            for feed in run.feeds:
+                terms = run.terms.get(feed.name, SPOT)
+                fields[feed.name] = encode_feed_info(
+                    FeedInfo(
+                        exchange=feed.exchange,
+                        symbol=feed.symbol,
+                        kind=feed.kind,
+                        timeframe=feed.timeframe,
+                        run=self._publisher.run_id,
+                        stream_maxlen=self.config.streams.for_kind(feed.kind),
+                        updated_ms=now_ms,
+                        contract_size=terms.contract_size,
+                        inverse=terms.inverse,
+                    )
                 )
-            )
-            for run in self._runs
-            for feed in run.feeds
-            for terms in [run.terms.get(feed.name, SPOT)]
-        }
         try:
             await self._transport.set_fields(catalog_key(self._ns), fields)
         except (RedisError, OSError) as exc:
