@@ -51,6 +51,7 @@ from marketbus.producer.reconcile import (
     ReconcileSchedule,
     phase_of,
 )
+from marketbus.producer.units import Conversion
 from marketbus.shared.names import Feed, timeframe_ms
 from marketbus.shared.schema import OHLCV, Book, MarketMessage, StatusEvent, Trade, Trades
 
@@ -126,10 +127,14 @@ class Notice:
 
 class FeedHandler:
     """The one interface of every feed's state; this base class is a kind with no REST
-    work, no notices and nothing due by the clock (`on_data` is the only must)."""
+    work, no notices and nothing due by the clock (`on_data` is the only must).
 
-    def __init__(self, feed: Feed) -> None:
+    ``units`` turns the market's contract figures into base units (None: they are base
+    already); every kind hands it to `normalize` with ccxt's data and REST answers."""
+
+    def __init__(self, feed: Feed, *, units: Conversion | None = None) -> None:
         self.feed = feed
+        self.units = units
         self._requests: list[RestWork] = []
         self._notices: list[Notice] = []
 
@@ -201,12 +206,17 @@ class OhlcvHandler(FeedHandler):
     """
 
     def __init__(
-        self, feed: Feed, close_grace_ms: int, reconcile: ReconcilePolicy | None = None
+        self,
+        feed: Feed,
+        close_grace_ms: int,
+        reconcile: ReconcilePolicy | None = None,
+        *,
+        units: Conversion | None = None,
     ) -> None:
         timeframe = feed.timeframe
         if timeframe is None:
             raise ValueError(f"{feed.name} is not an ohlcv feed")
-        super().__init__(feed)
+        super().__init__(feed, units=units)
         self._schedule: ReconcileSchedule | None = None
         memory = CLOSED_MEMORY
         if reconcile is not None:
@@ -249,7 +259,7 @@ class OhlcvHandler(FeedHandler):
         self._requests.append(FetchCandles(after, now_ms, "backfill"))
 
     def on_data(self, data: Any, now_ms: int, recv_ns: int) -> Sequence[MarketMessage]:
-        rows = normalize.ohlcv_rows(data, self._where)  # copied: ccxt mutates them later
+        rows = normalize.ohlcv_rows(data, self._where, self.units)  # copied: ccxt mutates them
         missed = self._tracker.missing(rows, refetch_forming=not self._live)
         if not missed:
             self._held, self._awaiting = None, 0
@@ -280,6 +290,8 @@ class OhlcvHandler(FeedHandler):
     def on_rest(
         self, request: RestRequest, result: RestResult, recv_ns: int
     ) -> Sequence[MarketMessage]:
+        if self.units is not None and not isinstance(result, RestFailed):
+            result = normalize.rows_in_base(list(result), self.units)  # REST rows, like live
         if request.purpose == "backfill":
             return self._backfilled(result, recv_ns)
         if request.purpose == "reconcile":
@@ -417,7 +429,7 @@ class TickerHandler(FeedHandler):
     """Tickers: one message per ccxt ticker."""
 
     def on_data(self, data: Any, now_ms: int, recv_ns: int) -> Sequence[MarketMessage]:
-        return [normalize.ticker(self.feed.exchange, self.feed.symbol, data, recv_ns)]
+        return [normalize.ticker(self.feed.exchange, self.feed.symbol, data, recv_ns, self.units)]
 
 
 class TradeIds:
@@ -493,8 +505,10 @@ class TradesHandler(FeedHandler):
     the last published trade or one before it.
     """
 
-    def __init__(self, feed: Feed, memory: int = TRADE_ID_MEMORY) -> None:
-        super().__init__(feed)
+    def __init__(
+        self, feed: Feed, memory: int = TRADE_ID_MEMORY, *, units: Conversion | None = None
+    ) -> None:
+        super().__init__(feed, units=units)
         self.ids = TradeIds(memory)
         self.duplicates = 0
         self.recovered = 0
@@ -524,7 +538,7 @@ class TradesHandler(FeedHandler):
         self._live = False
 
     def on_data(self, data: Any, now_ms: int, recv_ns: int) -> Sequence[MarketMessage]:
-        batch = normalize.trades(self.feed.exchange, self.feed.symbol, data, recv_ns)
+        batch = normalize.trades(self.feed.exchange, self.feed.symbol, data, recv_ns, self.units)
         if not self._live and self.newest_ms is None:
             self._live = True  # nothing published yet to continue from: nothing to fetch
             self._gap(_first_ts(batch.trades), "nothing to recover them from")
@@ -550,7 +564,8 @@ class TradesHandler(FeedHandler):
             to_ms = None if first_live is None else first_live.ts_ms
             self._gap(to_ms, f"not re-fetched ({result.reason})")
         else:
-            out += self._recovered(result.trades, first_live, recv_ns)
+            fetched = normalize.trades_in_base(result.trades, self.units)  # REST: as live
+            out += self._recovered(fetched, first_live, recv_ns)
         for batch in held:
             out += self._fresh(batch)
         return out
@@ -628,15 +643,19 @@ class BookHandler(FeedHandler):
     """Top-N books, at most one per ``interval_ms`` (0: every update); the newest wins and
     a held one is released by the clock."""
 
-    def __init__(self, feed: Feed, depth: int, interval_ms: int) -> None:
-        super().__init__(feed)
+    def __init__(
+        self, feed: Feed, depth: int, interval_ms: int, *, units: Conversion | None = None
+    ) -> None:
+        super().__init__(feed, units=units)
         self.depth = depth
         self.interval_ms = interval_ms
         self._last_sent_ms: int | None = None
         self._held: Book | None = None
 
     def on_data(self, data: Any, now_ms: int, recv_ns: int) -> Sequence[MarketMessage]:
-        book = normalize.book(self.feed.exchange, self.feed.symbol, data, self.depth, recv_ns)
+        book = normalize.book(
+            self.feed.exchange, self.feed.symbol, data, self.depth, recv_ns, self.units
+        )
         if self._due(now_ms):
             self._held = None
             self._last_sent_ms = now_ms
@@ -663,12 +682,14 @@ def handler_for(
     book_depth: int,
     book_interval_ms: int,
     reconcile: ReconcilePolicy | None = None,
+    units: Conversion | None = None,
 ) -> FeedHandler:
-    """The handler for *feed*'s kind (*reconcile*: how candles are checked, None: off)."""
+    """The handler for *feed*'s kind (*reconcile*: how candles are checked, None: off;
+    *units*: how its market's contract figures become base units, None: they are)."""
     if feed.timeframe is not None:
-        return OhlcvHandler(feed, close_grace_ms, reconcile)
+        return OhlcvHandler(feed, close_grace_ms, reconcile, units=units)
     if feed.kind == "ticker":
-        return TickerHandler(feed)
+        return TickerHandler(feed, units=units)
     if feed.kind == "trades":
-        return TradesHandler(feed)
-    return BookHandler(feed, book_depth, book_interval_ms)
+        return TradesHandler(feed, units=units)
+    return BookHandler(feed, book_depth, book_interval_ms, units=units)

@@ -14,6 +14,11 @@ docs/benchmarks.md). It accepts only what the field-by-field path (`checked_tick
 field-by-field way, which coerces or raises the error naming the field. Each message
 kind is built in one place (`_ticker_message`, `trades_message`, `_book_message`), and
 the field-by-field paths share one preamble (`_checked`: where, dict, timestamp).
+
+Units: every size that leaves here is in base units. Each entry point takes the feed's
+`units.Conversion` (None: ccxt's figures are base already, e.g. spot) and converts
+ccxt's contract figures after checking them (`trades_in_base`, `rows_in_base` convert
+what REST hands the handlers the same way).
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from typing import Annotated, Any
 
 import msgspec
 
+from marketbus.producer.units import Conversion
 from marketbus.shared.errors import NormalizeError
 from marketbus.shared.schema import Book, Level, Side, Ticker, Trade, Trades
 
 _isfinite = math.isfinite
 _convert = msgspec.convert
+_replace = msgspec.structs.replace
 _Invalid = msgspec.ValidationError
 
 Row = tuple[int, float | None, float | None, float | None, float | None, float | None]
@@ -150,18 +157,27 @@ def ohlcv_row(row: Any, where: str = "ohlcv row") -> Row:
     )
 
 
-def ohlcv_rows(rows: Any, where: str = "ohlcv") -> list[Row]:
-    """Copy every row of a ccxt OHLCV list, oldest first as ccxt returns them."""
+def ohlcv_rows(rows: Any, where: str = "ohlcv", units: Conversion | None = None) -> list[Row]:
+    """Copy every row of a ccxt OHLCV list, oldest first as ccxt returns them; with
+    *units*, volume in base units (`rows_in_base`)."""
     if type(rows) is list:
         try:
-            return _convert((rows,), _Rows).rows
+            return rows_in_base(_convert((rows,), _Rows).rows, units)
         except _Invalid:
             pass  # the field-by-field path below coerces or names the bad field
     if not isinstance(rows, Sequence) or isinstance(rows, str | bytes):
         raise NormalizeError(f"{where}: expected a list of rows, got {type(rows).__name__}")
-    return [
+    copied = [
         ohlcv_row(row, where if len(rows) == 1 else f"{where}[{i}]") for i, row in enumerate(rows)
     ]
+    return rows_in_base(copied, units)
+
+
+def rows_in_base(rows: list[Row], units: Conversion | None) -> list[Row]:
+    """Checked rows with their volume in base units (an inverse contract's at the close)."""
+    if units is None:
+        return rows
+    return [(*r[:5], units.maybe(r[5], r[4], "candle volume")) for r in rows]
 
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
@@ -192,17 +208,24 @@ def _checked(exchange: str, kind: str, symbol: str, data: Any) -> _Checked:
     return _Checked(where, fields, _ms(fields.get("timestamp"), where, "timestamp"))
 
 
-def ticker(exchange: str, symbol: str, data: Any, recv_ns: int) -> Ticker:
-    """A ccxt unified ticker dict -> `Ticker` (``percentage`` becomes ``change_pct``)."""
+def ticker(
+    exchange: str, symbol: str, data: Any, recv_ns: int, units: Conversion | None = None
+) -> Ticker:
+    """A ccxt unified ticker dict -> `Ticker` (``percentage`` becomes ``change_pct``);
+    with *units*, sizes and base volume in base units."""
     if type(data) is dict:
         try:
-            return _ticker_message(exchange, symbol, _convert(data, _CcxtTicker), recv_ns)
+            fields = _convert(data, _CcxtTicker)
         except _Invalid:
             pass  # the field-by-field path below coerces or names the bad field
-    return checked_ticker(exchange, symbol, data, recv_ns)
+        else:
+            return _ticker_message(exchange, symbol, fields, recv_ns, units)
+    return checked_ticker(exchange, symbol, data, recv_ns, units)
 
 
-def checked_ticker(exchange: str, symbol: str, data: Any, recv_ns: int) -> Ticker:
+def checked_ticker(
+    exchange: str, symbol: str, data: Any, recv_ns: int, units: Conversion | None = None
+) -> Ticker:
     """`ticker` field by field: coerces what the fast path refuses or names the bad field."""
     checked = _checked(exchange, "ticker", symbol, data)
     t, where = checked.fields, checked.where
@@ -222,11 +245,21 @@ def checked_ticker(exchange: str, symbol: str, data: Any, recv_ns: int) -> Ticke
         mark_price=_float(t.get("markPrice"), where, "markPrice"),
         index_price=_float(t.get("indexPrice"), where, "indexPrice"),
     )
-    return _ticker_message(exchange, symbol, fields, recv_ns)
+    return _ticker_message(exchange, symbol, fields, recv_ns, units)
 
 
-def _ticker_message(exchange: str, symbol: str, t: _CcxtTicker, recv_ns: int) -> Ticker:
-    """The wire `Ticker` of ccxt's fields, whichever path checked them."""
+def _ticker_message(
+    exchange: str, symbol: str, t: _CcxtTicker, recv_ns: int, units: Conversion | None
+) -> Ticker:
+    """The wire `Ticker` of ccxt's fields, whichever path checked them; an inverse
+    contract's sizes convert at the bid/ask and its 24 h base volume at ``last``."""
+    if units is not None:
+        t = _replace(
+            t,
+            bid_volume=units.maybe(t.bid_volume, t.bid, "bidVolume"),
+            ask_volume=units.maybe(t.ask_volume, t.ask, "askVolume"),
+            base_volume=units.maybe(t.base_volume, t.last, "baseVolume"),
+        )
     return Ticker(
         exchange=exchange,
         symbol=symbol,
@@ -271,8 +304,11 @@ def trade(data: Any, where: str) -> Trade:
     )
 
 
-def trades(exchange: str, symbol: str, data: Any, recv_ns: int) -> Trades:
-    """A ccxt trades list -> one `Trades` batch; ``ts_ms`` is the newest trade's time."""
+def trades(
+    exchange: str, symbol: str, data: Any, recv_ns: int, units: Conversion | None = None
+) -> Trades:
+    """A ccxt trades list -> one `Trades` batch; ``ts_ms`` is the newest trade's time;
+    with *units*, amounts in base units (`trades_in_base`)."""
     if type(data) is list and data:
         try:
             parsed = _convert((data,), _Trades).trades
@@ -285,11 +321,13 @@ def trades(exchange: str, symbol: str, data: Any, recv_ns: int) -> Trades:
                     for t in parsed
                 ]
             )
-            return trades_message(exchange, symbol, items, recv_ns)
-    return checked_trades(exchange, symbol, data, recv_ns)
+            return trades_message(exchange, symbol, trades_in_base(items, units), recv_ns)
+    return checked_trades(exchange, symbol, data, recv_ns, units)
 
 
-def checked_trades(exchange: str, symbol: str, data: Any, recv_ns: int) -> Trades:
+def checked_trades(
+    exchange: str, symbol: str, data: Any, recv_ns: int, units: Conversion | None = None
+) -> Trades:
     """`trades` trade by trade: coerces what the fast path refuses or names the bad field."""
     where = _where(exchange, "trades", symbol)
     if not isinstance(data, Sequence) or isinstance(data, str | bytes):
@@ -297,7 +335,14 @@ def checked_trades(exchange: str, symbol: str, data: Any, recv_ns: int) -> Trade
     if not data:
         raise NormalizeError(f"{where}: empty batch")
     items = tuple(trade(item, f"{where}[{i}]") for i, item in enumerate(data))
-    return trades_message(exchange, symbol, items, recv_ns)
+    return trades_message(exchange, symbol, trades_in_base(items, units), recv_ns)
+
+
+def trades_in_base(items: tuple[Trade, ...], units: Conversion | None) -> tuple[Trade, ...]:
+    """Checked trades with their amounts in base units (an inverse one's at its price)."""
+    if units is None:
+        return items
+    return tuple([_replace(t, amount=units.base(t.amount, t.price, "amount")) for t in items])
 
 
 def trades_message(exchange: str, symbol: str, items: tuple[Trade, ...], recv_ns: int) -> Trades:
@@ -344,25 +389,40 @@ def _levels(side: Any, depth: int, where: str) -> tuple[Level, ...]:
     return tuple(levels)
 
 
-def book(exchange: str, symbol: str, data: Any, depth: int, recv_ns: int) -> Book:
-    """The top *depth* levels of ccxt's live order book, copied at once."""
+def book(
+    exchange: str,
+    symbol: str,
+    data: Any,
+    depth: int,
+    recv_ns: int,
+    units: Conversion | None = None,
+) -> Book:
+    """The top *depth* levels of ccxt's live order book, copied at once; with *units*,
+    sizes in base units (an inverse level's at its price)."""
     if isinstance(data, dict):
         ts = data.get("timestamp")
         if ts is None or (type(ts) is int and ts >= 0):
             bids = _top(data.get("bids"), depth)
             asks = _top(data.get("asks"), depth) if bids is not None else None
             if asks is not None and bids is not None:
-                return _book_message(exchange, symbol, ts, depth, bids, asks, recv_ns)
-    return checked_book(exchange, symbol, data, depth, recv_ns)
+                return _book_message(exchange, symbol, ts, depth, bids, asks, recv_ns, units)
+    return checked_book(exchange, symbol, data, depth, recv_ns, units)
 
 
-def checked_book(exchange: str, symbol: str, data: Any, depth: int, recv_ns: int) -> Book:
+def checked_book(
+    exchange: str,
+    symbol: str,
+    data: Any,
+    depth: int,
+    recv_ns: int,
+    units: Conversion | None = None,
+) -> Book:
     """`book` level by level: coerces what the fast path refuses or names the bad level."""
     checked = _checked(exchange, "book", symbol, data)
     b, where = checked.fields, checked.where
     bids = _levels(b.get("bids"), depth, f"{where}: bids")
     asks = _levels(b.get("asks"), depth, f"{where}: asks")
-    return _book_message(exchange, symbol, checked.ts_ms, depth, bids, asks, recv_ns)
+    return _book_message(exchange, symbol, checked.ts_ms, depth, bids, asks, recv_ns, units)
 
 
 def _book_message(
@@ -373,8 +433,12 @@ def _book_message(
     bids: tuple[Level, ...],
     asks: tuple[Level, ...],
     recv_ns: int,
+    units: Conversion | None = None,
 ) -> Book:
     """The wire `Book`, whichever path checked its levels."""
+    if units is not None:
+        bids = _levels_in_base(bids, units)
+        asks = _levels_in_base(asks, units)
     return Book(
         exchange=exchange,
         symbol=symbol,
@@ -384,3 +448,7 @@ def _book_message(
         bids=bids,
         asks=asks,
     )
+
+
+def _levels_in_base(levels: tuple[Level, ...], units: Conversion) -> tuple[Level, ...]:
+    return tuple([(price, units.base(size, price, "level size")) for price, size in levels])

@@ -44,6 +44,7 @@ from marketbus.producer.publisher import Publisher
 from marketbus.producer.sequencing import choose_run
 from marketbus.producer.stats import FeedCounters, FeedStats, heartbeat_detail, snapshot
 from marketbus.producer.transport import ClusterTransport, FastTransport, Tail, Transport
+from marketbus.producer.units import SPOT, ContractTerms, contract_terms, conversion
 from marketbus.shared.backoff import BackoffState
 from marketbus.shared.cluster import connect_cluster, is_cluster
 from marketbus.shared.codecs import decode, encode_feed_info
@@ -79,6 +80,7 @@ class _ExchangeRun:
         self.exchange = exchange
         self.feeds: list[Feed] = []
         self.handlers: dict[str, FeedHandler] = {}  # by feed name
+        self.terms: dict[str, ContractTerms] = {}  # by feed name: its market's contract
         self.bad_frames = 0
         self.bad_frame_logged_at: float | None = None
 
@@ -324,12 +326,16 @@ class Producer:
         await watch.load_markets(run.exchange, LOAD_MARKETS_ATTEMPTS, backoff)
         run.feeds = watch.plan_feeds(run.exchange, run.config, self._ns)
         for feed in run.feeds:
+            # ccxt's market is checked here: a contract without contractSize stops the start.
+            terms = contract_terms(feed.exchange, run.exchange.market(feed.symbol))
+            run.terms[feed.name] = terms
             run.handlers[feed.name] = handler_for(
                 feed,
                 close_grace_ms=settings.close_grace_ms,
                 book_depth=run.config.book_depth,
                 book_interval_ms=run.config.book_interval_ms,
                 reconcile=settings.reconcile_policy(),
+                units=conversion(feed.exchange, feed.kind, feed.symbol, terms),
             )
 
     async def _backfill(self, run: _ExchangeRun, last: dict[str, Tail | None]) -> None:
@@ -439,20 +445,23 @@ class Producer:
         if self._lease is not None and not self._lease.valid():
             return  # not ours to write while the lease is unconfirmed
         now_ms = time.time_ns() // 1_000_000
-        fields = {
-            feed.name: encode_feed_info(
-                FeedInfo(
-                    exchange=feed.exchange,
-                    symbol=feed.symbol,
-                    kind=feed.kind,
-                    timeframe=feed.timeframe,
-                    run=self._publisher.run_id,
-                    stream_maxlen=self.config.streams.for_kind(feed.kind),
-                    updated_ms=now_ms,
+        fields: dict[str, bytes] = {}
+        for run in self._runs:
+            for feed in run.feeds:
+                terms = run.terms.get(feed.name, SPOT)
+                fields[feed.name] = encode_feed_info(
+                    FeedInfo(
+                        exchange=feed.exchange,
+                        symbol=feed.symbol,
+                        kind=feed.kind,
+                        timeframe=feed.timeframe,
+                        run=self._publisher.run_id,
+                        stream_maxlen=self.config.streams.for_kind(feed.kind),
+                        updated_ms=now_ms,
+                        contract_size=terms.contract_size,
+                        inverse=terms.inverse,
+                    )
                 )
-            )
-            for feed in self.feeds
-        }
         try:
             await self._transport.set_fields(catalog_key(self._ns), fields)
         except (RedisError, OSError) as exc:

@@ -130,3 +130,9 @@ class FeedInfo(msgspec.Struct, frozen=True, kw_only=True):
     run: int
     stream_maxlen: int
     updated_ms: int
+    contract_size: float | None = None
+    """The market's ccxt ``contractSize`` (None: spot): base units per contract, or
+    quote units per contract when ``inverse``. Sizes on the bus are already base units;
+    this lets a reader convert back to the exchange's contracts."""
+    inverse: bool = False
+    """An inverse contract (``BTC/USD:BTC``): contracts = base * price / contract_size."""
