@@ -35,7 +35,7 @@ from bench.report import Row
 from bench.workload import Workload
 from marketbus.consumers import BufferSizes, Subscriber, Update
 from marketbus.consumers.buffers import CandleBuffer
-from marketbus.consumers.subscriber import DeliveryMode
+from marketbus.consumers.options import DeliveryMode
 from marketbus.shared.codecs import decode
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.schema import OHLCV

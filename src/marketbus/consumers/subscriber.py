@@ -29,14 +29,10 @@ from marketbus.consumers.listeners import (
     StaleCallback,
 )
 from marketbus.consumers.options import (
-    DELIVERY_MODES,
-    ERROR_POLICIES,
-    TRANSPORTS,
     DeliveryMode,
     ErrorPolicy,
     OptionKeywords,
     SubscriberOptions,
-    TransportKind,
     resolve_options,
     with_sizes,
 )
@@ -51,8 +47,6 @@ from marketbus.shared.config import RedisConfig
 from marketbus.shared.names import feed_name, ohlcv_kind
 from marketbus.shared.schema import Ticker, Trade
 from marketbus.shared.urls import redact
-
-__all__ = ["DELIVERY_MODES", "ERROR_POLICIES", "TRANSPORTS", "Subscriber", "TransportKind"]
 
 log = logging.getLogger("marketbus.consumers")
 

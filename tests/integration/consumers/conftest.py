@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from marketbus.consumers.subscriber import TRANSPORTS, TransportKind
+from marketbus.consumers.options import TRANSPORTS, TransportKind
 from tests.integration.deploy.test_tls import pki, tls_server
 
 __all__ = ["pki", "tls_server", "transport"]  # the TLS server of the deploy tests, reused

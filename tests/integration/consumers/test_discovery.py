@@ -7,7 +7,7 @@ import asyncio
 import redis.asyncio as aioredis
 
 from marketbus.consumers import BufferSizes, Gap, Staleness, Subscriber
-from marketbus.consumers.subscriber import TransportKind
+from marketbus.consumers.options import TransportKind
 from marketbus.shared.codecs import encode_feed_info
 from marketbus.shared.names import catalog_key
 from marketbus.shared.schema import FeedInfo

@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from marketbus.consumers import Backoff, Gap, Subscriber
-from marketbus.consumers.subscriber import TransportKind
+from marketbus.consumers.options import TransportKind
 from tests.support.redis_process import RedisProcess
 from tests.support.waiting import wait_until
 from tests.support.wire_writer import WireWriter

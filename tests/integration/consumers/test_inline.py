@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from marketbus.consumers import Backoff, Gap, Subscriber, SubscriberClosedError, SyncSubscriber
 from marketbus.consumers.events import Update
-from marketbus.consumers.subscriber import TransportKind
+from marketbus.consumers.options import TransportKind
 from marketbus.shared.codecs import encode
 from marketbus.shared.errors import ConfigError
 from marketbus.shared.names import STREAM_FIELD, entry_id

@@ -13,8 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from marketbus.consumers import Backoff, Gap, Staleness, Subscriber, SubscriberFailedError
-from marketbus.consumers.options import DeliveryMode
-from marketbus.consumers.subscriber import TransportKind
+from marketbus.consumers.options import DeliveryMode, TransportKind
 from marketbus.shared.codecs import encode
 from marketbus.shared.errors import SubscriberClosedError
 from marketbus.shared.names import entry_id

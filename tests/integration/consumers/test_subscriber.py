@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from marketbus.consumers import NotSubscribedError, Subscriber, SubscriberClosedError
 from marketbus.consumers.events import Update
-from marketbus.consumers.subscriber import TransportKind
+from marketbus.consumers.options import TransportKind
 from marketbus.shared.errors import ConfigError
 from tests.support.waiting import wait_until
 from tests.support.wire_writer import WireWriter
