@@ -33,7 +33,7 @@ from bench.report import Row
 from bench.workload import RUN, Workload
 from marketbus.consumers import BufferSizes, Subscriber, Update
 from marketbus.consumers.buffers import CandleBuffer
-from marketbus.consumers.subscriber import DeliveryMode, TransportKind
+from marketbus.consumers.options import DeliveryMode, TransportKind
 from marketbus.shared.codecs import decode, encoder_for
 from marketbus.shared.config import RedisConfig
 from marketbus.shared.resp import FeedCommands
