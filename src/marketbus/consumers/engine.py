@@ -858,10 +858,11 @@ class Engine:
         if message.run != state.run and self._from_future(message.run):
             self._suspect(state, message, "its run is in the future")
             return True
-        if verdict is not Verdict.APPLY:
+        if verdict is not Verdict.APPLY or (state.last is None and newest_wins(state.kind)):
             if accept_up_to is not None and position <= accept_up_to:
                 self._check_hole(state, message, stream_first)
-            else:  # a jump: held until the stream backs it (`marketbus.consumers.trust`)
+            else:  # a jump, or a state feed's first message (the backfill found none):
+                # held until the stream backs it (`marketbus.consumers.trust`)
                 self._hold(state, message)
                 self._repair(state, message)
                 return False
