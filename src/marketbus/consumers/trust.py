@@ -12,7 +12,8 @@ it comes from the stream.
 
 Ticker and book feeds follow the same rule, with a cheaper read: their newest message
 is the whole state, so nothing skipped needs reading, only the held message's own entry
-(one ``XREVRANGE ... COUNT 1`` ending at its ID). Without this, one forged ticker at
+(one ``XREVRANGE ... COUNT 1`` ending at its ID), and so does their first message
+when the backfill found nothing. Without this, one forged ticker at
 ``seq + 1_000_000`` would show a fake price and freeze the feed just the same. The cost
 is latency on a real jump (a publish lost to a reconnect): its state is shown one
 stream read later. Forming candles cannot be confirmed (the stream holds closed candles
