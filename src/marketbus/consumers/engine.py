@@ -12,9 +12,9 @@ Per feed:
 - live messages are applied in ``(run, seq)`` order; older ones are duplicates (rule 2);
   a jump or a new run holds the feed and asks for the skipped range (rule 3); what the
   stream no longer has is reported as a `Gap`;
-- state feeds (ticker, book) are the exception to rule 3: their newest message replaces
-  all earlier ones, so a jump is applied at once (conflated) and a resume reads only
-  the newest entry;
+- state feeds (ticker, book) are the exception to rule 3's repair: their newest message
+  replaces all earlier ones, so a jump reads only the stream's newest entry up to and
+  including the held message (which confirms it, see below), and so does a resume;
 - a payload that does not decode is counted and skipped (rule 5);
 - a jump is applied only once the stream confirms it: the repair reads up to and
   including the held message's ``(run, seq)``, and a message the stream does not have,
@@ -581,13 +581,16 @@ class Engine:
         self._fetches.append(fetch)
 
     def _repair(self, state: FeedState, message: Message) -> None:
+        """Read the stream up to the held *message* that jumps: everything skipped (a
+        state feed: only the newest entry up to and including it, which confirms it)."""
         self._stats.repairs += 1
         state.syncing = True
         state.epoch += 1
         state.confirmed = None
         before = message.position
         confirm = before if self._must_confirm(state, message) else None
-        fetch = Fetch(state.name, state.epoch, state.last, before, None, False, confirm)
+        count = 1 if newest_wins(state.kind) else None
+        fetch = Fetch(state.name, state.epoch, state.last, before, count, False, confirm)
         self._fetches.append(fetch)
 
     @staticmethod
@@ -855,10 +858,11 @@ class Engine:
         if message.run != state.run and self._from_future(message.run):
             self._suspect(state, message, "its run is in the future")
             return True
-        if verdict is not Verdict.APPLY:
+        if verdict is not Verdict.APPLY or (state.last is None and newest_wins(state.kind)):
             if accept_up_to is not None and position <= accept_up_to:
                 self._check_hole(state, message, stream_first)
-            elif not newest_wins(state.kind):
+            else:  # a jump, or a state feed's first message (the backfill found none):
+                # held until the stream backs it (`marketbus.consumers.trust`)
                 self._hold(state, message)
                 self._repair(state, message)
                 return False

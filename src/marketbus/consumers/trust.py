@@ -10,10 +10,14 @@ feed's position does not move. Runs are the producer's start time (epoch ms), so
 run far ahead of the reader's clock cannot be real: it is rejected outright, even when
 it comes from the stream.
 
-Forming candles cannot be confirmed this way (the stream holds closed candles only):
-a jump to one is trusted, as before. Ticker and book feeds apply a live jump at once
-(their newest message is the whole state; nothing is repaired), so only what they hold
-while they sync is checked against the stream.
+Ticker and book feeds follow the same rule, with a cheaper read: their newest message
+is the whole state, so nothing skipped needs reading, only the held message's own entry
+(one ``XREVRANGE ... COUNT 1`` ending at its ID), and so does their first message
+when the backfill found nothing. Without this, one forged ticker at
+``seq + 1_000_000`` would show a fake price and freeze the feed just the same. The cost
+is latency on a real jump (a publish lost to a reconnect): its state is shown one
+stream read later. Forming candles cannot be confirmed (the stream holds closed candles
+only): a jump to one is trusted, as before.
 """
 
 from __future__ import annotations

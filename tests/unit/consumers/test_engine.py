@@ -212,13 +212,17 @@ def test_undecodable_payload_is_counted_and_skipped() -> None:
     assert prices(engine) == [1]
 
 
-def test_state_feed_jump_is_conflated_without_fetch() -> None:
+def test_state_feed_jump_reads_only_its_own_entry_to_confirm_it() -> None:
     engine, rec = setup(TICKER)
     engine.on_subscribed(TICKER)
     fetch = take(engine)
     assert fetch.count == 1
     engine.on_history(fetch, entries([ticker(1, 5)]), done=True, stream_first=(1, 1))
     engine.on_live(TICKER, encode(ticker(1, 9)))
+    repair = take(engine)  # the jump waits for the stream (nothing skipped is read)
+    assert (repair.after, repair.confirm, repair.count) == ((1, 5), (1, 9), 1)
+    assert engine.feeds[TICKER].buffer.latest.last == 5.0  # type: ignore[union-attr]
+    engine.on_history(repair, entries([ticker(1, 9)]), done=True, stream_first=(1, 1))
     assert not engine.wants_fetches and rec.events == []
     assert engine.feeds[TICKER].buffer.latest.last == 9.0  # type: ignore[union-attr]
     engine.on_subscribed(TICKER)
