@@ -366,8 +366,9 @@ class Publisher:
         if verdict is Top.RIVAL:
             raise FencedError(
                 f"XADD {stream} {item.entry_id} was refused: another producer writes this "
-                f"feed (its entry {top_id} is a message of a newer run than ours). Run one "
-                "producer per exchange: a second one waits as standby."
+                f"feed with run {parse_entry_id(top[0])[0]}, newer than ours (its entry "
+                f"{top_id} is a message of this feed). Run one producer per exchange: a "
+                "second one waits as standby."
             )
         counters.errors += 1
         if verdict is Top.FUTURE:
