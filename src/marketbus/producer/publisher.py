@@ -120,6 +120,9 @@ class Publisher:
         self.latency = LatencyHistogram()
         self.foreign: dict[str, int] = {}
         """Foreign entries found above ours, per stream (one per refused XADD)."""
+        self.rewritten: dict[str, int] = {}
+        """Messages written again in a later run after a foreign entry refused them, per
+        feed. Their first copy went out live: a reader that applied it sees them twice."""
         self._blocked: set[str] = set()
         """Streams whose top entry is from the future: they refuse us until deleted."""
 
@@ -401,6 +404,7 @@ class Publisher:
 
     def _restamped(self, item: Outgoing) -> Outgoing:
         """*item* stamped again with the current run and its feed's next seq."""
+        self.rewritten[item.channel] = self.rewritten.get(item.channel, 0) + 1
         return self._outgoing(item.channel, decode(item.payload))
 
     async def _new_run(self, run: int) -> None:
