@@ -14,7 +14,9 @@ stream IDs still only go up and nothing is counted before Redis acknowledged it.
 
 With a `LeaseKeeper` the writer asks it before every attempt whether it may write
 (`LeaseKeeper.ready`), tells it when the Redis link failed (the lease must then be
-confirmed again), and stops with FencedError when the lease is lost. Each written
+confirmed again), and stops with FencedError when the lease is lost or another
+producer's message tops a stream; a foreign entry there (``XADD feed '*' d x``) moves
+the producer to a new run instead (docs/operations.md). Each written
 message's latency (ccxt handed it over -> Redis acknowledged it) goes into `latency`.
 """
 
@@ -299,8 +301,9 @@ class Publisher:
     async def _settle(
         self, batch: list[Outgoing], entries: Sequence[Entry], errors: ReplyErrors
     ) -> None:
-        """Count what Redis acknowledged; an XADD refused for its ID is either our own
-        earlier attempt (fine) or a newer producer's run (FencedError)."""
+        """Count what Redis acknowledged; an XADD refused for its ID is our own earlier
+        attempt (fine), a newer producer's run (FencedError) or a foreign entry (see
+        `_refused`)."""
         if not self.redis_ok:
             self.redis_ok = True
             self._backoff.success(time.monotonic())
