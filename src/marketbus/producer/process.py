@@ -41,7 +41,7 @@ from marketbus.producer.lease import LeaseKeeper
 from marketbus.producer.lease_store import RedisLeaseStore
 from marketbus.producer.metrics import MetricsServer, MetricsSource
 from marketbus.producer.publisher import Publisher
-from marketbus.producer.sequencing import choose_run
+from marketbus.producer.sequencing import ahead, choose_run, of_feed
 from marketbus.producer.stats import FeedCounters, FeedStats, heartbeat_detail, snapshot
 from marketbus.producer.transport import ClusterTransport, FastTransport, Tail, Transport
 from marketbus.producer.units import SPOT, ContractTerms, contract_terms, conversion
@@ -53,6 +53,7 @@ from marketbus.shared.errors import ContractError, FencedError, MarketbusError
 from marketbus.shared.names import (
     Feed,
     catalog_key,
+    entry_id,
     exchange_prefix,
     parse_entry_id,
     status_name,
@@ -269,8 +270,9 @@ class Producer:
             status_name(self._ns, r.config.id) for r in self._runs
         ]
         last = await transport.last_entries(streams)
-        last_ids = [parse_entry_id(entry[0]) if entry else None for entry in last]
-        run_id = choose_run(time.time_ns() // 1_000_000, last_ids)
+        last_ids = [_entry_ids(entry) for entry in last]
+        now_ms = time.time_ns() // 1_000_000
+        run_id = choose_run(now_ms, last_ids)
         last_by_stream = dict(zip(streams, last, strict=True))
         await lease.set_run(run_id)
 
@@ -296,6 +298,9 @@ class Producer:
             if previous is not None:
                 detail += f"; took over from {previous} (its lease expired or was released)"
             self._status(run.config.id, "started", None, detail)
+        for stream, ids in zip(streams, last_ids, strict=True):
+            if ids is not None and ahead(ids[0], now_ms):
+                self._publisher.block(stream, entry_id(*ids))
         if settings.metrics_port is not None:
             self._metrics = MetricsServer(
                 settings.metrics_port, self._metrics_source(), settings.metrics_host
@@ -565,8 +570,21 @@ async def _together(work: Iterable[Coroutine[Any, Any, None]]) -> None:
         raise failed.exceptions[0] from None
 
 
+def _entry_ids(entry: Tail | None) -> tuple[int, int] | None:
+    """``(run, seq)`` of a stream's last entry; None if there is none (Redis only
+    stores ``ms-seq`` IDs, so every entry parses; a guard for a misbehaving server)."""
+    if entry is None:
+        return None
+    try:
+        return parse_entry_id(entry[0])
+    except ContractError as exc:
+        log.warning("ignoring a stream's last entry: %s", exc)
+        return None
+
+
 def _last_message(feed: str, entry: Tail | None) -> MarketMessage | None:
-    """The message in a stream's last entry, None if none or unreadable."""
+    """The message in a stream's last entry, None if none, unreadable or foreign (not
+    a message of *feed* at its own entry ID: junk, another feed's, a forged ID)."""
     if entry is None or entry[1] is None:
         return None
     try:
@@ -576,7 +594,16 @@ def _last_message(feed: str, entry: Tail | None) -> MarketMessage | None:
             "%s: the last stream entry does not decode, starting as if empty: %s", feed, exc
         )
         return None
-    return None if isinstance(message, Status) else message
+    if isinstance(message, Status):
+        return None
+    if not of_feed(message, feed) or _entry_ids(entry) != (message.run, message.seq):
+        log.warning(
+            "%s: the last stream entry %s is not a message of this feed, starting as if empty",
+            feed,
+            entry[0].decode(errors="replace"),
+        )
+        return None
+    return message
 
 
 async def run(config: ProducerConfig, exchange_ids: Sequence[str] | None = None) -> int:

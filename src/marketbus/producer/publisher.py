@@ -14,7 +14,9 @@ stream IDs still only go up and nothing is counted before Redis acknowledged it.
 
 With a `LeaseKeeper` the writer asks it before every attempt whether it may write
 (`LeaseKeeper.ready`), tells it when the Redis link failed (the lease must then be
-confirmed again), and stops with FencedError when the lease is lost. Each written
+confirmed again), and stops with FencedError when the lease is lost or another
+producer's message tops a stream; a foreign entry there (``XADD feed '*' d x``) moves
+the producer to a new run instead (docs/operations.md). Each written
 message's latency (ccxt handed it over -> Redis acknowledged it) goes into `latency`.
 """
 
@@ -33,11 +35,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from marketbus.producer.lease import LeaseKeeper
 from marketbus.producer.outbox import Entry, Outbox
-from marketbus.producer.sequencing import Sequencer
+from marketbus.producer.sequencing import Sequencer, Top, classify_top
 from marketbus.producer.stats import FeedCounters, LatencyHistogram
-from marketbus.producer.transport import Outgoing, Receipt, ReplyErrors, Transport
+from marketbus.producer.transport import Outgoing, Receipt, ReplyErrors, Tail, Transport
 from marketbus.shared.backoff import BackoffState
-from marketbus.shared.codecs import Encoding, encoder_for
+from marketbus.shared.codecs import Encoding, decode, encoder_for
 from marketbus.shared.config import StreamCaps
 from marketbus.shared.errors import FencedError
 from marketbus.shared.names import (
@@ -118,6 +120,13 @@ class Publisher:
         self.redis_ok = True
         self.batches = 0
         self.latency = LatencyHistogram()
+        self.foreign: dict[str, int] = {}
+        """Foreign entries found above ours, per stream (one per refused XADD)."""
+        self.rewritten: dict[str, int] = {}
+        """Messages written again in a later run after a foreign entry refused them, per
+        feed. Their first copy went out live: a reader that applied it sees them twice."""
+        self._blocked: set[str] = set()
+        """Streams whose top entry is from the future: they refuse us until deleted."""
 
     @property
     def run_id(self) -> int:
@@ -292,8 +301,9 @@ class Publisher:
     async def _settle(
         self, batch: list[Outgoing], entries: Sequence[Entry], errors: ReplyErrors
     ) -> None:
-        """Count what Redis acknowledged; an XADD refused for its ID is either our own
-        earlier attempt (fine) or a newer producer's run (FencedError)."""
+        """Count what Redis acknowledged; an XADD refused for its ID is our own earlier
+        attempt (fine), a newer producer's run (FencedError) or a foreign entry (see
+        `_refused`)."""
         if not self.redis_ok:
             self.redis_ok = True
             self._backoff.success(time.monotonic())
@@ -303,6 +313,7 @@ class Publisher:
         now_ms = now_ns // 1_000_000
         self.latency.observe_many([(now_ns - entry.message.recv_ns) / 1e9 for entry in entries])
         known = self._feed_counters
+        blocked = self._blocked
         for item, error in zip(batch, errors, strict=True):
             counters = known.get(item.channel)
             if counters is None:
@@ -313,19 +324,116 @@ class Publisher:
                     log.error("XADD %s %s failed: %s", item.stream, item.entry_id, error)
                     continue
                 assert item.stream is not None
-                top_run = await self._top_run(item.stream)
-                if top_run != self.sequencer.run:
-                    raise FencedError(
-                        f"XADD {item.stream} {item.entry_id} was refused ({error}): another "
-                        f"producer writes this feed with run {top_run}, newer than ours. Run "
-                        "one producer per exchange: a second one waits as standby."
-                    )
-                if not await self._landed(item.stream, item.entry_id):
-                    self._lost_behind(item, counters)
+                if not await self._refused(item, counters):
                     continue
                 # Our own entry: an earlier attempt at this batch got in, its reply did not.
+            elif blocked and item.stream in blocked:
+                blocked.discard(item.stream)
+                log.warning("%s takes our entries again (%s)", item.stream, item.entry_id)
             counters.published += 1
             counters.last_message_ms = now_ms
+
+    async def _refused(self, item: Outgoing, counters: FeedCounters) -> bool:
+        """Redis refused *item*'s ID: the stream's top entry is at or above it. True when
+        that top entry is *item* itself (an earlier attempt got in, its reply did not).
+
+        A real message of a later run is another producer: FencedError. Anything else
+        above us is foreign (counted in `foreign`, announced): we move the whole producer
+        to a run above it and write *item* again; one too far in the future blocks the
+        stream (its messages are counted as dropped) until an operator deletes it."""
+        stream = item.stream
+        assert stream is not None
+        if stream in self._blocked:
+            counters.dropped += 1
+            return False
+        run = parse_entry_id(item.entry_id)[0]
+        if run < self.sequencer.run:  # stamped before we moved past a foreign entry
+            await self._write([self._restamped(item)])
+            return False
+        top = await self._top(stream)
+        if top is None:  # the stream was deleted meanwhile: it takes any ID again
+            await self._write([self._restamped(item)])
+            return False
+        now_ms = time.time_ns() // 1_000_000
+        verdict = classify_top(
+            stream,
+            top[0],
+            top[1],
+            run=run,
+            next_seq=self.sequencer.peek(stream),
+            now_ms=now_ms,
+        )
+        if verdict is Top.OURS:
+            if await self._landed(stream, item.entry_id):
+                return True
+            self._lost_behind(item, counters)
+            return False
+        top_id = top[0].decode(errors="replace")
+        if verdict is Top.RIVAL:
+            raise FencedError(
+                f"XADD {stream} {item.entry_id} was refused: another producer writes this "
+                f"feed with run {parse_entry_id(top[0])[0]}, newer than ours (its entry "
+                f"{top_id} is a message of this feed). Run one producer per exchange: a "
+                "second one waits as standby."
+            )
+        counters.errors += 1
+        if verdict is Top.FUTURE:
+            counters.dropped += 1
+            self.block(stream, top_id)
+            return False
+        new_run = max(now_ms, parse_entry_id(top[0])[0] + 1)
+        if new_run > self.sequencer.run:
+            await self._new_run(new_run)
+        self.foreign[stream] = self.foreign.get(stream, 0) + 1
+        self._announce(
+            stream,
+            f"{stream} holds a foreign entry {top_id} above our {item.entry_id}: not a "
+            f"producer's message; writing on in run {self.sequencer.run}",
+        )
+        await self._write([self._restamped(item)])
+        return False
+
+    def block(self, stream: str, top_id: str) -> None:
+        """*stream*'s top entry *top_id* is from the future (seen at start-up): announce
+        it; its messages are dropped and counted until an operator deletes the stream."""
+        self._blocked.add(stream)
+        self.foreign[stream] = self.foreign.get(stream, 0) + 1
+        self._announce(
+            stream,
+            f"{stream} holds a foreign entry {top_id} from the future: Redis refuses our "
+            f"entries (run {self.sequencer.run}) there, so its messages are dropped until an "
+            f"operator deletes the stream (DEL {stream}); other feeds carry on",
+        )
+
+    def _restamped(self, item: Outgoing) -> Outgoing:
+        """*item* stamped again with the current run and its feed's next seq."""
+        self.rewritten[item.channel] = self.rewritten.get(item.channel, 0) + 1
+        return self._outgoing(item.channel, decode(item.payload))
+
+    async def _new_run(self, run: int) -> None:
+        """Move every feed to *run* (seqs restart at 1; readers follow a new run)."""
+        log.warning(
+            "moving from run %d to run %d past a foreign stream entry", self.sequencer.run, run
+        )
+        self.sequencer = Sequencer(run)
+        if self._lease is not None:
+            await self._lease.set_run(run)
+
+    def _announce(self, stream: str, detail: str) -> None:
+        """An ``error`` status event naming *stream* (logged too)."""
+        log.error("%s", detail)
+        feed = self._status_feed_of(stream)
+        self.submit(
+            feed,
+            Status(
+                exchange=exchange_of(stream),
+                ts_ms=None,
+                recv_ns=time.time_ns(),
+                event="error",
+                feed=stream,
+                detail=detail,
+            ),
+        )
 
     async def _landed(self, stream: str, entry_id: str) -> bool:
         """Whether our refused entry is in the stream (an earlier attempt got in)."""
@@ -350,15 +458,13 @@ class Publisher:
         gap = msgspec.structs.replace(self._gap(item.channel, seq, 1), detail=detail)
         self.submit(self._status_feed_of(item.channel), gap)
 
-    async def _top_run(self, stream: str) -> int | None:
-        """The run of *stream*'s newest entry (tells our earlier attempt from a rival)."""
+    async def _top(self, stream: str) -> Tail | None:
+        """*stream*'s newest entry (tells our earlier attempt from a rival or a stranger)."""
         while True:
             try:
-                last = await self._transport.last_entry(stream)
+                return await self._transport.last_entry(stream)
             except RETRYABLE as exc:
                 await self._failed(f"{type(exc).__name__}: {exc}")
-                continue
-            return None if last is None else parse_entry_id(last[0])[0]
 
     async def _gate(self, failure: str | None) -> None:
         """Wait until the lease lets us write. After a link *failure* a gate that stays

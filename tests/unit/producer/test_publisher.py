@@ -6,13 +6,14 @@ import asyncio
 from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
+from msgspec.structs import replace
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, ResponseError
 
 from marketbus.producer.publisher import FeedCounters, Publisher
 from marketbus.producer.transport import Outgoing, Receipt, WriteOnConfirm
 from marketbus.shared.backoff import BackoffState
-from marketbus.shared.codecs import decode
+from marketbus.shared.codecs import decode, encode
 from marketbus.shared.config import StreamCaps
 from marketbus.shared.errors import FencedError
 from marketbus.shared.schema import OHLCV, Status, Ticker, Trade, Trades
@@ -33,6 +34,8 @@ class MemoryTransport:
         self.replies: list[list[ResponseError | None]] = []
         self.gate: asyncio.Event | None = None
         self.tops: dict[str, bytes] = {}
+        self.top_payloads: dict[str, bytes] = {}
+        """The ``d`` field of a stream's top entry (default: junk, ``{}``)."""
         self.landed: set[tuple[str, str]] = set()
         """``(stream, entry id)`` that `has_entry` finds (set by the tests that ask)."""
 
@@ -51,7 +54,7 @@ class MemoryTransport:
 
     async def last_entry(self, stream: str) -> tuple[bytes, bytes | None] | None:
         top = self.tops.get(stream)
-        return None if top is None else (top, b"{}")
+        return None if top is None else (top, self.top_payloads.get(stream, b"{}"))
 
     async def has_entry(self, stream: str, entry_id: str) -> bool:
         return (stream, entry_id) in self.landed
@@ -172,6 +175,7 @@ async def test_an_id_collision_with_a_newer_run_is_fencing() -> None:
     transport = MemoryTransport()
     transport.replies = [[ResponseError(TOO_SMALL)]]
     transport.tops[TRADES] = b"2000-1"
+    transport.top_payloads[TRADES] = encode(replace(trades(7), run=2000, seq=1))
     publisher, _ = make(transport)
     publisher.submit(TRADES, trades(1))
     with pytest.raises(FencedError, match="another producer writes this feed with run 2000"):
@@ -192,18 +196,73 @@ async def test_an_id_collision_with_our_own_run_means_an_earlier_attempt_landed(
 
 async def test_an_entry_overtaken_by_a_later_one_of_ours_is_announced_as_lost() -> None:
     transport = MemoryTransport()
-    # Refused as too small, yet not in the stream: our seq 2 got there first.
+    # Refused as too small, yet not in the stream: our seq 2 (the batch in flight after
+    # it) got there first.
     transport.replies = [[ResponseError(TOO_SMALL)]]
     transport.tops[TRADES] = b"1000-2"
-    publisher, counters = make(transport)
+    publisher, counters = make(transport, batch=1)
     publisher.submit(TRADES, trades(1))
+    publisher.submit(TRADES, trades(2))
     await run_until_flushed(publisher)
-    assert counters[TRADES].published == 0
+    assert counters[TRADES].published == 1  # seq 2 only
     assert (counters[TRADES].errors, counters[TRADES].dropped) == (1, 1)
     [gap] = [decode(i.payload) for i in transport.items() if i.channel == STATUS]
     assert isinstance(gap, Status) and gap.event == "gap" and gap.feed == TRADES
     assert "seq 1..1 of run 1000" in gap.detail and "reached the stream first" in gap.detail
     assert (gap.first_seq, gap.last_seq, gap.from_ms, gap.to_ms) == (1, 1, None, None)
+
+
+async def test_a_foreign_entry_above_ours_is_announced_and_passed_by_a_new_run() -> None:
+    transport = MemoryTransport()
+    transport.replies = [[ResponseError(TOO_SMALL), ResponseError(TOO_SMALL)]]
+    transport.tops[TRADES] = b"5000-0"  # XADD feed '*' d x
+    transport.top_payloads[TRADES] = b"x"
+    publisher, counters = make(transport)
+    publisher.submit(TRADES, trades(1))
+    publisher.submit(TRADES, trades(2))
+    await run_until_flushed(publisher)
+    new_run = publisher.run_id
+    assert new_run > 5000
+    written = [i for i in transport.batches[1:] for i in i if i.channel == TRADES]
+    assert [i.entry_id for i in written] == [f"{new_run}-1", f"{new_run}-2"]
+    assert [decode(i.payload).trades[0].id for i in written] == ["1", "2"]  # type: ignore[union-attr]
+    assert counters[TRADES].published == 2 and counters[TRADES].dropped == 0
+    assert publisher.foreign[TRADES] == 1  # the second refusal was already in the old run
+    [event] = [decode(i.payload) for i in transport.items() if i.channel == STATUS]
+    assert isinstance(event, Status) and event.event == "error" and event.feed == TRADES
+    assert "foreign entry 5000-0" in event.detail and event.run == new_run
+
+
+async def test_a_forged_seq_in_our_own_run_is_foreign_not_ours() -> None:
+    transport = MemoryTransport()
+    transport.replies = [[ResponseError(TOO_SMALL)]]
+    transport.tops[TRADES] = b"1000-1000001"
+    transport.top_payloads[TRADES] = encode(replace(trades(9), run=1000, seq=1000001))
+    publisher, counters = make(transport)
+    publisher.submit(TRADES, trades(1))
+    await run_until_flushed(publisher)
+    assert publisher.run_id > 1000 and counters[TRADES].published == 1
+    assert counters[TRADES].dropped == 0 and publisher.foreign[TRADES] == 1
+
+
+async def test_a_foreign_entry_from_the_future_blocks_only_its_stream_until_deleted() -> None:
+    transport = MemoryTransport()
+    transport.replies = [[ResponseError(TOO_SMALL), None], [ResponseError(TOO_SMALL), None]]
+    transport.tops[TRADES] = b"9999999999999-1"
+    publisher, counters = make(transport, batch=2)
+    publisher.submit(TRADES, trades(1))
+    publisher.submit(TICKER, ticker(1))
+    publisher.submit(TRADES, trades(2))
+    publisher.submit(TRADES, trades(3))  # the operator deleted the stream by now
+    await run_until_flushed(publisher)
+    assert publisher.run_id == 1000, "never follows a run from the future"
+    assert (counters[TRADES].dropped, counters[TRADES].published) == (2, 1)
+    assert counters[TICKER].published == 1
+    events = [decode(i.payload) for i in transport.items() if i.channel == STATUS]
+    assert len(events) == 1, "announced once"
+    [event] = events
+    assert isinstance(event, Status) and event.event == "error" and event.feed == TRADES
+    assert f"DEL {TRADES}" in event.detail
 
 
 async def test_drops_while_redis_is_down_are_announced_as_a_gap_with_the_seq_range() -> None:
