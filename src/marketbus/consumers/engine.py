@@ -69,6 +69,7 @@ from marketbus.shared.names import (
     Feed,
     exchange_of,
     is_status_name,
+    kind_and_symbol,
     newest_wins,
     ns_of,
     status_name,
@@ -208,7 +209,9 @@ class FeedState:
         "run",
         "seq",
         "sizes",
+        "symbol",
         "syncing",
+        "timeframe",
         "timeframe_ms",
     )
 
@@ -227,6 +230,10 @@ class FeedState:
         self.message_type: type[Message] = _TYPE_OF_KIND[kind]
         self.live_type: type[Message] | None = None if kind == "status" else self.message_type
         """What `Engine.on_live_batch` may apply inline (status messages never)."""
+        self.symbol: str | None = None if kind == "status" else kind_and_symbol(name)[1]
+        self.timeframe = timeframe
+        """With `exchange` and `symbol`: what a message must carry to belong on this feed
+        (another symbol's message on this channel or in this stream is rejected)."""
         self.sizes = sizes
         self.timeframe_ms = timeframe_ms(timeframe) if timeframe else 0
         self.buffer: Buffer = _make_buffer(kind, timeframe, sizes)
@@ -637,6 +644,8 @@ class Engine:
                     or message.seq != state.seq + 1
                     or message.run != state.run
                     or state.syncing
+                    or message.symbol != state.symbol
+                    or message.exchange != state.exchange
                 ):
                     self._on_message(state, message)
                     continue
@@ -824,8 +833,14 @@ class Engine:
 
     def _fits(self, state: FeedState, message: Message) -> bool:
         """True if *message* belongs on *state*'s feed (else counted as rejected)."""
-        if type(message) is state.message_type and (
-            state.kind != "ohlcv" or message.ts_ms is not None
+        if (
+            type(message) is state.message_type
+            and message.exchange == state.exchange
+            and message.symbol == state.symbol
+            and (
+                state.kind != "ohlcv"
+                or (message.ts_ms is not None and message.timeframe == state.timeframe)  # type: ignore[union-attr]
+            )
         ):
             return True
         self._stats.rejected += 1

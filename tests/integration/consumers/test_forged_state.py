@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from marketbus.consumers import Gap, Subscriber
-from marketbus.consumers.subscriber import TransportKind
+from marketbus.consumers.options import TransportKind
 from marketbus.shared.codecs import encode
 from marketbus.shared.schema import Book, Message, Ticker
 from tests.support.waiting import wait_until

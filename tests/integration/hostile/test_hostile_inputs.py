@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
@@ -347,12 +346,6 @@ async def test_bad_input_costs_only_itself_and_every_stream_message_arrives_once
         await redis.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="consumers engine: a stream entry holding another symbol's message of the same "
-    "kind is applied to the feed (stats.rejected checks type, not symbol); not the "
-    "producer's files",
-)
 async def test_a_stream_entry_of_another_symbol_is_not_delivered(redis_url: str) -> None:
     redis = aioredis.Redis.from_url(redis_url)
     got: list[Trades] = []
