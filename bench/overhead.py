@@ -45,6 +45,7 @@ import json
 import statistics
 import sys
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +63,7 @@ from marketbus.producer.feeds import FeedHandler, handler_for
 from marketbus.producer.publisher import Publisher
 from marketbus.producer.stats import FeedCounters
 from marketbus.producer.transport import FastTransport, RedisTransport, Transport
-from marketbus.producer.watch import Subscription, WatchLoop, _guard_client
+from marketbus.producer.watch import Subscription, WatchLoop, guard_client
 from marketbus.shared.config import RedisConfig, StreamCaps
 from marketbus.shared.names import Feed
 
@@ -188,15 +189,17 @@ class FrameCounter:
         self.guard = False
         self._target = -1
         self._reached = asyncio.Event()
+        self._counted: weakref.WeakSet[Any] = weakref.WeakSet()
+        """ccxt clients whose frames are counted already (a client is reused per URL)."""
 
     def install(self, exchange: Any) -> None:
         make_client = exchange.client
 
         def client(url: str) -> Any:
             ws = make_client(url)
-            if not getattr(ws, "_bench_counted", False):
+            if ws not in self._counted:
                 handle = ws.handle_message
-                _guard_client(ws, lambda *_: None)
+                guard_client(ws, lambda *_: None)
                 guarded = ws.handle_message
 
                 def counted(message: Any) -> None:
@@ -207,7 +210,7 @@ class FrameCounter:
                     (guarded if self.guard else handle)(message)
 
                 ws.handle_message = counted
-                ws._bench_counted = True
+                self._counted.add(ws)
             return ws
 
         exchange.client = client

@@ -143,7 +143,7 @@ async def subscriber_rate(
         def done() -> bool:
             if delivery is not None:
                 return delivered >= len(items)
-            return sub._engine.stats.applied >= target
+            return sub.stats.applied >= target
 
         rate = await timed_backlog(url, items, lambda: until(done))
         stats = sub.stats

@@ -144,7 +144,7 @@ def guard_frames(exchange: Exchange, on_bad_frame: BadFrameSink) -> None:
     def client(url: str) -> Any:
         ws = make_client(url)
         if not getattr(ws, "_marketbus_guarded", False):
-            _guard_client(ws, on_bad_frame)
+            guard_client(ws, on_bad_frame)
         urls = _WATCH_URLS.get()
         if urls is not None:
             urls[url] = ws  # the sockets the current watch loop's subscription is on
@@ -153,7 +153,9 @@ def guard_frames(exchange: Exchange, on_bad_frame: BadFrameSink) -> None:
     exchange.client = client
 
 
-def _guard_client(ws: Any, on_bad_frame: BadFrameSink) -> None:
+def guard_client(ws: Any, on_bad_frame: BadFrameSink) -> None:
+    """Wrap ccxt client *ws*'s frame handler: a frame that makes it raise is reported to
+    *on_bad_frame* and fails the client, instead of killing its receive loop silently."""
     handle = ws.handle_message
 
     def guarded(message: Any) -> None:

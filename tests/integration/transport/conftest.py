@@ -33,15 +33,15 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
         pytest.skip("openssl is not on PATH")
     files = TlsFiles(tmp_path_factory.mktemp("tls"))
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2")
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=test-ca",
-             cwd=files.dir)  # fmt: skip
+    ca = ("-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=test-ca")
+    _openssl("req", "-x509", *ec, *ca, cwd=files.dir)
     for name, extra in (
         ("server", ("-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost")),
         ("client", ()),
     ):
-        _openssl("req", "-x509", *ec, "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-keyout", f"{name}.key", "-out", f"{name}.crt", "-subj", f"/CN={name}",
-                 *extra, cwd=files.dir)  # fmt: skip
+        signed_by_ca = ("-CA", "ca.crt", "-CAkey", "ca.key")
+        output = ("-keyout", f"{name}.key", "-out", f"{name}.crt", "-subj", f"/CN={name}")
+        _openssl("req", "-x509", *ec, *signed_by_ca, *output, *extra, cwd=files.dir)
     return files
 
 

@@ -105,8 +105,8 @@ async def test_queue_mode_pauses_reading_at_its_bound_and_loses_nothing(redis_ur
     await sub.subscribe(*FEEDS)
     writer = await PipelineWriter.open(config)
     await publish(writer, 2_000)
-    await wait_until(lambda: sub._reading_paused, what="reading paused at the bound")
-    queued_at_pause = sub._queued
+    await wait_until(lambda: sub.reading_paused, what="reading paused at the bound")
+    queued_at_pause = sub.queued
     got: list[PubSubMessage] = []
     async with asyncio.timeout(10):
         async for batch in sub:
@@ -115,7 +115,7 @@ async def test_queue_mode_pauses_reading_at_its_bound_and_loses_nothing(redis_ur
                 break
     # The bound is checked per socket read (at most 256 KiB, i.e. under 20k messages here).
     assert 500 <= queued_at_pause < 500 + 20_000
-    assert sub._reading_paused is False
+    assert sub.reading_paused is False
     check_in_order(got, 2_000, FEEDS)
     await writer.aclose()
     await sub.aclose()
@@ -189,7 +189,7 @@ async def test_idle_healthy_connection_stays_up(redis_url: str) -> None:
 
     def count_pings() -> bool:
         nonlocal pings
-        pings += sub._pinged
+        pings += sub.pinged
         return pings >= 3
 
     await wait_until(count_pings, what="a few health-check PINGs", poll_s=0.05)

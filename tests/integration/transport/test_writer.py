@@ -284,7 +284,7 @@ async def test_flow_control_pauses_on_a_full_socket(
     writer = await PipelineWriter.open(
         RedisConfig(url=server.url), reply_timeout_s=5, write_chunk_bytes=1
     )
-    sock = writer._transport.get_extra_info("socket") if writer._transport else None
+    sock = writer.socket_transport.get_extra_info("socket") if writer.socket_transport else None
     assert sock is not None
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     assert server.proc is not None
@@ -295,9 +295,9 @@ async def test_flow_control_pauses_on_a_full_socket(
         pauses = 0
         for _ in range(200):
             writer.send(big)  # handed to the transport at once (write_chunk_bytes=1)
-            pauses += writer._write_paused
+            pauses += writer.write_paused
             await writer.drain()  # returns only once the transport resumed writing
-            assert not writer._write_paused
+            assert not writer.write_paused
         assert pauses > 0
         await writer.flush()
     finally:

@@ -233,6 +233,16 @@ class RespConnection(asyncio.Protocol):
         """True until the connection is closed or lost."""
         return self._lost is None and self._transport is not None
 
+    @property
+    def write_paused(self) -> bool:
+        """True while the socket's send buffer is above its high-water mark (writes wait)."""
+        return self._write_paused
+
+    @property
+    def socket_transport(self) -> asyncio.Transport | None:
+        """The asyncio transport under this connection (None before it is made)."""
+        return self._transport
+
     async def aclose(self) -> None:
         """Close the connection (unsent data is flushed by the transport) and wait."""
         self._closing = True

@@ -89,6 +89,21 @@ class SubscriberConnection(RespConnection):
         self._pinged = False
         self._health_timer: asyncio.TimerHandle | None = None
 
+    @property
+    def queued(self) -> int:
+        """Messages read but not yet taken by `get` (queue mode)."""
+        return self._queued
+
+    @property
+    def reading_paused(self) -> bool:
+        """True while reading is paused because `max_queued` messages wait."""
+        return self._reading_paused
+
+    @property
+    def pinged(self) -> bool:
+        """True while a health-check PING is waiting for its PONG."""
+        return self._pinged
+
     @classmethod
     async def open(cls, config: RedisConfig, **options: Any) -> SubscriberConnection:
         """Connect, AUTH and SELECT per *config*; RedisUnavailableError says why not.
