@@ -670,6 +670,12 @@ class BookHandler(FeedHandler):
         self._last_sent_ms = now_ms
         return [held]
 
+    def on_resync(self) -> None:
+        """The exchange's book broke and is being rebuilt: a book held back is from the
+        broken one (dropped), and the first fresh book goes out at once."""
+        self._held = None
+        self._last_sent_ms = None
+
     def _due(self, now_ms: int) -> bool:
         last = self._last_sent_ms
         return self.interval_ms == 0 or last is None or now_ms - last >= self.interval_ms

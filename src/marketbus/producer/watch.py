@@ -20,6 +20,13 @@ and exercised against the simulator by ``tests/integration/producer/test_faults.
 - a silent socket (connected, nothing arriving) is failed with `StaleConnectionError`
   after ``stale_after_s``; closing a ccxt client *cancels* the futures of the other
   loops on it, so a loop treats a cancellation it did not ask for as a disconnect.
+
+Books: ccxt notices a broken binance book (``ChecksumError``) and an okx seqId gap
+(``InvalidNonce``) but never checks okx's `books` checksum nor a kucoin sequence gap;
+`check_books` adds those two checks (`marketbus.producer.book_check`) and makes ccxt
+resync as it does itself (`BookResyncError`). A loop whose book watch fails with
+``InvalidNonce`` (all three) announces the resync and watches again at once
+(``tests/integration/producer/test_books.py``).
 """
 
 from __future__ import annotations
@@ -38,8 +45,10 @@ import ccxt.pro
 from ccxt.async_support.base.ws.cache import ArrayCacheByTimestamp
 
 from marketbus.producer import normalize
+from marketbus.producer.book_check import OkxChecksums, sequence_gap
 from marketbus.producer.config import ExchangeConfig, ProducerSettings
 from marketbus.producer.feeds import (
+    BookHandler,
     FeedHandler,
     FetchedTrades,
     FetchTrades,
@@ -108,6 +117,11 @@ class BadFrameError(ccxt.NetworkError):  # type: ignore[misc]
     """ccxt's handler raised on a frame; we failed the socket to resubscribe cleanly."""
 
 
+class BookResyncError(ccxt.InvalidNonce):  # type: ignore[misc]
+    """We found a book ccxt kept broken (okx checksum, kucoin sequence gap) and made
+    ccxt rebuild it from a fresh snapshot."""
+
+
 def sample(data: object) -> str:
     """The start of *data* as text, for logs: at most `SAMPLE_CHARS` characters."""
     if isinstance(data, bytes):
@@ -127,7 +141,74 @@ def create_exchange(config: ExchangeConfig) -> Exchange:
             f"exchanges[id={config.id!r}]: ccxt.pro has no exchange {config.id!r} "
             "(see ccxt.pro.exchanges for the ids)"
         )
-    return cls(dict(config.ccxt))
+    exchange = cls(dict(config.ccxt))
+    check_books(exchange)
+    return exchange
+
+
+def check_books(exchange: Exchange) -> None:
+    """Add the book checks ccxt 4.5.90 lacks for *exchange*: okx's `books` checksum,
+    kucoin's level2 sequence continuity. A broken book is dropped the way ccxt drops
+    one it noticed itself, and the pending watch fails with `BookResyncError`."""
+    if exchange.id == "okx":
+        _check_okx_books(exchange)
+    elif exchange.id in ("kucoin", "kucoinfutures"):
+        _check_kucoin_books(exchange)
+
+
+def _check_okx_books(exchange: Exchange) -> None:
+    """Verify each `books` push's checksum before ccxt applies it; on a mismatch do what
+    ccxt does on a seqId gap: mark the channel ``resync`` (the next watch unsubscribes
+    and subscribes again, okx then sends a snapshot), drop the book, reject the watch."""
+    checksums = OkxChecksums()
+    handle = exchange.handle_order_book
+
+    def checked(client: Any, message: Any) -> Any:
+        arg = message.get("arg") or {}
+        action = message.get("action")
+        if arg.get("channel") != "books" or action not in ("snapshot", "update"):
+            return handle(client, message)
+        symbol = exchange.safe_market(arg.get("instId"))["symbol"]
+        for push in message.get("data") or ():
+            problem = checksums.on_push(symbol, action == "snapshot", push)
+            if problem is not None:
+                checksums.forget(symbol)
+                message_hash = f"books:{symbol}"
+                client.subscriptions[message_hash] = "resync"
+                exchange.orderbooks.pop(symbol, None)
+                client.reject(BookResyncError(f"{symbol}: {problem}"), message_hash)
+                return message
+        return handle(client, message)
+
+    exchange.handle_order_book = checked
+
+
+def _check_kucoin_books(exchange: Exchange) -> None:
+    """Check each level2 delta starts right after the book's sequence; on a gap do what
+    ccxt does for a new subscription: forget the nonce and start a cache with this
+    delta (ccxt fetches a REST snapshot once ``snapshotDelay`` deltas are cached and
+    applies those after it), and reject the watch."""
+    handle = exchange.handle_order_book
+
+    def checked(client: Any, message: Any) -> Any:
+        data = message.get("data")
+        topic = message.get("topic") or ""
+        if "Depth" in topic or not isinstance(data, dict):
+            return handle(client, message)
+        symbol = exchange.safe_symbol(data.get("symbol") or topic.partition(":")[2], None, "-")
+        book = exchange.orderbooks.get(symbol)
+        first = exchange.safe_integer_2(data, "sequenceStart", "sequence")
+        if book is None or not sequence_gap(book["nonce"], first):
+            return handle(client, message)
+        nonce = book["nonce"]
+        book["nonce"] = None
+        book.cache.clear()
+        book.cache.append(data)
+        error = BookResyncError(f"{symbol}: level2 sequence {first} after {nonce}: deltas lost")
+        client.reject(error, f"orderbook:{symbol}")
+        return None
+
+    exchange.handle_order_book = checked
 
 
 def guard_frames(exchange: Exchange, on_bad_frame: BadFrameSink) -> None:
@@ -514,6 +595,13 @@ class WatchLoop:
                     delay = self._failed("stale", str(exc), error=False)
                 except BadFrameError as exc:
                     delay = self._failed("error", f"bad frame from the exchange: {exc}", error=True)
+                except ccxt.InvalidNonce as exc:
+                    if self.sub.kind == "book":
+                        self._resync(exc)
+                        continue
+                    delay = self._failed(
+                        "disconnected", f"{type(exc).__name__}: {exc}", error=False
+                    )
                 except ccxt.NetworkError as exc:
                     delay = self._failed(
                         "disconnected", f"{type(exc).__name__}: {exc}", error=False
@@ -531,6 +619,22 @@ class WatchLoop:
                 await asyncio.sleep(delay)
         finally:
             deadline.close()
+
+    def _resync(self, exc: BaseException) -> None:
+        """A book broke (ccxt or `check_books` noticed) and ccxt rebuilds it from a fresh
+        snapshot on the next call: announce ``error`` (``book resync: ...``) and drop any
+        book held back, so that the first book after the ``connected`` event the next
+        result brings is the fresh one. No backoff: the socket is fine."""
+        for counters in self._counters:
+            counters.errors += 1
+        for handler in self.handlers.values():
+            if isinstance(handler, BookHandler):
+                handler.on_resync()
+        self._transition(
+            "error",
+            f"book resync: {type(exc).__name__}: {exc}; the next book is rebuilt from a "
+            "fresh snapshot",
+        )
 
     async def _deliver(self, results: list[tuple[str, Any]], recv_ns: int) -> None:
         """Normalize each symbol's data and submit its messages, in order (after any REST
