@@ -38,6 +38,7 @@ from tests.integration.producer.test_exchanges import (
     TRADE_TS_TOLERANCE_MS,
     timeframe_for,
 )
+from tests.integration.sim.conftest import ccxt_client
 from tests.support.waiting import wait_until
 
 MARKETS = [
@@ -144,6 +145,23 @@ def _inverse_day_volume(ticker: SimTicker, size: Decimal) -> float:
     at_last = float(Decimal(ticker.contracts_volume) * size / Decimal(repr(ticker.last)))
     assert at_last == pytest.approx(ticker.base_volume, rel=INVERSE_DAY_VOLUME_TOLERANCE)
     return at_last
+
+
+async def test_ccxt_lists_the_simulated_okx_inverse_swap_as_okx_does() -> None:
+    async with (
+        SimServer("okx", ["BTC/USD:BTC", "BTC/USDT:USDT"], rate=1, seed=5) as sim,
+        ccxt_client(sim, "okx") as exchange,
+    ):
+        markets = await exchange.load_markets()
+    inverse, linear = markets["BTC/USD:BTC"], markets["BTC/USDT:USDT"]
+    assert (inverse["id"], inverse["settle"], inverse["contractSize"]) == (
+        "BTC-USD-SWAP",
+        "BTC",
+        100,
+    )
+    assert (inverse["swap"], inverse["inverse"], inverse["linear"]) == (True, True, False)
+    assert inverse["precision"]["amount"] == 1  # whole contracts
+    assert (linear["inverse"], linear["contractSize"]) == (False, 0.01)
 
 
 @dataclass(frozen=True, slots=True)
