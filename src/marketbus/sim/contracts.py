@@ -22,6 +22,17 @@ amount, in the instrument's lots): every venue's contract figure is then an exac
 decimal and converting back gives the truth exactly, when done in decimal arithmetic
 (`Decimal(contracts) * Decimal(contractSize)`; a float product can be 1 ulp off).
 
+Inverse swaps (`BTC/USD:BTC`, okx's BTC-USD-SWAP) count contracts in QUOTE units
+(`INVERSE_SIZES`: 100 USD for BTC, 10 USD otherwise, okx's ctVal) and trade whole
+contracts, so a contract's base value depends on the price. The truth of an inverse
+market is generated in whole contracts (its instrument's lots ARE contracts) and its base
+amount is DEFINED as `float(Decimal(contracts) * size / Decimal(price))`: the exact
+decimal quotient (28 digits, the default context) as the nearest float, which is what
+the producer's decimal conversion yields from the venue's figures. A venue prints the
+contracts back from such an amount by rounding `amount * price / size` to the whole
+number (`ContractSpec.contracts` with a price), which is exact because the float is
+within one ulp of the quotient. Only okx prints inverse markets.
+
 `unit_contracts=True` (on `SimServer`, `SyntheticMarket`) restores the simulator as it
 was before contract sizes: every contract is one base unit on every venue and the truth
 is not stepped. Tests of code that does not convert units yet pin it.
@@ -38,12 +49,19 @@ _ONE = Decimal(1)
 _OKX_STEP = Decimal("0.01")
 
 
+_INVERSE_TOLERANCE = Decimal("0.000001")
+"""How far `amount * price / size` of an inverse amount may be from its whole number of
+contracts: a float quotient is off by ~1e-16 relatively, a wrong amount by far more."""
+
+
 @dataclass(frozen=True, slots=True)
 class ContractSpec:
-    """One venue's contract: `size` base units each, traded in steps of `step` contracts."""
+    """One venue's contract: `size` base units each (QUOTE units when `inverse`),
+    traded in steps of `step` contracts."""
 
     size: Decimal
     step: Decimal
+    inverse: bool = False
 
     @property
     def whole(self) -> bool:
@@ -55,20 +73,41 @@ class ContractSpec:
         number of tradable steps: the smallest amount this venue prints exactly."""
         return Fraction(self.size * self.step * 10**amount_decimals).numerator
 
-    def contracts(self, amount_str: str) -> str:
+    def contracts(self, amount_str: str, price_str: str | None = None) -> str:
         """The base amount `amount_str` (a decimal string) in contracts, as the venue
-        prints it; ValueError if it is not a multiple of `step` contracts."""
+        prints it; ValueError if it is not a multiple of `step` contracts. Inverse
+        contracts need the price the amount was valued at (`price_str`)."""
         if self == UNIT:
             return amount_str
+        if self.inverse:
+            return str(self._inverse_contracts(amount_str, price_str))
         count = Decimal(amount_str) / self.size
         shown = count.quantize(self.step)
         if shown != count:
             raise ValueError(f"{amount_str} is not a multiple of {self.step} x {self.size}")
         return format(shown.normalize() if self.whole else shown, "f")
 
+    def _inverse_contracts(self, amount_str: str, price_str: str | None) -> int:
+        if price_str is None:
+            raise ValueError(f"inverse contracts of {amount_str} need the price it was valued at")
+        count = Decimal(amount_str) * Decimal(price_str) / self.size
+        whole = count.to_integral_value()
+        if abs(count - whole) > _INVERSE_TOLERANCE:
+            raise ValueError(
+                f"{amount_str} at {price_str} is not a whole number of {self.size} contracts"
+            )
+        return int(whole)
+
     def to_base(self, contracts: str) -> Decimal:
-        """Contracts back to base units, exactly."""
+        """Linear contracts back to base units, exactly (inverse: `inverse_base`)."""
+        if self.inverse:
+            raise ValueError("inverse contracts convert at a price: use inverse_base")
         return Decimal(contracts) * self.size
+
+    def inverse_base(self, contracts: int, price: Decimal) -> float:
+        """Whole inverse contracts at `price` in base units: the truth's definition
+        (the exact decimal quotient as the nearest float)."""
+        return float(Decimal(contracts) * self.size / price)
 
 
 UNIT = ContractSpec(_ONE, Decimal("0.00000001"))
@@ -94,6 +133,15 @@ def contract_spec(exchange_id: str, base: str) -> ContractSpec:
     if sizes is None:
         return UNIT
     return ContractSpec(Decimal(sizes.get(base, "1")), _STEPS[exchange_id])
+
+
+INVERSE_SIZES: dict[str, str] = {"BTC": "100"}
+"""Quote units per inverse contract (okx ctVal, USD); any other base: 10."""
+
+
+def inverse_spec(base: str) -> ContractSpec:
+    """The inverse swap contract on `base` (okx's, whole contracts)."""
+    return ContractSpec(Decimal(INVERSE_SIZES.get(base, "10")), _ONE, inverse=True)
 
 
 def amount_step_lots(base: str, amount_decimals: int) -> int:

@@ -11,9 +11,16 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Literal
 
-from marketbus.sim.contracts import UNIT, ContractSpec, amount_step_lots, contract_spec
+from marketbus.sim.contracts import (
+    UNIT,
+    ContractSpec,
+    amount_step_lots,
+    contract_spec,
+    inverse_spec,
+)
 
 InstrumentKind = Literal["spot", "swap"]
 
@@ -34,11 +41,13 @@ def _pow10(exponent: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Instrument:
-    """A tradable market: a spot pair or a linear perpetual swap.
+    """A tradable market: a spot pair, a linear or an inverse perpetual swap.
 
     Amounts are base units here; a venue prints swap amounts in its own contracts
     (`contract`). `amount_step_lots`: every amount of the truth is a multiple of this
-    many lots, so every venue's contract figure is exact (see `sim.contracts`).
+    many lots, so every venue's contract figure is exact (see `sim.contracts`). On an
+    inverse swap (settle == base) the lots are whole CONTRACTS and `base_amount` values
+    them at a price.
     """
 
     symbol: str
@@ -55,7 +64,22 @@ class Instrument:
         """How `exchange_id` sizes this market's contracts (UNIT for spot)."""
         if self.kind == "spot" or self.unit_contracts:
             return UNIT
+        if self.inverse:
+            return inverse_spec(self.base)
         return contract_spec(exchange_id, self.base)
+
+    @property
+    def inverse(self) -> bool:
+        """An inverse swap: settled in the base currency, contracts count quote units."""
+        return self.settle is not None and self.settle != self.quote
+
+    def base_amount(self, lots: int, ticks: int) -> float:
+        """`lots` traded at `ticks` in base units: `amount(lots)`, or on an inverse swap
+        whole contracts valued at that price (`ContractSpec.inverse_base`)."""
+        if not self.inverse:
+            return self.amount(lots)
+        price = Decimal(ticks).scaleb(-self.price_decimals)
+        return inverse_spec(self.base).inverse_base(lots, price)
 
     @property
     def kind(self) -> InstrumentKind:
@@ -93,14 +117,18 @@ def parse_instrument(symbol: str, *, unit_contracts: bool = False) -> Instrument
 
     Well-known bases get realistic prices; any other base gets a price derived from
     its name, so every symbol is deterministic without configuration. Swap amounts are
-    stepped to whole contracts of every venue unless `unit_contracts`.
+    stepped to whole contracts of every venue unless `unit_contracts`. An inverse swap
+    (`BTC/USD:BTC`) counts its amounts in whole contracts (`amount_decimals` 0).
     """
     pair, _, settle = symbol.partition(":")
     base, slash, quote = pair.partition("/")
     if not slash or not base or not quote or "/" in quote:
         raise ValueError(f"not a ccxt unified symbol: {symbol!r}")
-    if settle and settle != quote:
-        raise ValueError(f"only linear swaps (settle == quote) are simulated: {symbol!r}")
+    if settle and settle not in (quote, base):
+        raise ValueError(f"a swap settles in its quote or its base currency: {symbol!r}")
+    inverse = bool(settle) and settle != quote
+    if inverse and unit_contracts:
+        raise ValueError(f"an inverse swap has no one-base-unit contracts: {symbol!r}")
     known = _KNOWN_PRICES.get(base)
     if known is not None:
         ticks, price_decimals, amount_decimals = known
@@ -109,6 +137,8 @@ def parse_instrument(symbol: str, *, unit_contracts: bool = False) -> Instrument
         price_decimals = 2 if whole >= 10 else 4
         ticks = whole * 10**price_decimals
         amount_decimals = 2
+    if inverse:
+        amount_decimals = 0  # lots are whole contracts
     return Instrument(
         symbol=symbol,
         base=base,
@@ -118,7 +148,9 @@ def parse_instrument(symbol: str, *, unit_contracts: bool = False) -> Instrument
         amount_decimals=amount_decimals,
         initial_price_ticks=ticks,
         amount_step_lots=(
-            1 if not settle or unit_contracts else amount_step_lots(base, amount_decimals)
+            1
+            if not settle or unit_contracts or inverse
+            else amount_step_lots(base, amount_decimals)
         ),
         unit_contracts=unit_contracts,
     )

@@ -17,9 +17,11 @@ import random
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Literal
 
 from marketbus.shared.names import timeframe_ms
+from marketbus.sim.contracts import inverse_spec
 from marketbus.sim.instruments import Instrument, parse_instrument
 from marketbus.sim.timeframes import DEFAULT_TIMEFRAMES, check_timeframe, period_start
 
@@ -58,6 +60,9 @@ class Candle:
     first_trade_id: int | None
     last_trade_id: int | None
     closed: bool
+    contracts_volume: int | None = None
+    """Whole contracts traded, on inverse swaps (whose `volume` is their base value
+    summed trade by trade); None elsewhere."""
 
     @property
     def close_ms(self) -> int:
@@ -108,6 +113,8 @@ class Ticker:
     first_trade_id: int | None
     last_trade_id: int | None
     count: int
+    contracts_volume: int | None = None
+    """Whole contracts traded in the window, on inverse swaps; None elsewhere."""
 
     @property
     def change(self) -> float:
@@ -149,9 +156,11 @@ MarketEvent = TradeEvent | CandleEvent | BookEvent | TickerEvent
 
 
 class _CandleBuilder:
-    """A forming candle in integer ticks and lots."""
+    """A forming candle in integer ticks and lots (and, for inverse swaps, the exact
+    decimal sum of its trades' base amounts)."""
 
     __slots__ = (
+        "base",
         "close",
         "count",
         "first_id",
@@ -169,11 +178,12 @@ class _CandleBuilder:
         self.open = self.high = self.low = self.close = price_ticks
         self.volume = 0
         self.quote = 0
+        self.base = Decimal(0)
         self.count = 0
         self.first_id: int | None = None
         self.last_id: int | None = None
 
-    def add(self, trade_id: int, ticks: int, lots: int) -> None:
+    def add(self, trade_id: int, ticks: int, lots: int, base: float) -> None:
         if self.count == 0:
             self.open = self.high = self.low = ticks
             self.first_id = trade_id
@@ -182,10 +192,12 @@ class _CandleBuilder:
         self.close = ticks
         self.volume += lots
         self.quote += ticks * lots
+        self.base += Decimal(repr(base))
         self.count += 1
         self.last_id = trade_id
 
     def freeze(self, instrument: Instrument, timeframe: str, closed: bool) -> Candle:
+        inverse = instrument.inverse
         return Candle(
             timeframe=timeframe,
             ts_ms=self.ts_ms,
@@ -193,13 +205,23 @@ class _CandleBuilder:
             high=instrument.price(self.high),
             low=instrument.price(self.low),
             close=instrument.price(self.close),
-            volume=instrument.amount(self.volume),
-            quote_volume=instrument.notional(self.quote),
+            volume=float(self.base) if inverse else instrument.amount(self.volume),
+            quote_volume=(
+                _inverse_quote(instrument, self.volume)
+                if inverse
+                else instrument.notional(self.quote)
+            ),
             trades=self.count,
             first_trade_id=self.first_id,
             last_trade_id=self.last_id,
             closed=closed,
+            contracts_volume=self.volume if inverse else None,
         )
+
+
+def _inverse_quote(instrument: Instrument, contracts: int) -> float:
+    """The quote value of whole inverse contracts (each is `size` quote units)."""
+    return float(contracts * inverse_spec(instrument.base).size)
 
 
 class _SymbolMarket:
@@ -222,8 +244,10 @@ class _SymbolMarket:
         price = instrument.initial_price_ticks
         self._level_step = max(1, price // 200_000)
         self._step = instrument.amount_step_lots  # every amount is a multiple (whole contracts)
-        self._max_trade_steps = max(1, 2 * 10**instrument.amount_decimals // self._step)
-        self._max_level_steps = max(2, 20 * 10**instrument.amount_decimals // self._step)
+        # up to 2 (a level: 20) base units a trade; inverse: up to 200 (2000) contracts
+        scale = 100 if instrument.inverse else 1
+        self._max_trade_steps = max(1, 2 * scale * 10**instrument.amount_decimals // self._step)
+        self._max_level_steps = max(2, 20 * scale * 10**instrument.amount_decimals // self._step)
         self._best_bid = price
         self._bids: dict[int, int] = {}
         self._asks: dict[int, int] = {}
@@ -291,19 +315,18 @@ class _SymbolMarket:
         lots = rng.randint(1, self._max_trade_steps) * self._step
         trade_id = self._next_trade_id
         self._next_trade_id += 1
-        trade = Trade(
-            trade_id, now_ms, self.instrument.price(ticks), self.instrument.amount(lots), side
-        )
+        amount = self.instrument.base_amount(lots, ticks)
+        trade = Trade(trade_id, now_ms, self.instrument.price(ticks), amount, side)
         self._trades.append(trade)
         self._last_ticks, self._last_lots, self._last_side = ticks, lots, side
         events.append(TradeEvent(symbol, trade))
         for tf in self._timeframes:
             builder = self._forming[tf]
-            builder.add(trade_id, ticks, lots)
+            builder.add(trade_id, ticks, lots, amount)
             events.append(
                 CandleEvent(symbol, builder.freeze(self.instrument, tf, closed=False), now_ms)
             )
-        self._minute.add(trade_id, ticks, lots)
+        self._minute.add(trade_id, ticks, lots, amount)
         events.append(BookEvent(symbol, self._move_book(now_ms, side, ticks, lots), self.book()))
         events.append(TickerEvent(symbol, self.ticker()))
         return events
@@ -364,8 +387,8 @@ class _SymbolMarket:
         return BookSnapshot(
             ts_ms=self.now_ms,
             update_id=self.update_id,
-            bids=tuple((inst.price(p), inst.amount(a)) for p, a in bids),
-            asks=tuple((inst.price(p), inst.amount(a)) for p, a in asks),
+            bids=tuple((inst.price(p), inst.base_amount(a, p)) for p, a in bids),
+            asks=tuple((inst.price(p), inst.base_amount(a, p)) for p, a in asks),
         )
 
     def ticker(self) -> Ticker:
@@ -375,24 +398,35 @@ class _SymbolMarket:
         best_bid = self._best_bid
         best_ask = best_bid + self._level_step
         last = self._last_ticks
+        contracts = sum(b.volume for b in window)
+        inverse = inst.inverse
         return Ticker(
             ts_ms=self.now_ms,
             bid=inst.price(best_bid),
-            bid_size=inst.amount(self._bids[best_bid]),
+            bid_size=inst.base_amount(self._bids[best_bid], best_bid),
             ask=inst.price(best_ask),
-            ask_size=inst.amount(self._asks[best_ask]),
+            ask_size=inst.base_amount(self._asks[best_ask], best_ask),
             last=inst.price(last),
-            last_size=inst.amount(self._last_lots),
+            last_size=inst.base_amount(self._last_lots, last),
             last_side=self._last_side,
             open=inst.price(window[0].open if window else last),
             high=inst.price(max((b.high for b in window), default=last)),
             low=inst.price(min((b.low for b in window), default=last)),
-            base_volume=inst.amount(sum(b.volume for b in window)),
-            quote_volume=inst.notional(sum(b.quote for b in window)),
+            base_volume=(
+                float(sum((b.base for b in window), Decimal(0)))
+                if inverse
+                else inst.amount(contracts)
+            ),
+            quote_volume=(
+                _inverse_quote(inst, contracts)
+                if inverse
+                else inst.notional(sum(b.quote for b in window))
+            ),
             open_ms=max(since, window[0].ts_ms) if window else self.now_ms,
             first_trade_id=window[0].first_id if window else None,
             last_trade_id=window[-1].last_id if window else None,
             count=sum(b.count for b in window),
+            contracts_volume=contracts if inverse else None,
         )
 
 
@@ -402,7 +436,7 @@ def _diff(
     changed = sorted(
         (p for p in old.keys() | new.keys() if old.get(p) != new.get(p)), reverse=reverse
     )
-    return tuple((inst.price(p), inst.amount(new.get(p, 0))) for p in changed)
+    return tuple((inst.price(p), inst.base_amount(new.get(p, 0), p)) for p in changed)
 
 
 class SyntheticMarket:
@@ -417,7 +451,10 @@ class SyntheticMarket:
     output with (`trades` with their ids, `book` levels, `candles` (closed ones have
     `closed`), `ticker` volumes). Venues print swap amounts in their own contracts
     (`Instrument.contract(exchange_id)`, see `sim.contracts`); swap amounts are whole
-    multiples of every venue's contract unless `unit_contracts`.
+    multiples of every venue's contract unless `unit_contracts`. Inverse swaps trade
+    whole contracts: a trade's or level's amount is their base value at its own price,
+    a candle's or ticker's volume the exact decimal sum of its trades' amounts (with the
+    contracts in `contracts_volume`).
     """
 
     def __init__(

@@ -1,6 +1,15 @@
 """Every size on the bus is in base units: real ccxt.pro against simulators that print
 their real contracts (okx BTC-USDT-SWAP ctVal 0.01, kucoinfutures XBTUSDTM multiplier
-0.001, whole contracts), and binance spot, which prints base units and stays untouched.
+0.001, whole contracts; okx's inverse BTC-USD-SWAP, whole contracts of 100 USD), and
+binance spot, which prints base units and stays untouched.
+
+Inverse: trades and book levels are whole contracts valued at their own price, which
+the producer and the simulator's truth both compute as the exact decimal quotient, so
+they match exactly; the candle volume is okx's `volCcy` (BTC), exact too. The ticker's
+24 h base volume cannot be: ccxt keeps only `vol24h` (contracts) and drops `volCcy24h`,
+so the producer values the day's contracts at `last` (units.py). The bus must carry
+exactly that figure, and it stays within `INVERSE_DAY_VOLUME_TOLERANCE` of the truth
+(the trades' own prices differ from `last` by the day's price range).
 
 Trades (by id), closed candles (by open time), the book and the ticker must carry the
 simulator's base-unit truth exactly: the conversion is done in decimal arithmetic, so not
@@ -29,14 +38,20 @@ from tests.integration.producer.test_exchanges import (
     TRADE_TS_TOLERANCE_MS,
     timeframe_for,
 )
+from tests.integration.sim.conftest import ccxt_client
 from tests.support.waiting import wait_until
 
 MARKETS = [
     ("okx", "BTC/USDT:USDT", Decimal("0.01")),
+    ("okx", "BTC/USD:BTC", Decimal("100")),
     ("kucoinfutures", "BTC/USDT:USDT", Decimal("0.001")),
     ("binance", "BTC/USDT", None),
 ]
-"""Exchange, symbol and the contract size the catalog must show (None: spot)."""
+"""Exchange, symbol and the contract size the catalog must show (None: spot; quote
+units per contract where the symbol settles in its base, i.e. inverse)."""
+
+INVERSE_DAY_VOLUME_TOLERANCE = 1e-3
+"""Relative: the simulated BTC price moves far less than 0.1 % over a test."""
 
 TICKER_FIGURES = {
     "okx": ("bid_size", "ask_size", "base_volume"),  # no quote volume on okx swaps
@@ -66,7 +81,8 @@ async def test_every_kind_on_the_bus_carries_the_simulators_base_units_exactly(
         warmup_every_ms=period_ms,
         clock=clock,
     ) as sim:
-        spec = sim.market.instrument(symbol).contract(exchange)
+        instrument = sim.market.instrument(symbol)
+        spec = instrument.contract(exchange)
         expected_size = Decimal(1) if contract_size is None else contract_size
         assert spec.size == expected_size  # the simulator prints real contracts
         config = producer_config(redis_url, sim, exchange, [symbol], kinds)
@@ -90,9 +106,10 @@ async def test_every_kind_on_the_bus_carries_the_simulators_base_units_exactly(
                 truth_ticker = sim.market.ticker(symbol)
 
                 figures = TICKER_FIGURES[exchange]
-                truth_state = _State(
-                    truth_book.bids, truth_book.asks, _figures(truth_ticker, figures)
-                )
+                truth_figures = _figures(truth_ticker, figures)
+                if instrument.inverse:
+                    truth_figures["base_volume"] = _inverse_day_volume(truth_ticker, spec.size)
+                truth_state = _State(truth_book.bids, truth_book.asks, truth_figures)
                 newest: list[_State] = []
 
                 async def settled() -> bool:
@@ -115,10 +132,36 @@ async def test_every_kind_on_the_bus_carries_the_simulators_base_units_exactly(
                 assert info.contract_size == (
                     None if contract_size is None else float(contract_size)
                 )
-                assert info.inverse is False
+                assert info.inverse is instrument.inverse
             await _check_trades_and_candles(redis, sim, exchange, symbol, timeframe)
         finally:
             await redis.aclose()
+
+
+def _inverse_day_volume(ticker: SimTicker, size: Decimal) -> float:
+    """The day's inverse contracts valued at `last`, as the producer must convert them;
+    close to the truth (each trade valued at its own price)."""
+    assert ticker.contracts_volume is not None and ticker.contracts_volume > 0
+    at_last = float(Decimal(ticker.contracts_volume) * size / Decimal(repr(ticker.last)))
+    assert at_last == pytest.approx(ticker.base_volume, rel=INVERSE_DAY_VOLUME_TOLERANCE)
+    return at_last
+
+
+async def test_ccxt_lists_the_simulated_okx_inverse_swap_as_okx_does() -> None:
+    async with (
+        SimServer("okx", ["BTC/USD:BTC", "BTC/USDT:USDT"], rate=1, seed=5) as sim,
+        ccxt_client(sim, "okx") as exchange,
+    ):
+        markets = await exchange.load_markets()
+    inverse, linear = markets["BTC/USD:BTC"], markets["BTC/USDT:USDT"]
+    assert (inverse["id"], inverse["settle"], inverse["contractSize"]) == (
+        "BTC-USD-SWAP",
+        "BTC",
+        100,
+    )
+    assert (inverse["swap"], inverse["inverse"], inverse["linear"]) == (True, True, False)
+    assert inverse["precision"]["amount"] == 1  # whole contracts
+    assert (linear["inverse"], linear["contractSize"]) == (False, 0.01)
 
 
 @dataclass(frozen=True, slots=True)

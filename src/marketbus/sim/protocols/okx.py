@@ -13,8 +13,12 @@ and `vol24h` are CONTRACTS of `ctVal` base units (BTC-USDT-SWAP: 0.01 BTC, trade
 steps of 0.01 contracts, `sim.contracts`); `volCcy24h` is base units on swaps (quote
 on spot). Candles: `vol` contracts, `volCcy` base, `volCcyQuote` quote on swaps; ccxt
 4.5.90 reads `volCcy` for swaps, so its candle volume is base while its trade amounts,
-book sizes and ticker `baseVolume` are contracts. (Inverse swaps such as BTC-USD-SWAP,
-ctVal 100 USD, are not simulated.)
+book sizes and ticker `baseVolume` are contracts.
+
+Inverse swaps (`BTC/USD:BTC` = BTC-USD-SWAP: ctType inverse, ctVal 100, ctValCcy USD,
+settleCcy BTC, lotSz 1) print the same fields in whole contracts of 100 USD: `sz`, book
+sizes, `vol`/`vol24h` contracts; `volCcy`/`volCcy24h` the base (BTC) value, printed as
+the shortest decimal of the truth's float so that parsing it gives the truth exactly.
 """
 
 from __future__ import annotations
@@ -67,9 +71,31 @@ def bar_to_timeframe(bar: str) -> str | None:
     return None if unit is None or not bar[:-1].isdigit() else f"{bar[:-1]}{unit}"
 
 
-def size_str(inst: Instrument, amount: float) -> str:
-    """A base amount as OKX prints sizes: contracts on swaps, base units on spot."""
-    return inst.contract(EXCHANGE_ID).contracts(inst.amount_str(amount))
+def size_str(inst: Instrument, amount: float, price: float | None = None) -> str:
+    """A base amount as OKX prints sizes: contracts on swaps, base units on spot.
+    Inverse contracts are worth a base amount only at a `price`: the one it was
+    valued at (the trade's, the level's)."""
+    spec = inst.contract(EXCHANGE_ID)
+    if inst.inverse:
+        if price is None:
+            raise ValueError(f"{inst.symbol}: an inverse size needs its price")
+        return spec.contracts(repr(amount), inst.price_str(price))
+    return spec.contracts(inst.amount_str(amount))
+
+
+def base_str(inst: Instrument, amount: float) -> str:
+    """A base volume as OKX prints `volCcy` on swaps: the truth's figure, exactly
+    (an inverse volume is a sum of quotients, so its shortest repr)."""
+    return repr(amount) if inst.inverse else inst.amount_str(amount)
+
+
+def _contracts_volume(inst: Instrument, volume: float, contracts: int | None) -> str:
+    """`vol`/`vol24h`: contracts (base units on spot)."""
+    if inst.inverse:
+        if contracts is None:
+            raise ValueError(f"{inst.symbol}: an inverse volume needs its contracts")
+        return str(contracts)
+    return size_str(inst, volume)
 
 
 def _ok(data: list[Any]) -> RestResponse:
@@ -79,6 +105,7 @@ def _ok(data: list[Any]) -> RestResponse:
 def instrument_info(inst: Instrument) -> dict[str, Any]:
     contract = inst.contract(EXCHANGE_ID)
     lot = inst.amount_str(inst.lot_size) if inst.kind == "spot" else str(contract.step)
+    ct_type, ct_ccy = ("inverse", inst.quote) if inst.inverse else ("linear", inst.base)
     common = {
         "instId": market_id(inst),
         "tickSz": inst.price_str(inst.tick_size),
@@ -111,8 +138,8 @@ def instrument_info(inst: Instrument) -> dict[str, Any]:
         "settleCcy": inst.settle,
         "ctVal": str(contract.size),
         "ctMult": "1",
-        "ctValCcy": inst.base,
-        "ctType": "linear",
+        "ctValCcy": ct_ccy,
+        "ctType": ct_type,
         "uly": f"{inst.base}-{inst.quote}",
         "instFamily": f"{inst.base}-{inst.quote}",
         "lever": "100",
@@ -123,8 +150,9 @@ def candle_row(inst: Instrument, candle: Candle) -> list[str]:
     """`[ts, o, h, l, c, vol, volCcy, volCcyQuote, confirm]` as OKX documents them:
     on swaps `vol` is contracts and `volCcy` base units, on spot `vol` is base and
     `volCcy` quote; `volCcyQuote` is quote on both. ccxt 4.5.90's `parse_ohlcv` reads
-    `vol` on spot and `volCcy` otherwise, so its swap candle volume is in BASE units."""
-    volume = size_str(inst, candle.volume)
+    `vol` on spot and `volCcy` otherwise, so its swap candle volume is in BASE units
+    (BTC on the inverse BTC-USD-SWAP too)."""
+    volume = _contracts_volume(inst, candle.volume, candle.contracts_volume)
     quote = inst.notional_str(candle.quote_volume)
     return [
         str(candle.ts_ms),
@@ -133,7 +161,7 @@ def candle_row(inst: Instrument, candle: Candle) -> list[str]:
         inst.price_str(candle.low),
         inst.price_str(candle.close),
         volume,
-        quote if inst.kind == "spot" else inst.amount_str(candle.volume),
+        quote if inst.kind == "spot" else base_str(inst, candle.volume),
         quote,
         "1" if candle.closed else "0",
     ]
@@ -154,23 +182,23 @@ def select_candles(
 def ticker_data(inst: Instrument, ticker: Ticker) -> dict[str, Any]:
     """Sizes and `vol24h` in contracts on swaps (ccxt's `baseVolume` reads `vol24h`);
     `volCcy24h` is quote on spot and base units on swaps."""
-    volume = size_str(inst, ticker.base_volume)
+    volume = _contracts_volume(inst, ticker.base_volume, ticker.contracts_volume)
     return {
         "instType": "SPOT" if inst.kind == "spot" else "SWAP",
         "instId": market_id(inst),
         "last": inst.price_str(ticker.last),
-        "lastSz": size_str(inst, ticker.last_size),
+        "lastSz": size_str(inst, ticker.last_size, ticker.last),
         "askPx": inst.price_str(ticker.ask),
-        "askSz": size_str(inst, ticker.ask_size),
+        "askSz": size_str(inst, ticker.ask_size, ticker.ask),
         "bidPx": inst.price_str(ticker.bid),
-        "bidSz": size_str(inst, ticker.bid_size),
+        "bidSz": size_str(inst, ticker.bid_size, ticker.bid),
         "open24h": inst.price_str(ticker.open),
         "high24h": inst.price_str(ticker.high),
         "low24h": inst.price_str(ticker.low),
         "volCcy24h": (
             inst.notional_str(ticker.quote_volume)
             if inst.kind == "spot"
-            else inst.amount_str(ticker.base_volume)
+            else base_str(inst, ticker.base_volume)
         ),
         "vol24h": volume,
         "sodUtc0": inst.price_str(ticker.open),
@@ -184,7 +212,7 @@ def trade_data(inst: Instrument, trade: Trade) -> dict[str, Any]:
         "instId": market_id(inst),
         "tradeId": str(trade.id),
         "px": inst.price_str(trade.price),
-        "sz": size_str(inst, trade.amount),
+        "sz": size_str(inst, trade.amount, trade.price),
         "side": trade.side,
         "ts": str(trade.ts_ms),
         "count": "1",
@@ -192,7 +220,7 @@ def trade_data(inst: Instrument, trade: Trade) -> dict[str, Any]:
 
 
 def _levels(inst: Instrument, levels: tuple[tuple[float, float], ...]) -> list[list[str]]:
-    return [[inst.price_str(p), size_str(inst, a), "0", "1" if a else "0"] for p, a in levels]
+    return [[inst.price_str(p), size_str(inst, a, p), "0", "1" if a else "0"] for p, a in levels]
 
 
 def checksum(bids: list[list[str]], asks: list[list[str]]) -> int:
@@ -364,7 +392,8 @@ class OkxSession:
 
 
 class OkxVenue(ListingVenue):
-    """OKX spot (`BTC-USDT`) and linear swaps (`BTC-USDT-SWAP`, ctVal 0.01 BTC)."""
+    """OKX spot (`BTC-USDT`), linear swaps (`BTC-USDT-SWAP`, ctVal 0.01 BTC) and
+    inverse swaps (`BTC-USD-SWAP`, ctVal 100 USD)."""
 
     exchange_id = EXCHANGE_ID
     market_id = staticmethod(market_id)
