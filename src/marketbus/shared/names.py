@@ -203,7 +203,7 @@ def parse_entry_id(raw: bytes | str) -> tuple[int, int]:
     """``b"1700000000000-42"`` -> ``(1700000000000, 42)``; EntryIdError if malformed."""
     text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
     run, sep, seq = text.partition("-")
-    if not sep or not run.isdigit() or not seq.isdigit():
+    if not sep or not (run + seq).isascii() or not run.isdigit() or not seq.isdigit():
         raise EntryIdError(f"stream entry id {text!r} is not '<run>-<seq>'")
     return int(run), int(seq)
 

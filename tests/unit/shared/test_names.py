@@ -81,7 +81,7 @@ def test_entry_ids_round_trip(run: int, seq: int) -> None:
     assert parse_entry_id(entry_id(run, seq).encode()) == (run, seq)
 
 
-@pytest.mark.parametrize("bad", ["5", "a-1", "5-", "-5", "1-2-3", b"\xff-1", "*"])
+@pytest.mark.parametrize("bad", ["5", "a-1", "5-", "-5", "1-2-3", b"\xff-1", "*", "²-1", "1-٣"])
 def test_foreign_entry_ids_are_contract_errors(bad: str | bytes) -> None:
     with pytest.raises(EntryIdError):
         parse_entry_id(bad)
