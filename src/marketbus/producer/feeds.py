@@ -159,6 +159,11 @@ class FeedHandler:
     def on_down(self) -> None:
         """The socket this feed was on failed (or was replaced): data was lost with it."""
 
+    def on_quiet(self) -> None:
+        """No data for the staleness deadline while the socket stayed up: the feed may
+        only be quiet, or its subscription may be stuck behind a live socket. Only a
+        handler that can check over REST what it may have missed acts on it."""
+
     def on_rest(
         self, request: RestRequest, result: RestResult, recv_ns: int
     ) -> Sequence[MarketMessage]:
@@ -535,6 +540,12 @@ class TradesHandler(FeedHandler):
         self._live = False
 
     def on_down(self) -> None:
+        self._live = False
+
+    def on_quiet(self) -> None:
+        """Trades the exchange printed while the feed was silent are fetched over REST
+        when data flows again, as after `on_down` (for a merely quiet feed the answer
+        holds nothing new, and nothing is published twice)."""
         self._live = False
 
     def on_data(self, data: Any, now_ms: int, recv_ns: int) -> Sequence[MarketMessage]:

@@ -682,10 +682,11 @@ class WatchLoop:
         in a row: then the subscription itself may be dead (a lost subscribe reply, while
         other topics keep the socket busy), and this feed's own sockets are failed.
 
-        The feeds count as down (candles refetched, a trades gap announced when data
-        flows again) when a socket is failed here, and also when one this loop waited on
-        is gone or replaced: another loop failed it first, and what it still carried for
-        us (a candle's final update, trades) was lost with it.
+        The feeds count as down (candles refetched, missed trades fetched over REST when
+        data flows again) when a socket is failed here, and also when one this loop waited
+        on is gone or replaced: another loop failed it first, and what it still carried
+        for us (a candle's final update, trades) was lost with it. Otherwise the handlers
+        hear `on_quiet`: a subscription stuck behind a live socket loses trades too.
         """
         now_ms = time.time_ns() // 1_000_000
         clients = dict(getattr(self.exchange, "clients", None) or {})
@@ -705,7 +706,11 @@ class WatchLoop:
                 detail += " on a live socket; resubscribing"
                 self._quiet = 0
         replaced = any(clients.get(url) is not ws for url, ws in self._urls.items())
-        delay = self._failed("stale", detail, error=False, down=bool(targets) or replaced)
+        down = bool(targets) or replaced
+        delay = self._failed("stale", detail, error=False, down=down)
+        if not down:
+            for handler in self.handlers.values():
+                handler.on_quiet()
         for client in targets:
             client.on_error(StaleConnectionError(f"{detail} ({client.url})"))
         if targets:

@@ -281,14 +281,6 @@ the simulator's 1 s heartbeat ticks), so the socket always had a frame within it
 never failed as silent."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="producer bug: watch.WatchLoop._stale passes down=bool(targets) or replaced, "
-    "so a trades feed whose deadline expired while its socket still carried other "
-    "frames (no socket failed) is reported stale but its TradesHandler is never told "
-    "on_down(): it stays live, the first batch after the stall is published without a "
-    "FetchTrades, and the trades printed meanwhile are lost with no gap announced",
-)
 async def test_trades_lost_while_a_feed_was_stale_on_a_live_socket_are_recovered(
     redis_url: str,
 ) -> None:

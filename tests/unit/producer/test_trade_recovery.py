@@ -146,3 +146,23 @@ def test_recovery_publishes_each_trade_once_in_order_or_names_the_hole(
     assert gap.from_ms == trades[published - 1].ts_ms
     assert gap.to_ms == trades[resumed].ts_ms
     assert all(gap.from_ms <= (t.ts_ms or 0) <= gap.to_ms for t in missed)
+
+
+def test_a_feed_quiet_past_its_deadline_checks_rest_for_what_it_may_have_missed() -> None:
+    """A subscription stuck behind a live socket loses trades although no socket failed."""
+    h = TradesHandler(FEED)
+    h.on_data([raw(trade(1)), raw(trade(2))], 0, 1)
+    h.on_quiet()
+    assert h.on_data([raw(trade(9))], 0, 1) == [], "held for the fetch"
+    out = answer(h, [trade(i) for i in range(2, 9)])  # reaches back to the last one published
+    assert ids(out) == ["3", "4", "5", "6", "7", "8", "9"]
+    assert gaps(h) == []
+
+
+def test_a_merely_quiet_feed_publishes_nothing_twice_after_its_check() -> None:
+    h = TradesHandler(FEED)
+    h.on_data([raw(trade(1)), raw(trade(2))], 0, 1)
+    h.on_quiet()
+    assert h.on_data([raw(trade(3))], 0, 1) == []
+    assert ids(answer(h, [trade(1), trade(2), trade(3)])) == ["3"]
+    assert gaps(h) == []
