@@ -199,9 +199,22 @@ class _Rows(Generic[R]):
 
     __slots__ = ()
     _window: _Window
+    _columns: tuple[Any, ...]
 
     def _row(self, row: int) -> R:
         raise NotImplementedError
+
+    def _set_columns(self, columns: tuple[Any, ...]) -> None:
+        raise NotImplementedError
+
+    def _make_room(self) -> None:
+        """The window is full: grow the columns, or move the rows to the front."""
+        window = self._window
+        n = window.grows()
+        if n is None:
+            window.compact(self._columns)
+        else:
+            self._set_columns(tuple(_grown(column, n) for column in self._columns))
 
     def __len__(self) -> int:
         return self._window.length
@@ -261,15 +274,6 @@ class CandleBuffer(_Rows[Candle]):
         self._columns = columns
         self._ts, self._open, self._high, self._low, self._close, self._volume = columns
         self._np = None  # views of the old columns
-
-    def _make_room(self) -> None:
-        """The window is full: grow the columns, or move the rows to the front."""
-        window = self._window
-        n = window.grows()
-        if n is None:
-            window.compact(self._columns)
-        else:
-            self._set_columns(tuple(_grown(column, n) for column in self._columns))
 
     @property
     def nbytes(self) -> int:
@@ -515,15 +519,6 @@ class TradeBuffer(_Rows[Trade]):
         self._columns = columns
         self._ts, self._price, self._amount, self._side, self._ids = columns
         self._np = None  # views of the old columns
-
-    def _make_room(self) -> None:
-        """The window is full: grow the columns, or move the rows to the front."""
-        window = self._window
-        n = window.grows()
-        if n is None:
-            window.compact(self._columns)
-        else:
-            self._set_columns(tuple(_grown(column, n) for column in self._columns))
 
     @property
     def nbytes(self) -> int:

@@ -2,7 +2,7 @@
 
 Each test states a fact about how ccxt 4.5.90 parses one exchange's own protocol (the
 simulator speaks it faithfully). When a ccxt upgrade changes one, its test fails:
-revisit the producer's workaround and /work/shared/CCXT_NOTES.md.
+revisit the producer's workaround and the shared CCXT notes.
 """
 
 from __future__ import annotations
