@@ -9,6 +9,13 @@ its last values for the closed one are sent as a correction if they differ. Fina
 values fetched over REST correct a closed candle the same way (`reconcile`, and the
 periods fetched after an outage): same open time, ``closed`` again.
 
+Order: first sends are in open-time order; only a correction (same open time, closed
+again) of a period already sent may come after newer ones. A skipped period is not
+announced as a gap when it can be found: the rows that reveal it are held until it is
+fetched (`missing`), so it goes out before any newer period; only if REST cannot
+give it is it a hole. The handler keeps the clock from closing while such fetches are
+in flight, as their messages are published only once the round is answered.
+
 `CandleTracker` takes copied rows and the wall clock and returns `OHLCV` messages
 (run/seq unset); it never awaits and never reads a clock itself.
 """

@@ -208,6 +208,14 @@ class OhlcvHandler(FeedHandler):
 
     With a *reconcile* policy every candle sent closed is checked once more over REST
     when its `ReconcileSchedule` says so; `corrections` counts what those checks sent.
+
+    The clock closes nothing while REST work is in flight (taken with `take_requests`,
+    not all answered): the shell publishes what `on_data` and `on_rest` returned only
+    once the whole round is answered, while what `on_clock` returns goes out at once. A
+    candle the clock closed meanwhile would go out before the older candles of that
+    round, a period first sent after a newer one. Holding the clock keeps first sends
+    in open-time order and loses nothing (a skipped period found over REST is sent
+    before any newer one); it closes at its first call after the round.
     """
 
     def __init__(
@@ -237,6 +245,7 @@ class OhlcvHandler(FeedHandler):
         self._fetched: dict[int, Row] = {}
         self._stream_newest: Row | None = None
         self._checks: dict[FetchCandles, Check] = {}
+        self._in_flight = 0
         self.corrections = 0
         """Candles re-sent closed because the exchange's REST values differed."""
 
@@ -281,9 +290,21 @@ class OhlcvHandler(FeedHandler):
         self._awaiting = len(missed)
         return []
 
+    @property
+    def in_flight(self) -> int:
+        """REST requests taken and not answered yet: the clock waits for them."""
+        return self._in_flight
+
+    def take_requests(self) -> list[RestWork]:
+        """As `FeedHandler.take_requests`; each one taken is in flight until answered.
+        The shell serves one round at a time, so a new round means the last is over."""
+        requests = super().take_requests()
+        self._in_flight = len(requests)
+        return requests
+
     def on_clock(self, now_ms: int, recv_ns: int) -> Sequence[MarketMessage]:
-        if not self._live:
-            return []
+        if not self._live or self._in_flight:
+            return []  # in flight: what the round returns is not published yet
         messages = self._tracker.tick(now_ms, recv_ns)
         self._schedule_closes(messages, now_ms)
         self._check_due(now_ms)
@@ -291,10 +312,12 @@ class OhlcvHandler(FeedHandler):
 
     def on_down(self) -> None:
         self._live = False
+        self._in_flight = 0  # the shell's round is over (it reports a failed socket after)
 
     def on_rest(
         self, request: RestRequest, result: RestResult, recv_ns: int
     ) -> Sequence[MarketMessage]:
+        self._in_flight = max(0, self._in_flight - 1)
         if self.units is not None and not isinstance(result, RestFailed):
             result = normalize.rows_in_base(list(result), self.units)  # REST rows, like live
         if request.purpose == "backfill":

@@ -190,3 +190,49 @@ def test_a_check_asked_by_the_clock_survives_a_skipped_period_fetch() -> None:
     h.on_data([ccxt_row(3 * P)], now_ms=3 * P + 1, recv_ns=1)  # skipped 2 periods
     purposes = [r.purpose for r in h.take_requests()]
     assert purposes == ["reconcile", "missed"]
+
+
+def first_sends(published: list[object]) -> list[int]:
+    """The open time of each period's first message, in publication order."""
+    seen: list[int] = []
+    for m in published:
+        assert isinstance(m, OHLCV) and m.ts_ms is not None
+        if m.ts_ms not in seen:
+            seen.append(m.ts_ms)
+    return seen
+
+
+def test_the_clock_closes_nothing_while_a_round_of_rest_work_is_in_flight() -> None:
+    """The shell publishes what `on_data` returned once the round of REST work it started
+    is answered, but the clock's closes at once (found by the fault tests: a period was
+    first published after the next one). A close by the clock waits for the round."""
+    h = handler()
+    h.on_data([ccxt_row(0)], now_ms=30_000, recv_ns=1)
+    h.on_data([ccxt_row(P)], now_ms=61_000, recv_ns=1)
+    h.on_clock(120_000, 1)  # asks for the check; the shell serves it with the next data
+    published: list[object] = []
+    # The socket comes back with two new periods: P closes, 2P and 3P are first sent.
+    returned = list(h.on_data([ccxt_row(2 * P), ccxt_row(3 * P)], 3 * P + 1, recv_ns=2))
+    [check] = h.take_requests()
+    assert check.purpose == "reconcile"
+    # The shell awaits the check; the clock task runs meanwhile, past 3P's end + grace.
+    published += h.on_clock(4 * P + 2_000, 3)
+    returned += h.on_rest(check, [rest_row(0), rest_row(P)], recv_ns=4)
+    published += returned  # the round is over: the shell publishes what it returned
+    published += h.on_clock(4 * P + 2_500, 5)
+    assert first_sends(published) == [P, 2 * P, 3 * P]
+    assert closes(published)[-1] == (3 * P, 1.0), "closed by the clock after the round"
+    assert h.in_flight == 0
+
+
+def test_a_round_cut_short_by_a_failed_socket_does_not_stop_the_clock() -> None:
+    h = handler()
+    h.on_data([ccxt_row(0)], now_ms=30_000, recv_ns=1)
+    h.on_data([ccxt_row(P)], now_ms=61_000, recv_ns=1)
+    h.on_clock(120_000, 1)
+    h.on_data([ccxt_row(P)], now_ms=121_000, recv_ns=1)
+    assert h.take_requests() and h.in_flight == 1
+    h.on_down()  # the shell's round ended without an answer, then the socket failed
+    h.on_data([ccxt_row(P)], now_ms=121_500, recv_ns=1)  # data flows again
+    assert h.in_flight == 0
+    assert closes(h.on_clock(2 * P + 2_000, 1)) == [(P, 1.0)]
