@@ -228,16 +228,63 @@ def guard_frames(exchange: Exchange, on_bad_frame: BadFrameSink) -> None:
             guard_client(ws, on_bad_frame)
         urls = _WATCH_URLS.get()
         if urls is not None:
+            previous = urls.get(url)
             urls[url] = ws  # the sockets the current watch loop's subscription is on
+            ws._marketbus_guard.loops.add(id(urls))
+            old: _Guard | None = getattr(previous, "_marketbus_guard", None)
+            if old is not None and previous is not ws:
+                missed = old.missed_by(id(urls))
+                if missed is not None:
+                    raise missed  # a bad frame failed our last socket while we were away
         return ws
 
     exchange.client = client
 
 
+class _Guard:
+    """What `guard_client` knows of one ccxt client: the watch loops on it (by the
+    identity of their `_WATCH_URLS` dict), each loop's futures on it, and the loops
+    whose watch was not waiting when a bad frame failed it. Lives as long as the
+    client; bounded by loops times message hashes."""
+
+    def __init__(self) -> None:
+        self.loops: set[int] = set()
+        self.futures: dict[tuple[int, str], Any] = {}
+        self.missed: set[int] = set()
+        self.error: BadFrameError | None = None
+
+    def failed(self, error: BadFrameError) -> None:
+        """The client fails with *error*: ccxt rejects only the futures pending now, so
+        a loop busy elsewhere (delivering, backing off) would never hear of it and its
+        next watch would dial a fresh client silently (no report, no `on_down`)."""
+        waiting = {loop for (loop, _), future in self.futures.items() if not future.done()}
+        self.missed = self.loops - waiting
+        self.error = error
+
+    def missed_by(self, loop: int) -> BadFrameError | None:
+        """The failure *loop* did not hear of (once), to raise from its next watch."""
+        if self.error is None or loop not in self.missed:
+            return None
+        self.missed.discard(loop)
+        return BadFrameError(str(self.error))
+
+
 def guard_client(ws: Any, on_bad_frame: BadFrameSink) -> None:
     """Wrap ccxt client *ws*'s frame handler: a frame that makes it raise is reported to
-    *on_bad_frame* and fails the client, instead of killing its receive loop silently."""
+    *on_bad_frame* and fails the client, instead of killing its receive loop silently.
+    Each watch loop on *ws* hears of the failure: a waiting watch is rejected by ccxt,
+    any other loop's next watch raises it (see `guard_frames`)."""
     handle = ws.handle_message
+    guard = _Guard()
+    make_future = getattr(ws, "future", None)
+
+    def future(message_hash: str) -> Any:
+        assert make_future is not None
+        made = make_future(message_hash)
+        urls = _WATCH_URLS.get()
+        if urls is not None:
+            guard.futures[(id(urls), message_hash)] = made
+        return made
 
     def guarded(message: Any) -> None:
         if isinstance(ws.error, BadFrameError):
@@ -247,9 +294,14 @@ def guard_client(ws: Any, on_bad_frame: BadFrameSink) -> None:
         except Exception as exc:  # ccxt's handler on wire data: see the docstring above
             frame = sample(getattr(message, "data", message))
             on_bad_frame(ws.url, frame, exc)
-            ws.on_error(BadFrameError(f"{type(exc).__name__}: {exc} in frame {frame}"))
+            error = BadFrameError(f"{type(exc).__name__}: {exc} in frame {frame}")
+            guard.failed(error)
+            ws.on_error(error)
 
     ws.handle_message = guarded
+    if make_future is not None:
+        ws.future = future
+    ws._marketbus_guard = guard
     ws._marketbus_guarded = True
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -14,6 +15,7 @@ from marketbus.producer.config import ProducerSettings
 from marketbus.producer.feeds import OhlcvHandler, TickerHandler, TradesHandler
 from marketbus.producer.stats import FeedCounters
 from marketbus.producer.watch import (
+    _WATCH_URLS,
     BadFrameError,
     StaleConnectionError,
     Subscription,
@@ -203,6 +205,54 @@ def test_the_frame_guard_reports_a_sample_and_fails_the_socket() -> None:
     assert reported == [("ws://x/0", "poison", "can only concatenate str")]
     assert isinstance(ws.error, BadFrameError) and "poison" in str(ws.error)
     assert exchange.client("ws://x/0") is ws  # guarded once
+
+
+class FutureClient(FakeClient):
+    """A ccxt client as far as its futures go: a failure rejects only the pending ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.futures: dict[str, asyncio.Future[Any]] = {}
+
+    def future(self, message_hash: str) -> asyncio.Future[Any]:
+        made = self.futures[message_hash] = asyncio.get_running_loop().create_future()
+        return made
+
+    def on_error(self, error: BaseException) -> None:
+        super().on_error(error)
+        for future in self.futures.values():
+            if not future.done():
+                future.set_exception(error)
+
+
+async def test_a_bad_frame_while_a_loop_was_not_waiting_fails_that_loops_next_watch() -> None:
+    """ccxt rejects only the watches pending when the guard fails a client and then
+    drops it: a loop busy delivering would dial a fresh client silently (no report, no
+    `on_down`). Its next watch raises the failure instead, once; a loop whose watch was
+    rejected is not failed twice."""
+    clients: dict[str, FutureClient] = {}
+
+    def make_client(url: str) -> FutureClient:
+        if url not in clients or clients[url].error is not None:  # ccxt drops a failed one
+            clients[url] = FutureClient()
+        return clients[url]
+
+    exchange = SimpleNamespace(client=make_client)
+    guard_frames(exchange, lambda url, frame, exc: None)
+    away, waiting = contextvars.copy_context(), contextvars.copy_context()
+    for loop in (away, waiting):
+        loop.run(_WATCH_URLS.set, {})
+    first = away.run(exchange.client, "ws://x/0")
+    away.run(first.future, "candles").set_result("a candle")  # delivered: not waiting now
+    assert waiting.run(exchange.client, "ws://x/0") is first
+    pending = waiting.run(first.future, "trades")
+    first.handle_message("poison")
+    assert isinstance(pending.exception(), BadFrameError)
+    with pytest.raises(BadFrameError, match="poison"):
+        away.run(exchange.client, "ws://x/0")
+    second = away.run(exchange.client, "ws://x/0")
+    assert second is not first and second.error is None
+    assert waiting.run(exchange.client, "ws://x/0") is second
 
 
 async def test_a_feed_quiet_on_a_live_socket_is_resubscribed_after_a_few_deadlines() -> None:
