@@ -570,6 +570,8 @@ class WatchLoop:
         self._quiet = 0
         self._urls: dict[str, Any] = {}
         """The ccxt client this loop last watched on, by URL (recorded by `guard_frames`)."""
+        self._seen: dict[str, Any] = {}
+        """`_urls` as it was at the last result (see `_socket_replaced`)."""
         self.max_fill_candles = max_fill_candles
         self._routes = {symbol: (h, h.feed.name) for symbol, h in handlers.items()}
         """Each symbol's handler and feed name (the name is a property that formats)."""
@@ -666,11 +668,23 @@ class WatchLoop:
                     self.backoff.success(self._clock())
                     if self.state != "connected":
                         self._transition("connected", "receiving data")
+                    if self._socket_replaced():
+                        for handler in self.handlers.values():
+                            handler.on_down()
                     await self._deliver(results, recv_ns)
                     continue
                 await asyncio.sleep(delay)
         finally:
             deadline.close()
+
+    def _socket_replaced(self) -> bool:
+        """True when a socket this loop had results from was replaced since: ccxt forgets
+        a client the server closed, and a loop that was not waiting on it then (busy
+        handing data on) dials a new one on its next call without hearing of the loss.
+        What the old socket carried meanwhile (trades, a candle's final update) is lost,
+        so the handlers are told as after a failed socket."""
+        seen, self._seen = self._seen, dict(self._urls)
+        return any(seen.get(url, ws) is not ws for url, ws in self._urls.items())
 
     def _resync(self, exc: BaseException) -> None:
         """A book broke (ccxt or `check_books` noticed) and ccxt rebuilds it from a fresh

@@ -359,6 +359,60 @@ async def test_a_socket_another_loop_replaced_counts_as_down_for_this_loops_feed
     assert [e for e, _ in events] == ["stale", "connected", "gap"]
 
 
+async def test_a_socket_replaced_while_the_loop_was_busy_counts_as_down() -> None:
+    """The server closed the socket while this loop was handing data on: ccxt forgot
+    the client and the next call dialled a new one, with no error for this loop. What
+    the old socket carried meanwhile is lost, so the trades go to recovery (here the
+    fake exchange has no REST, so the hole is announced) instead of on as if nothing
+    happened."""
+    old, new = FakeClient(), FakeClient()
+    calls = 0
+
+    class Closing:
+        id = "binance"
+        has: dict[str, bool] = {}  # no REST trades: the hole is announced
+
+        def __init__(self) -> None:
+            self.clients: dict[str, Any] = {old.url: old}
+
+        def client(self, url: str) -> Any:
+            return self.clients[url]
+
+        async def watch_trades(self, symbol: str) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                self.clients[FakeClient.url] = new  # closed and re-dialled under us
+            if calls > 2:
+                await asyncio.Event().wait()
+            self.client(FakeClient.url)
+            return [{"id": str(calls), "timestamp": calls, "price": 1.0, "amount": 1.0}]
+
+    exchange = Closing()
+    guard_frames(exchange, lambda url, frame, exc: None)
+    feed = Feed("md", "binance", "trades", "BTC/USDT")
+    handler = TradesHandler(feed)
+    events: list[tuple[str, str]] = []
+    published: list[Any] = []
+    loop = WatchLoop(
+        exchange,
+        Subscription("binance", "trades", (feed,), batch=False),
+        {"BTC/USDT": handler},
+        ProducerSettings(stale_after_s=30, backoff_initial_s=0.001, backoff_max_s=0.001),
+        submit=lambda name, message: published.append(message),
+        status=lambda exchange, event, name, detail, **window: events.append((event, detail)),
+        counters={feed.name: FeedCounters()},
+    )
+    task = asyncio.create_task(loop.run())
+    try:
+        await wait_until(lambda: calls >= 3, timeout_s=5, what="the second result handled")
+        await wait_until(lambda: any(e == "gap" for e, _ in events), timeout_s=5, what="gap")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert [e for e, _ in events] == ["connected", "gap"]
+
+
 async def test_candles_the_socket_skipped_are_fetched_and_submitted_in_order() -> None:
     minute = 60_000
     start = (time.time_ns() // 1_000_000 // minute - 10) * minute
