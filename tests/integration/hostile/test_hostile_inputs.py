@@ -128,6 +128,19 @@ async def tail_id(redis: aioredis.Redis, stream: str) -> tuple[int, int]:
     return parse_entry_id(entries[0][0]) if entries else (0, 0)
 
 
+async def producer_on_top(redis: aioredis.Redis, stream: str) -> bool:
+    """True when *stream*'s newest entry is a producer's message at its own ``{run}-{seq}``."""
+    newest = await redis.xrevrange(stream, count=1)
+    if not newest:
+        return False
+    entry_id, fields = newest[0]
+    try:
+        message = decode(fields.get(b"d", b""))
+    except ContractError:
+        return False
+    return entry_id.decode() == f"{message.run}-{message.seq}"
+
+
 async def xadd_above(
     redis: aioredis.Redis, stream: str, payload: Callable[[int, int], bytes], jump: int
 ) -> None:
@@ -262,6 +275,13 @@ async def test_bad_input_costs_only_itself_and_every_stream_message_arrives_once
                     await redis.xadd(BTC_TRADES, {"d": payload})  # foreign '*' ids
                 await redis.xadd(ETH_TRADES, {"not d": b"x"})
                 await xadd_above(redis, ETH_TRADES, lambda r, s: ticker("ETH/USDT", r, s), 1000)
+                # A valid message of this feed at a later run is what a real second
+                # producer writes (the producer fences on it). The forgery meant here is
+                # a seq the producer never handed out in its own run: forge it once the
+                # producer has written past the '*' entries above, in its new run.
+                await wait_until(
+                    lambda: producer_on_top(redis, BTC_TRADES), DEADLINE_S, "BTC trades past '*'"
+                )
                 await xadd_above(
                     redis, BTC_TRADES, lambda r, s: trades("BTC/USDT", r, s, "forged"), 1_000_000
                 )
