@@ -19,7 +19,15 @@ import pyarrow.compute as pc
 
 from marketbus.archive.partitions import DAY_MS, GAP_KIND
 from marketbus.shared.names import timeframe_of
-from marketbus.shared.schema import OHLCV, Book, MarketMessage, Ticker, Trade, Trades
+from marketbus.shared.schema import (
+    COMMON_FIELDS,
+    OHLCV,
+    Book,
+    MarketMessage,
+    Ticker,
+    Trade,
+    Trades,
+)
 
 _ID: Final = [
     pa.field("run", pa.int64(), nullable=False),
@@ -30,21 +38,9 @@ _ID: Final = [
 ]
 _F64: Final = pa.float64()
 LEVEL: Final = pa.struct([pa.field("price", _F64), pa.field("amount", _F64)])
-TICKER_FIELDS: Final = (
-    "bid",
-    "bid_size",
-    "ask",
-    "ask_size",
-    "last",
-    "open",
-    "high",
-    "low",
-    "base_volume",
-    "quote_volume",
-    "change_pct",
-    "mark",
-    "index",
-)
+TICKER_FIELDS: Final = tuple(n for n in Ticker.__struct_fields__ if n not in COMMON_FIELDS)
+"""The ticker's own fields, one float column each, from the schema (a field added there
+is recorded too)."""
 CANDLE_FIELDS: Final = ("open", "high", "low", "close", "volume")
 
 CANDLE_SCHEMA: Final = pa.schema(

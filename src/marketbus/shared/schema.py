@@ -118,6 +118,8 @@ Message: TypeAlias = OHLCV | Ticker | Trades | Book | Status
 MarketMessage: TypeAlias = OHLCV | Ticker | Trades | Book
 
 MESSAGE_TYPES: tuple[type[_Message], ...] = (OHLCV, Ticker, Trades, Book, Status)
+COMMON_FIELDS: tuple[str, ...] = _Message.__struct_fields__
+"""The fields every message has (SPEC "Messages"); a type's own fields are the rest."""
 
 
 class FeedInfo(msgspec.Struct, frozen=True, kw_only=True):
